@@ -1,0 +1,51 @@
+"""Shared fixtures: where ../shared is, and skips that say why when it is absent."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _shared() -> Path | None:
+    env = os.environ.get("CNNLAB_SHARED")
+    candidates = [Path(env)] if env else []
+    candidates.append(ROOT.parent / "shared")
+    for path in candidates:
+        if (path / "README.md").is_file():
+            return path
+    return None
+
+
+SHARED = _shared()
+
+
+@pytest.fixture(scope="session")
+def shared_dir() -> Path:
+    if SHARED is None:
+        pytest.skip("../shared is absent (set CNNLAB_SHARED to the shared data folder)")
+    return SHARED
+
+
+@pytest.fixture(scope="session")
+def mnist_dir(shared_dir: Path) -> Path:
+    path = shared_dir / "datasets" / "mnist"
+    if not (path / "train-images-idx3-ubyte.gz").is_file():
+        pytest.skip(f"real MNIST not found in {path}")
+    return path
+
+
+@pytest.fixture(scope="session")
+def cifar10_dir(shared_dir: Path) -> Path:
+    path = shared_dir / "datasets" / "cifar10"
+    if not (path / "cifar-10-batches-bin" / "test_batch.bin").is_file():
+        pytest.skip(f"real CIFAR-10 not found in {path}")
+    return path
+
+
+@pytest.fixture(scope="session")
+def datasets_root(shared_dir: Path) -> Path:
+    return shared_dir / "datasets"
