@@ -1,0 +1,86 @@
+"""PyTorch's own distributed engine, as cnnlab uses it: nothing home-made.
+
+``torchrun`` starts one process per GPU (or per CPU slot) and sets RANK, WORLD_SIZE,
+LOCAL_RANK and the rendezvous variables; ``setup()`` joins the group (NCCL on GPUs,
+gloo on CPUs). With one process nothing is initialised and every helper below is the
+identity, so single-process training runs exactly the same code.
+"""
+
+from __future__ import annotations
+
+import datetime
+import os
+
+import torch
+import torch.distributed as tdist
+
+from cnnlab.errors import CnnlabError
+
+# A rank that dies must not leave the others waiting forever: collectives give up after
+# this long and raise, which ends the run with an error instead of a hang.
+DEFAULT_TIMEOUT_S = 300
+
+
+def launched_by_torchrun() -> bool:
+    return "RANK" in os.environ and "WORLD_SIZE" in os.environ and int(os.environ["WORLD_SIZE"]) > 1
+
+
+def setup(device: str = "auto", timeout_s: float | None = None) -> str:
+    """Join the process group when started by torchrun; return the device this rank uses."""
+    if not launched_by_torchrun() or tdist.is_initialized():
+        return device
+    use_cuda = torch.cuda.is_available() and device in ("auto", "cuda")
+    if use_cuda:
+        local = int(os.environ.get("LOCAL_RANK", 0))
+        torch.cuda.set_device(local)
+        device = f"cuda:{local}"
+    elif device == "auto":
+        device = "cpu"
+    timeout = datetime.timedelta(seconds=timeout_s or float(os.environ.get("CNNLAB_DIST_TIMEOUT", DEFAULT_TIMEOUT_S)))
+    try:
+        tdist.init_process_group("nccl" if use_cuda else "gloo", timeout=timeout)
+    except Exception as exc:  # rendezvous failures come in many types; say it in one line
+        raise CnnlabError(f"could not join the torchrun process group: {exc}") from exc
+    return device
+
+
+def teardown() -> None:
+    if tdist.is_initialized():
+        tdist.destroy_process_group()
+
+
+def world_size() -> int:
+    return tdist.get_world_size() if tdist.is_initialized() else 1
+
+
+def rank() -> int:
+    return tdist.get_rank() if tdist.is_initialized() else 0
+
+
+def is_main() -> bool:
+    return rank() == 0
+
+
+def all_reduce_sum(t: torch.Tensor) -> torch.Tensor:
+    """Sum ``t`` over all processes (a copy); the identity with one process."""
+    if world_size() == 1:
+        return t
+    out = t.clone()
+    if out.device.type == "cpu" and tdist.get_backend() == "nccl":
+        out = out.cuda()
+    tdist.all_reduce(out, op=tdist.ReduceOp.SUM)
+    return out.to(t.device)
+
+
+def barrier() -> None:
+    if world_size() > 1:
+        tdist.barrier()
+
+
+def broadcast_object(obj):
+    """Rank 0's value of ``obj`` on every rank (e.g. a decision only rank 0 can make)."""
+    if world_size() == 1:
+        return obj
+    box = [obj]
+    tdist.broadcast_object_list(box, src=0)
+    return box[0]

@@ -1,0 +1,124 @@
+"""One training run from names to a finished run directory: what `cnnlab train` does.
+
+``train_run`` loads the data, builds the model, writes config.json, trains with a
+checkpoint after every epoch and records the test metrics; ``resume_run`` picks an
+interrupted run up from its last checkpoint. Notebooks call these directly.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+
+from cnnlab import distributed as dist
+from cnnlab import runs
+from cnnlab.errors import CnnlabError
+from cnnlab.train import History, TrainConfig, evaluate_loss_accuracy, fit
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """What to train on and how; saved (with the data's shapes and classes) as config.json."""
+
+    data: str = "mnist"
+    model: str = "mnist-cnn"  # a name from cnnlab.models.MODELS or a one-line spec
+    train_size: int | None = None  # take the first N training images (the tutorials use 20,000)
+    val_size: float = 0  # fraction (or count) held out of training; 0: validate on the test set
+    normalize: str = "none"  # "featurewise": per-channel mean/std of the training set
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def __post_init__(self) -> None:
+        if self.normalize not in ("none", "featurewise"):
+            raise CnnlabError(f"normalize must be 'none' or 'featurewise', got {self.normalize!r}")
+        if self.train_size is not None and self.train_size < 1:
+            raise CnnlabError(f"train_size must be at least 1, got {self.train_size}")
+
+
+def _prepare(cfg: RunConfig, download: bool):
+    from cnnlab.data import channel_stats, load
+    from cnnlab.models import build
+
+    data = load(cfg.data, download=download, train_size=cfg.train_size, val_size=cfg.val_size,
+                seed=cfg.train.seed, progress=dist.is_main())
+    mean = std = None
+    if cfg.normalize == "featurewise":
+        mean, std = (list(map(float, v)) for v in channel_stats(data.train.images))
+    torch.manual_seed(cfg.train.seed)  # same seed, same initial weights
+    model = build(cfg.model, input_shape=data.input_shape, num_classes=data.num_classes)
+    meta = {
+        "data": cfg.data, "model": cfg.model, "input_shape": list(data.input_shape),
+        "num_classes": data.num_classes, "classes": list(data.classes),
+        "train_size": cfg.train_size, "val_size": cfg.val_size, "normalize": cfg.normalize,
+        "mean": mean, "std": std, "validation": "val split" if data.val is not None else "test set",
+        "world_size": dist.world_size(), "train": cfg.train.to_dict(),
+    }
+    return data, model, meta
+
+
+def _train(data, model, meta: dict, cfg: TrainConfig, out: Path, resume: dict | None) -> History:
+    from cnnlab.data.transforms import to_tensor
+
+    x = to_tensor(data.train.images, mean=meta["mean"], std=meta["std"])
+    val_split = data.val if data.val is not None else data.test
+    val = (to_tensor(val_split.images, mean=meta["mean"], std=meta["std"]), val_split.labels)
+    history = fit(model, x, data.train.labels, config=cfg, validation=val,
+                  callbacks=[runs.checkpointer(out)], resume=resume)
+    x_test = to_tensor(data.test.images, mean=meta["mean"], std=meta["std"]).to(next(model.parameters()).device)
+    loss, acc = evaluate_loss_accuracy(model, x_test, torch.as_tensor(data.test.labels).to(x_test.device),
+                                       batch_size=cfg.eval_batch_size)
+    if dist.is_main():
+        runs.save_metrics(out, {"test_loss": loss, "test_accuracy": acc, "epochs": len(history),
+                                "seconds": sum(e["seconds"] for e in history.epochs)})
+    dist.barrier()
+    return history
+
+
+def _on_main(action):
+    """Run ``action`` on rank 0 only and raise its error on every rank (no rank left waiting)."""
+    error = None
+    if dist.is_main():
+        try:
+            action()
+        except CnnlabError as exc:
+            error = str(exc)
+    error = dist.broadcast_object(error)
+    if error:
+        raise CnnlabError(error)
+
+
+def train_run(cfg: RunConfig, out, *, overwrite: bool = False, download: bool = True) -> tuple[Path, History]:
+    """Train ``cfg`` into the run directory ``out``; returns (out, history)."""
+    out = Path(out)
+    data, model, meta = _prepare(cfg, download)
+    _on_main(lambda: runs.create_run(out, meta, overwrite=overwrite))
+    return out, _train(data, model, meta, cfg.train, out, resume=None)
+
+
+def config_of(run_path) -> RunConfig:
+    run = runs.load_run(run_path)
+    c = run.config
+    fields = {k: c[k] for k in ("data", "model", "train_size", "val_size", "normalize") if k in c}
+    return RunConfig(**fields, train=TrainConfig.from_dict(c.get("train", {})))
+
+
+def resume_run(run_path, *, epochs: int | None = None, download: bool = True) -> tuple[Path, History]:
+    """Continue an interrupted run from last.pt (from scratch if no epoch had finished).
+
+    ``epochs`` may raise the total to train a finished run further.
+    """
+    run_path = Path(run_path)
+    cfg = config_of(run_path)
+    if epochs is not None:
+        cfg = RunConfig(**{**asdict(cfg), "train": TrainConfig.from_dict({**cfg.train.to_dict(), "epochs": epochs})})
+    data, model, meta = _prepare(cfg, download)
+    last = run_path / "last.pt"
+    state = runs.load_checkpoint(last) if last.is_file() else None
+    if state is not None and state["epoch"] >= cfg.train.epochs:
+        raise CnnlabError(f"{run_path} already finished its {state['epoch']} epochs; "
+                          "pass --epochs N with a larger N to train it further")
+    if epochs is not None and dist.is_main():
+        saved = runs.load_run(run_path).config
+        runs.save_json(run_path / "config.json", {**saved, "train": cfg.train.to_dict()})
+    return run_path, _train(data, model, meta, cfg.train, run_path, resume=state)

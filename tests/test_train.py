@@ -1,0 +1,145 @@
+"""fit(): overfitting, determinism, exact resume, NaN handling, callbacks."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from cnnlab.data.transforms import Augment
+from cnnlab.errors import CnnlabError
+from cnnlab.train import EpochEnd, TrainConfig, TrainingError, fit, training_view
+
+
+def tiny_net(classes: int = 10) -> nn.Sequential:
+    return nn.Sequential(nn.Conv2d(1, 8, 3), nn.ReLU(), nn.MaxPool2d(2), nn.Dropout(0.25), nn.Flatten(),
+                         nn.Linear(8 * 7 * 7, classes))
+
+
+def data(n: int = 256, seed: int = 0):
+    g = torch.Generator().manual_seed(seed)
+    return torch.rand(n, 1, 16, 16, generator=g), torch.randint(0, 10, (n,), generator=g)
+
+
+def test_overfits_one_batch():
+    x, y = data(64)
+    torch.manual_seed(0)
+    history = fit(tiny_net(), x, y, config=TrainConfig(epochs=40, batch_size=64, lr=0.01, verbose=0))
+    assert history.epochs[0]["accuracy"] < 0.5
+    assert history.epochs[-1]["accuracy"] == 1.0
+    assert history.epochs[-1]["loss"] < 0.2 * history.epochs[0]["loss"]
+
+
+@pytest.mark.parametrize("optimizer,extra", [("sgd", {"momentum": 0.9, "nesterov": True, "decay": 1e-6, "lr": 0.05}),
+                                             ("adadelta", {}), ("adamw", {"weight_decay": 0.01, "lr": 0.01})])
+def test_every_optimizer_lowers_the_loss(optimizer, extra):
+    x, y = data(64)
+    torch.manual_seed(0)
+    cfg = TrainConfig(epochs=30, batch_size=32, optimizer=optimizer, verbose=0, **extra)
+    history = fit(tiny_net(), x, y, config=cfg)
+    assert history.epochs[-1]["loss"] < 0.8 * history.epochs[0]["loss"]
+
+
+def test_same_seed_same_history_and_weights():
+    x, y = data()
+    results = []
+    for _ in range(2):
+        torch.manual_seed(0)
+        model = tiny_net()
+        cfg = TrainConfig(epochs=3, batch_size=32, seed=7, verbose=0, augment=Augment(shift=0.1, flip_h=True))
+        h = fit(model, x, y, config=cfg)
+        results.append(([(e["loss"], e["accuracy"]) for e in h.epochs], model.state_dict()))
+    assert results[0][0] == results[1][0]
+    for k, v in results[0][1].items():
+        assert torch.equal(v, results[1][1][k]), k
+
+
+def test_resume_equals_uninterrupted_run():
+    x, y = data()
+    val = data(64, seed=1)
+    cfg = TrainConfig(epochs=4, batch_size=48, steps_per_epoch=3, seed=3, schedule="cosine", verbose=0)
+    torch.manual_seed(0)
+    full = tiny_net()
+    fit(full, x, y, config=cfg, validation=val)
+
+    saved = {}
+
+    def interrupt_after_two(end: EpochEnd) -> None:
+        if end.epoch == 2:
+            saved.update(end.state())
+            raise KeyboardInterrupt
+
+    torch.manual_seed(0)
+    first = tiny_net()
+    with pytest.raises(KeyboardInterrupt):
+        fit(first, x, y, config=cfg, validation=val, callbacks=[interrupt_after_two])
+    torch.manual_seed(123)  # a fresh process would not share the RNG state; resume restores it
+    resumed = tiny_net()
+    history = fit(resumed, x, y, config=cfg, validation=val, resume=saved)
+    assert len(history) == 4
+    for k, v in full.state_dict().items():
+        assert torch.equal(v, resumed.state_dict()[k]), k
+
+
+def test_nan_loss_stops_with_a_clear_error():
+    x, y = data(64)
+    x[5] = math.nan
+    with pytest.raises(TrainingError, match="loss became nan in epoch 1"):
+        fit(tiny_net(), x, y, config=TrainConfig(epochs=2, batch_size=64, verbose=0))
+
+
+def test_history_has_keras_keys_and_validation():
+    x, y = data(128)
+    h = fit(tiny_net(), x, y, config=TrainConfig(epochs=2, batch_size=64, verbose=0), validation=data(32, seed=2))
+    assert set(h.history) == {"epoch", "loss", "accuracy", "val_loss", "val_accuracy", "lr", "seconds"}
+    assert len(h.history["val_accuracy"]) == 2
+
+
+def test_validation_metrics_equal_a_manual_evaluation():
+    x, y = data(128)
+    xv, yv = data(50, seed=4)
+    model = tiny_net()
+    h = fit(model, x, y, config=TrainConfig(epochs=1, batch_size=64, verbose=0, eval_batch_size=16),
+            validation=(xv, yv))
+    model.eval()
+    with torch.no_grad():
+        logits = model(xv)
+    assert h.epochs[0]["val_loss"] == pytest.approx(nn.functional.cross_entropy(logits, yv).item(), rel=1e-5)
+    assert h.epochs[0]["val_accuracy"] == pytest.approx((logits.argmax(1) == yv).float().mean().item())
+
+
+def test_early_stopping_and_restore_best():
+    x, y = data(64)
+    xv, yv = data(64, seed=9)  # random labels: validation loss soon rises
+    cfg = TrainConfig(epochs=50, batch_size=64, lr=0.02, early_stopping=2, restore_best=True, verbose=0)
+    model = tiny_net()
+    h = fit(model, x, y, config=cfg, validation=(xv, yv))
+    assert len(h) < 50
+    best = min(e["val_loss"] for e in h.epochs)
+    model.eval()
+    with torch.no_grad():
+        assert nn.functional.cross_entropy(model(xv), yv).item() == pytest.approx(best, rel=1e-4)
+
+
+def test_steps_per_epoch_and_batch_validation():
+    x, y = data(100)
+    seen = []
+    fit(tiny_net(), x, y, config=TrainConfig(epochs=2, batch_size=10, steps_per_epoch=3, verbose=0),
+        callbacks=[lambda end: seen.append(end.state()["batches"]["cursor"])])
+    assert seen == [30, 60]
+    with pytest.raises(CnnlabError, match="batch_size must be at least 1, got 0"):
+        TrainConfig(batch_size=0)
+    with pytest.raises(CnnlabError, match="3 inputs but 2 labels"):
+        fit(tiny_net(), torch.zeros(3, 1, 16, 16), torch.zeros(2), config=TrainConfig(verbose=0))
+
+
+def test_training_view_reorders_relu_pool_with_identical_outputs():
+    model = nn.Sequential(nn.Conv2d(1, 4, 3), nn.ReLU(), nn.MaxPool2d(2), nn.Sequential(nn.ReLU(), nn.MaxPool2d(2)))
+    view = training_view(model)
+    assert isinstance(view[1], nn.MaxPool2d) and isinstance(view[2], nn.ReLU)
+    assert view[0] is model[0]  # parameters are shared, not copied
+    assert isinstance(model[1], nn.ReLU)  # the user's model is untouched
+    x = torch.randn(2, 1, 14, 14)
+    assert torch.equal(view(x), model(x))
