@@ -1,0 +1,82 @@
+"""``cnnlab filter`` (a gallery of filtered images) and ``cnnlab kernels`` (the named kernels)."""
+
+from __future__ import annotations
+
+import argparse
+import io
+from pathlib import Path
+
+from cnnlab.conv import BOUNDARIES, MODES
+from cnnlab.errors import CnnlabError
+from cnnlab.images import SAMPLES, apply_kernel, gallery, load_image
+from cnnlab.kernels import ALIASES, KERNELS, get_kernel, random_kernels, resolve_name
+
+# Formats the gallery can be saved in (matplotlib's names, chosen by --out's extension).
+_FIGURE_FORMATS = ("png", "jpg", "jpeg", "pdf", "svg")
+
+
+def register(sub) -> None:
+    p = sub.add_parser(
+        "filter",
+        help="filter an image with named (or random) kernels and save a gallery",
+        description="Correlate an image with classic kernels (cnnlab.conv, NumPy only) and save "
+        "the original beside each filtered map. Grey kernels filter the image's grey version; "
+        "colour kernels such as 'brown' sum over R, G, B. See `cnnlab kernels` for names.",
+    )
+    p.add_argument("image", help=f"a PNG/JPEG/BMP file, or a sample: {', '.join(SAMPLES)}")
+    p.add_argument("--kernel", "-k", action="append", default=[], metavar="NAME",
+                   help="a kernel name, e.g. sobel-x (repeat for more)")
+    p.add_argument("--random", type=int, default=0, metavar="N",
+                   help="add N random kernels, uniform in [-1, 0] (they find nothing in particular)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the random kernels (default 0)")
+    p.add_argument("--grey", action="store_true", help="read the image as grey first")
+    p.add_argument("--mode", choices=MODES, default="same", help="output size (default: same)")
+    p.add_argument("--boundary", choices=BOUNDARIES, default="symm",
+                   help="how edges are padded (default: symm, mirrored)")
+    p.add_argument("--out", required=True, metavar="FILE", help="where to write the gallery (.png, .pdf, ...)")
+    p.set_defaults(func=run_filter)
+
+    k = sub.add_parser("kernels", help="list the named kernels", description="List the named kernels "
+                       "that `cnnlab filter --kernel` and cnnlab.kernels.get_kernel accept.")
+    k.set_defaults(func=run_kernels)
+
+
+def run_filter(args: argparse.Namespace) -> int:
+    out = Path(args.out)
+    suffix = out.suffix.lower().lstrip(".")
+    if suffix not in _FIGURE_FORMATS:
+        raise CnnlabError(f"--out {args.out!r} has no known figure extension; use one of "
+                          f"{', '.join('.' + s for s in _FIGURE_FORMATS)}")
+    if not out.parent.is_dir():
+        raise CnnlabError(f"--out folder '{out.parent}' does not exist; create it first")
+    if not args.kernel and args.random == 0:
+        raise CnnlabError(f"no kernels given; add --kernel NAME (one of {', '.join(KERNELS)}) or --random N")
+    if args.random < 0:
+        raise CnnlabError(f"--random must be >= 0; got {args.random}")
+
+    # Compute everything before writing anything: a bad name or shape leaves no file behind.
+    # Title each map with what was typed, plus the real name when an alias was used.
+    titles = {name: name if resolve_name(name) == name else f"{name} ({resolve_name(name)})" for name in args.kernel}
+    kernels = {title: get_kernel(name) for name, title in titles.items()}
+    image = load_image(args.image, colour="grey" if args.grey else "auto")
+    if args.random:
+        channels = image.shape[2] if image.ndim == 3 else None
+        bank = random_kernels(args.random, channels=channels, seed=args.seed)
+        kernels.update({f"random {i + 1}": k for i, k in enumerate(bank)})
+    maps = {name: apply_kernel(image, k, mode=args.mode, boundary=args.boundary) for name, k in kernels.items()}
+    figure = gallery(image, maps, image_title=f"original {Path(args.image).name}")
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format=suffix, dpi=100)
+
+    out.write_bytes(buffer.getvalue())
+    print(f"wrote {out} (original + {len(maps)} filtered map{'s' * (len(maps) != 1)})")
+    return 0
+
+
+def run_kernels(args: argparse.Namespace) -> int:
+    width = max(map(len, KERNELS))
+    for name, kernel in KERNELS.items():
+        shape = "x".join(map(str, kernel.weights.shape))
+        print(f"{name:<{width}}  {shape:<5}  {kernel.description}")
+    print("aliases: " + ", ".join(f"{alias} -> {name}" for alias, name in ALIASES.items()))
+    return 0
