@@ -1,0 +1,44 @@
+"""``cnnlab classify``: top-k ImageNet classes for photos with a pretrained network."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from cnnlab.pretrained import URLS, classify, plot_predictions
+
+
+def register(sub) -> None:
+    p = sub.add_parser(
+        "classify",
+        help="name what is in photos with a pretrained ImageNet network",
+        description="Print the top-k ImageNet classes of each photo (PNG/JPEG/BMP; 'grace_hopper' is "
+                    "matplotlib's sample portrait). Without --weights, torchvision's official weights are "
+                    "downloaded once into ~/.cache/cnnlab/models.",
+    )
+    p.add_argument("photos", nargs="+", metavar="PHOTO", help="image files")
+    p.add_argument("--model", choices=list(URLS), default="squeezenet1_1", help="network (default squeezenet1_1)")
+    p.add_argument("--weights", type=Path, default=None, metavar="PATH",
+                   help="state-dict file keyed like torchvision (default: download the official weights)")
+    p.add_argument("--top", type=int, default=5, metavar="K", help="classes to show per photo (default 5)")
+    p.add_argument("--caffe", action="store_true",
+                   help="Caffe/Keras preprocessing (BGR, 0-255, mean subtracted) for weights converted from Keras")
+    p.add_argument("--out", type=Path, default=None, metavar="CHART.png", help="also save a bar chart here")
+    p.add_argument("--no-progress", action="store_true", help="no download progress bar")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    # classify() reads every photo before it loads (or downloads) the network, so a bad
+    # photo fails fast.
+    results = classify(args.photos, model=args.model, weights=args.weights, top=args.top,
+                       style="caffe" if args.caffe else "torchvision", progress=not args.no_progress)
+    titles = [Path(p).name for p in args.photos]
+    figure = plot_predictions(results, images=args.photos, titles=titles) if args.out else None
+    for photo, preds in zip(args.photos, results, strict=True):
+        print(photo)
+        for rank, (index, name, prob) in enumerate(preds, start=1):
+            print(f"  {rank}. {name:<28} {prob:7.2%}  (class {index})")
+    if figure is not None:
+        figure.savefig(args.out, dpi=100)
+        print(f"chart saved to {args.out}")
+    return 0

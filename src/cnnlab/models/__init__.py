@@ -1,0 +1,101 @@
+"""The model zoo: ``MODELS`` (name -> builder) and ``build`` (a name or a spec string).
+
+Every builder is ``fn(input_shape=(H, W, C), num_classes=...) -> nn.Module``; its keyword
+defaults are the model's native input and class count. Models take NCHW float input and
+return logits (N, num_classes): softmax belongs to the loss and to prediction.
+"""
+
+from __future__ import annotations
+
+import inspect
+import re
+import warnings
+
+from torch import nn
+
+from cnnlab.errors import CnnlabError
+from cnnlab.models.check import as_input_shape, as_num_classes, probe_output_shape
+from cnnlab.models.fast import FAST_MODELS
+from cnnlab.models.seed import SEED_MODELS
+from cnnlab.models.spec import DEFAULT_INPUT_SHAPE, build_spec, parse_spec
+from cnnlab.models.squeezenet import squeezenet1_1
+from cnnlab.models.vgg import vgg16
+
+MODELS = {
+    **SEED_MODELS,
+    "vgg16": vgg16,
+    "squeezenet1_1": squeezenet1_1,
+    **FAST_MODELS,
+}
+
+__all__ = ["MODELS", "build", "build_spec", "count_params", "default_input_shape", "describe", "parse_spec"]
+
+
+def _looks_like_spec(text: str) -> bool:
+    # A comma, or a first token that starts like a spec layer (conv32, dense10, ...).
+    return "," in text or re.match(r"(conv|dense|maxpool|avgpool|dropout)\d|flatten|gap", text.lower()) is not None
+
+
+def _unknown(name) -> CnnlabError:
+    return CnnlabError(f"unknown model {name!r}; known models: {', '.join(MODELS)}; "
+                       "or give a spec string like 'conv32k3-relu,maxpool2,flatten,dense10'")
+
+
+def default_input_shape(name_or_spec: str) -> tuple[int, int, int]:
+    """The (H, W, C) a model is built for when no input_shape is given ((28, 28, 1) for specs)."""
+    if name_or_spec in MODELS:
+        return tuple(inspect.signature(MODELS[name_or_spec]).parameters["input_shape"].default)
+    if isinstance(name_or_spec, str) and _looks_like_spec(name_or_spec):
+        return DEFAULT_INPUT_SHAPE
+    raise _unknown(name_or_spec)
+
+
+def describe(name: str) -> str:
+    """One-line description of a named model (the first line of its builder's docstring)."""
+    if name not in MODELS:
+        raise _unknown(name)
+    return ((MODELS[name].__doc__ or "").strip().splitlines() or [""])[0]
+
+
+def count_params(model: nn.Module, *, trainable_only: bool = False) -> int:
+    """Number of parameters (each shared tensor counted once)."""
+    return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)
+
+
+def build(name_or_spec: str, *, input_shape=None, num_classes: int | None = None) -> nn.Module:
+    """Build a model by name (see ``MODELS``) or from a spec string (see ``cnnlab.models.spec``).
+
+    ``input_shape`` is (H, W, C) in Keras order and ``num_classes`` the number of logits; left
+    out, each model's defaults apply. The model is checked with one zero image: an input it
+    cannot take raises a CnnlabError naming the layer. Built on the current default device
+    (so ``with torch.device("meta"): build("vgg16")`` gives a weightless model at once, e.g.
+    to count parameters or summarise it).
+    """
+    if not isinstance(name_or_spec, str):
+        raise CnnlabError(f"model {name_or_spec!r} is not a name or a spec string; "
+                          f"use one of {', '.join(MODELS)}")
+    name = name_or_spec.strip()
+    if name not in MODELS:
+        if not _looks_like_spec(name):
+            raise _unknown(name_or_spec)
+        return build_spec(name, input_shape=input_shape, num_classes=num_classes)
+    kwargs = {}
+    if input_shape is not None:
+        kwargs["input_shape"] = as_input_shape(input_shape)
+    if num_classes is not None:
+        kwargs["num_classes"] = as_num_classes(num_classes)
+    shape = kwargs.get("input_shape", default_input_shape(name))
+    what = f"{name} cannot take input_shape {shape}"
+    try:
+        # A too-small input can make a zero-sized layer, which torch warns about; the probe
+        # below then names the layer that really breaks.
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="Initializing zero-element tensors")
+            model = MODELS[name](**kwargs)
+    except RuntimeError as exc:  # e.g. a negative layer size computed from a tiny input
+        raise CnnlabError(f"{what}: {str(exc).splitlines()[0]}; use a larger input_shape") from exc
+    # One zero image through the real model (on the meta device when built there): cheap for
+    # all but VGG-16 (~15 G mult-adds at 224). The meta device would be free of arithmetic
+    # everywhere, but its first use imports torch's compiler (~2 s), a tax on every build.
+    probe_output_shape(model, shape, what=what, fix=f"use a larger input_shape (default {default_input_shape(name)})")
+    return model

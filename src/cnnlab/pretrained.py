@@ -1,0 +1,279 @@
+"""Pretrained ImageNet networks: weights, preprocessing, class names, top-k predictions.
+
+``vgg16`` and ``squeezenet1_1`` are keyed exactly like torchvision, so torchvision's
+official weight files load unchanged. Weights come from a file you name (``weights=PATH``)
+or are downloaded once from torchvision's URLs into ``$XDG_CACHE_HOME/cnnlab/models``
+(default ``~/.cache/cnnlab/models``), verified against the sha256 prefix in the file
+name (as ``torch.hub`` does) and written atomically. Files are always read with
+``torch.load(..., weights_only=True)``: a weights file cannot run code.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import pickle
+import re
+import tempfile
+import urllib.error
+import urllib.request
+import zipfile
+from collections.abc import Sequence
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, UnidentifiedImageError
+from torch import nn
+from tqdm.auto import tqdm
+
+from cnnlab.errors import CnnlabError
+from cnnlab.models import MODELS
+
+URLS = {
+    "vgg16": "https://download.pytorch.org/models/vgg16-397923af.pth",
+    "squeezenet1_1": "https://download.pytorch.org/models/squeezenet1_1-b8a52dc0.pth",
+}
+# torchvision's ImageNet statistics (RGB, images scaled to [0, 1]).
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+# Caffe's (and Keras' "caffe" preprocess_input) BGR pixel means, images in 0..255.
+CAFFE_BGR_MEAN = (103.939, 116.779, 123.68)
+STYLES = ("torchvision", "caffe")
+
+# The opener used for downloads; tests replace it to serve local bytes.
+_urlopen = urllib.request.urlopen
+
+
+@lru_cache(maxsize=1)
+def _class_names() -> tuple[str, ...]:
+    return tuple(json.loads((Path(__file__).with_name("imagenet_classes.json")).read_text("utf-8")))
+
+
+def imagenet_classes() -> list[str]:
+    """The 1,000 ImageNet-1k class names in index order (Keras' names, e.g. 'Egyptian_cat')."""
+    return list(_class_names())
+
+
+# ---------------------------------------------------------------------------- weights
+
+
+def cache_dir() -> Path:
+    """Where downloaded weights live: $XDG_CACHE_HOME/cnnlab/models or ~/.cache/cnnlab/models."""
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "cnnlab" / "models"
+
+
+def download_weights(url: str, *, progress: bool = True) -> Path:
+    """Return the cached copy of ``url``, downloading it first if needed.
+
+    The file name must carry a sha256 prefix (``name-<hex>.pth``, torch.hub's convention);
+    the download is verified against it and renamed into place only when it matches, so
+    a failed or corrupt download leaves nothing behind.
+    """
+    filename = url.rsplit("/", 1)[-1]
+    match = re.search(r"-([a-f0-9]+)\.", filename)
+    if match is None:
+        raise CnnlabError(f"weights URL {url!r} has no sha256 prefix in its file name (name-<hex>.pth)")
+    target = cache_dir() / filename
+    if target.is_file():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = tempfile.NamedTemporaryFile(dir=target.parent, prefix=f".{filename}.", suffix=".part", delete=False)
+    try:
+        sha = hashlib.sha256()
+        with tmp, _urlopen(url, timeout=30) as response:
+            size = response.headers.get("Content-Length")
+            with tqdm(total=int(size) if size else None, unit="B", unit_scale=True, unit_divisor=1024,
+                      desc=filename, disable=not progress) as bar:
+                while chunk := response.read(1 << 20):
+                    tmp.write(chunk)
+                    sha.update(chunk)
+                    bar.update(len(chunk))
+        if not sha.hexdigest().startswith(match.group(1)):
+            raise CnnlabError(f"download of {url} is corrupt: sha256 {sha.hexdigest()[:16]}... does not start "
+                              f"with {match.group(1)}; try again, or pass a file with --weights PATH")
+        os.replace(tmp.name, target)
+    except (urllib.error.URLError, OSError) as exc:
+        reason = getattr(exc, "reason", None) or exc
+        raise CnnlabError(f"cannot download {url} ({reason}); offline? fetch that file elsewhere and pass it "
+                          "with --weights PATH (weights=PATH in Python)") from exc
+    finally:
+        Path(tmp.name).unlink(missing_ok=True)
+    return target
+
+
+def load_state_dict(path) -> dict[str, torch.Tensor]:
+    """Read a state dict with ``torch.load(weights_only=True)``; CnnlabError if unreadable.
+
+    Accepts a plain state dict or a checkpoint holding one under ``"state_dict"``."""
+    path = Path(path)
+    if not path.is_file():
+        raise CnnlabError(f"weights file {str(path)!r} not found; pass an existing .pth file")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except (RuntimeError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile, ValueError, OSError) as exc:
+        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise CnnlabError(f"cannot read weights {str(path)!r} ({reason[:200]}); the file is truncated or not "
+                          "a PyTorch state dict: download it again") from exc
+    if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
+        state = state["state_dict"]
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise CnnlabError(f"weights {str(path)!r} hold a {type(state).__name__}, not a state dict of tensors; "
+                          "save them with torch.save(model.state_dict(), path)")
+    return state
+
+
+def _check_keys(model: nn.Module, state: dict[str, torch.Tensor], name: str, source: str) -> None:
+    expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    missing = [k for k in expected if k not in state]
+    unexpected = [k for k in state if k not in expected]
+    misshaped = [f"{k} {tuple(state[k].shape)} vs {expected[k]}" for k in expected
+                 if k in state and tuple(state[k].shape) != expected[k]]
+    if missing or unexpected or misshaped:
+        parts = [f"{label} ({len(items)}): {', '.join(items[:3])}{', ...' if len(items) > 3 else ''}"
+                 for label, items in (("missing", missing), ("unexpected", unexpected),
+                                      ("mis-shaped", misshaped)) if items]
+        raise CnnlabError(f"weights {source} do not fit {name}: {'; '.join(parts)}; "
+                          f"pass {name} weights (torchvision keys) or pick the matching --model")
+
+
+def load_pretrained(name: str = "squeezenet1_1", *, weights=None, progress: bool = True) -> nn.Module:
+    """The ImageNet network ``name`` ('squeezenet1_1' or 'vgg16') with weights, in eval mode.
+
+    ``weights``: a state-dict file keyed like torchvision; None downloads torchvision's
+    official file on first use (see ``download_weights``). The model is built on the meta
+    device and takes the loaded tensors as they are (no random init of 138 M parameters).
+    """
+    if name not in URLS:
+        raise CnnlabError(f"no pretrained network {name!r}; choose one of {', '.join(URLS)}")
+    path = download_weights(URLS[name], progress=progress) if weights is None else Path(weights)
+    state = load_state_dict(path)
+    with torch.device("meta"):
+        model = MODELS[name]()
+    _check_keys(model, state, name, repr(str(path)))
+    state = {k: v.float() if v.is_floating_point() else v for k, v in state.items()}
+    model.load_state_dict(state, assign=True)
+    return model.eval()
+
+
+# ----------------------------------------------------------------------- preprocessing
+
+
+def open_image(image) -> Image.Image:
+    """A path (str/Path; 'grace_hopper' names matplotlib's sample portrait), a PIL image or a
+    uint8 array (H, W) / (H, W, 3) -> RGB PIL image. CnnlabError names a file that is not an image."""
+    if isinstance(image, Image.Image):
+        return image.convert("RGB")
+    if isinstance(image, np.ndarray):
+        if image.dtype != np.uint8 or image.ndim not in (2, 3):
+            raise CnnlabError(f"image array of dtype {image.dtype} and shape {image.shape} is not uint8 (H, W) "
+                              "or (H, W, 3); convert with (x * 255).astype(np.uint8)")
+        return Image.fromarray(image).convert("RGB")
+    if not isinstance(image, (str, os.PathLike)):
+        raise CnnlabError(f"image {image!r} is not a path, PIL image or uint8 array")
+    path = Path(image)
+    if str(image) == "grace_hopper" and not path.exists():
+        import matplotlib.cbook
+
+        path = Path(matplotlib.cbook.get_sample_data("grace_hopper.jpg", asfileobj=False))
+    if not path.is_file():
+        raise CnnlabError(f"photo {str(image)!r} not found")
+    try:
+        with Image.open(path) as img:
+            return img.convert("RGB")  # convert() loads the pixels: truncation shows up here
+    except (UnidentifiedImageError, OSError, SyntaxError) as exc:
+        raise CnnlabError(f"{str(image)!r} is not a readable image ({exc}); give a PNG, JPEG or BMP photo") from exc
+
+
+def preprocess(image, *, style: str = "torchvision", size: int = 224) -> torch.Tensor:
+    """One photo -> a (3, size, size) float32 tensor, as the ImageNet nets were trained.
+
+    Resize the short side to ``size * 8 / 7`` (256 for 224) with bilinear filtering, crop
+    the centre ``size`` x ``size`` (torchvision's Resize + CenterCrop), then
+    ``style='torchvision'``: RGB in [0, 1], minus IMAGENET_MEAN, over IMAGENET_STD;
+    ``style='caffe'``: BGR in 0..255 minus CAFFE_BGR_MEAN (weights converted from Keras/Caffe).
+    """
+    if style not in STYLES:
+        raise CnnlabError(f"style {style!r} is not one of {', '.join(STYLES)}")
+    img = open_image(image)
+    short = size * 256 // 224
+    w, h = img.size
+    # torchvision truncates the long side: int(256 * long / short).
+    new_w, new_h = (short, int(short * h / w)) if w <= h else (int(short * w / h), short)
+    img = img.resize((new_w, new_h), Image.BILINEAR)
+    top, left = int(round((new_h - size) / 2.0)), int(round((new_w - size) / 2.0))
+    img = img.crop((left, top, left + size, top + size))
+    x = torch.from_numpy(np.asarray(img, dtype=np.float32)).permute(2, 0, 1)  # (3, H, W) RGB 0..255
+    if style == "torchvision":
+        mean, std = torch.tensor(IMAGENET_MEAN).view(3, 1, 1), torch.tensor(IMAGENET_STD).view(3, 1, 1)
+        return (x / 255 - mean) / std
+    return x.flip(0) - torch.tensor(CAFFE_BGR_MEAN).view(3, 1, 1)
+
+
+# ------------------------------------------------------------------------- prediction
+
+
+def top_k(probabilities: torch.Tensor, k: int = 5) -> list[list[tuple[int, str, float]]]:
+    """(N, 1000) probabilities -> per image the k best (class index, name, probability)."""
+    names = _class_names()
+    values, indices = probabilities.topk(k, dim=1)
+    return [[(int(i), names[int(i)], float(p)) for p, i in zip(vs.tolist(), ids.tolist(), strict=True)]
+            for vs, ids in zip(values, indices, strict=True)]
+
+
+def classify(images_or_paths, *, model="squeezenet1_1", weights=None, top: int = 5,
+             style: str = "torchvision", batch_size: int = 8, progress: bool = True
+             ) -> list[list[tuple[int, str, float]]]:
+    """Top-``top`` ImageNet classes for each photo: a list (one per photo) of lists of
+    ``(class_index, name, probability)``, probabilities from a softmax over the 1,000 scores.
+
+    ``images_or_paths``: one photo or a sequence (paths, PIL images, uint8 arrays).
+    ``model``: 'squeezenet1_1', 'vgg16', or an already loaded network (then ``weights`` is
+    ignored). ``style``: the preprocessing the weights expect (see ``preprocess``).
+    """
+    if isinstance(top, bool) or not isinstance(top, int) or not 1 <= top <= 1000:
+        raise CnnlabError(f"top {top!r} is not an int in 1..1000; use e.g. 5")
+    if isinstance(images_or_paths, (str, os.PathLike, Image.Image, np.ndarray)):
+        images_or_paths = [images_or_paths]
+    if not isinstance(images_or_paths, Sequence) or not images_or_paths:
+        raise CnnlabError(f"images_or_paths {images_or_paths!r} is empty or not a list of photos")
+    x = torch.stack([preprocess(im, style=style) for im in images_or_paths])  # (N, 3, 224, 224)
+    net = model if isinstance(model, nn.Module) else load_pretrained(model, weights=weights, progress=progress)
+    with torch.inference_mode():
+        logits = torch.cat([net(chunk) for chunk in x.split(batch_size)])  # (N, 1000)
+    if logits.ndim != 2 or logits.shape[1] != 1000:
+        raise CnnlabError(f"the network returns shape {tuple(logits.shape)}, not (N, 1000) ImageNet scores")
+    return top_k(logits.float().softmax(dim=1), top)
+
+
+def plot_predictions(predictions, *, images=None, titles: Sequence[str] | None = None):
+    """A matplotlib Figure: for each photo a horizontal bar chart of its top-k probabilities,
+    next to the photo itself when ``images`` (paths, PIL images or arrays) are given."""
+    from matplotlib.figure import Figure
+
+    n = len(predictions)
+    if n == 0:
+        raise CnnlabError("predictions is empty; pass classify(...)'s result")
+    if images is not None and len(images) != n:
+        raise CnnlabError(f"{len(images)} images for {n} predictions; pass one image per prediction")
+    cols = 2 if images is not None else 1
+    fig = Figure(figsize=(4 * cols + 1, 2.6 * n), layout="constrained")
+    axes = fig.subplots(n, cols, squeeze=False)
+    for row, preds in enumerate(predictions):
+        ax = axes[row, -1]
+        names = [name.replace("_", " ") for _, name, _ in preds][::-1]
+        probs = [p for _, _, p in preds][::-1]
+        ax.barh(names, probs, color="tab:blue")
+        ax.set_xlim(0, 1)
+        ax.set_xlabel("probability")
+        for y, p in enumerate(probs):
+            ax.text(min(p + 0.01, 0.85), y, f"{p:.1%}", va="center", fontsize=8)
+        if titles is not None:
+            ax.set_title(str(titles[row]), fontsize=9)
+        if images is not None:
+            axes[row, 0].imshow(open_image(images[row]))
+            axes[row, 0].axis("off")
+    return fig
