@@ -1,0 +1,55 @@
+"""`cnnlab report` and `cnnlab filters`: a run's self-contained HTML report, and a page of
+every filter of one conv layer."""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+
+def register(sub) -> None:
+    p = sub.add_parser(
+        "report",
+        help="write a run's self-contained HTML report",
+        description="Evaluate a run on its test split (saving metrics.json) and write one HTML file with "
+        "the config, model summary, training curves, metrics, confusion matrix, top losses, wrong "
+        "predictions, filters and activations. Images are embedded: the file opens offline. If the "
+        "dataset is absent now, the saved metrics.json is rendered instead.",
+    )
+    p.add_argument("run_dir", type=Path, metavar="RUN_DIR")
+    p.add_argument("--out", type=Path, help="where to write the HTML (default RUN_DIR/report.html)")
+    p.add_argument("--batch-size", type=int, default=1024, help="images per forward pass (default 1024)")
+    p.add_argument("--progress", action="store_true", help="show a progress bar while evaluating")
+    p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:1")
+    p.set_defaults(func=run_report)
+
+    p = sub.add_parser(
+        "filters",
+        help="write an HTML page of every filter of one conv layer",
+        description="Write an HTML page showing every learned filter of one Conv2d layer of a run's model "
+        "(an overview grid, then each filter enlarged).",
+    )
+    p.add_argument("run_dir", type=Path, metavar="RUN_DIR")
+    p.add_argument("--layer", help="conv layer name or index (default: the first conv layer)")
+    p.add_argument("--html", type=Path, help="where to write the page (default RUN_DIR/filters-LAYER.html)")
+    p.set_defaults(func=run_filters)
+
+
+def run_report(args: argparse.Namespace) -> int:
+    from cnnlab.report import ReportOptions, write_report
+
+    start = time.perf_counter()
+    path = write_report(args.run_dir, out=args.out, options=ReportOptions(batch_size=args.batch_size, device=args.device),
+                        progress=args.progress)
+    size = path.stat().st_size / 1e6
+    print(f"wrote {path} ({size:.1f} MB, {time.perf_counter() - start:.1f} s)")
+    return 0
+
+
+def run_filters(args: argparse.Namespace) -> int:
+    from cnnlab.report import write_filters_page
+
+    path = write_filters_page(args.run_dir, layer=args.layer, out=args.html)
+    print(f"wrote {path}")
+    return 0

@@ -1,0 +1,421 @@
+"""Evaluate a trained classifier: predictions, metrics, confusion matrix, top losses.
+
+The vocabulary follows fastai's ``interpret.py`` (``confusion_matrix``, ``most_confused``,
+``top_losses``), with one change its users asked for: a top loss reports both the
+predicted class with its probability and the actual class with its probability.
+
+Everything except :func:`predict` and :func:`evaluate_run` is a plain function over NumPy
+arrays: ``probs`` is ``(N, K)`` float (rows sum to 1), ``labels`` and ``preds`` are ``(N,)``
+integers in ``[0, K)``. Every metric is vectorised, so 100 classes cost no more than 10.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import numpy as np
+import torch
+from torch import nn
+
+from cnnlab.errors import CnnlabError
+
+__all__ = [
+    "Evaluation",
+    "TopLoss",
+    "accuracy",
+    "compute_metrics",
+    "confusion_matrix",
+    "cross_entropy",
+    "evaluate_images",
+    "evaluate_run",
+    "load_images",
+    "merged_metrics",
+    "most_confused",
+    "per_class_metrics",
+    "predict",
+    "read_image",
+    "resolve_device",
+    "top_losses",
+    "wrong_indices",
+]
+
+
+# --------------------------------------------------------------------------- predictions
+
+
+def predict(
+    model: nn.Module,
+    x: torch.Tensor,
+    batch_size: int = 1024,
+    *,
+    device: torch.device | str | None = None,
+) -> np.ndarray:
+    """Class probabilities ``(N, K)`` float32 for the input batch ``x`` ``(N, C, H, W)``.
+
+    The model must return logits; softmax is applied here. Runs in eval mode under
+    ``torch.inference_mode`` in batches of ``batch_size`` on ``device`` (default: where the
+    model's parameters are), and restores the model's training flag afterwards.
+    """
+    _check_batch_size(batch_size)
+    if not isinstance(x, torch.Tensor) or x.ndim < 2:
+        got = tuple(x.shape) if hasattr(x, "shape") else type(x).__name__
+        raise CnnlabError(f"predict expects a tensor of shape (N, C, H, W), got {got}")
+    if device is None:
+        param = next(model.parameters(), None)
+        device = param.device if param is not None else torch.device("cpu")
+    was_training = model.training
+    model.eval()
+    chunks = []
+    try:
+        with torch.inference_mode():
+            for start in range(0, len(x), batch_size):
+                logits = model(x[start : start + batch_size].to(device))
+                chunks.append(torch.softmax(logits.float(), dim=1).cpu())
+    finally:
+        model.train(was_training)
+    if not chunks:
+        return np.zeros((0, 0), dtype=np.float32)
+    return torch.cat(chunks).numpy()
+
+
+def _check_batch_size(batch_size: int) -> None:
+    if not isinstance(batch_size, int) or batch_size < 1:
+        raise CnnlabError(f"batch_size must be a positive integer, got {batch_size!r}")
+
+
+# --------------------------------------------------------------------------- metrics
+
+
+def _check(probs: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    probs = np.asarray(probs)
+    labels = np.asarray(labels)
+    if probs.ndim != 2 or labels.shape != (probs.shape[0],):
+        raise CnnlabError(
+            f"probs must be (N, K) and labels (N,); got {probs.shape} and {labels.shape}"
+        )
+    if labels.size and (labels.min() < 0 or labels.max() >= probs.shape[1]):
+        raise CnnlabError(
+            f"labels must lie in [0, {probs.shape[1]}), got values from {labels.min()} to {labels.max()}"
+        )
+    return probs, labels.astype(np.int64, copy=False)
+
+
+def accuracy(probs: np.ndarray, labels: np.ndarray) -> float:
+    """Fraction of rows whose highest probability is at the true label."""
+    probs, labels = _check(probs, labels)
+    return float((probs.argmax(1) == labels).mean()) if len(labels) else math.nan
+
+
+def cross_entropy(probs: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """Per-example loss ``-log p[true]`` ``(N,)`` float64.
+
+    Probabilities that underflowed to 0 in float32 are clipped to the smallest normal float32,
+    so the loss is finite (at most ~87.3) rather than inf.
+    """
+    probs, labels = _check(probs, labels)
+    p_true = probs[np.arange(len(labels)), labels].astype(np.float64)
+    return -np.log(np.maximum(p_true, np.finfo(np.float32).tiny))
+
+
+def confusion_matrix(labels: np.ndarray, preds: np.ndarray, num_classes: int) -> np.ndarray:
+    """``(K, K)`` int64 counts: row = actual class, column = predicted class."""
+    labels = np.asarray(labels, dtype=np.int64)
+    preds = np.asarray(preds, dtype=np.int64)
+    if labels.shape != preds.shape or labels.ndim != 1:
+        raise CnnlabError(
+            f"labels and preds must be 1-D of equal length, got {labels.shape} and {preds.shape}"
+        )
+    for name, arr in (("labels", labels), ("preds", preds)):
+        if arr.size and (arr.min() < 0 or arr.max() >= num_classes):
+            raise CnnlabError(
+                f"{name} must lie in [0, {num_classes}), got values from {arr.min()} to {arr.max()}"
+            )
+    counts = np.bincount(labels * num_classes + preds, minlength=num_classes * num_classes)
+    return counts.reshape(num_classes, num_classes)
+
+
+def per_class_metrics(cm: np.ndarray) -> dict[str, np.ndarray]:
+    """Precision, recall, F1 (float64, 0 where undefined) and support (int64) per class.
+
+    ``cm`` is a confusion matrix with actual classes as rows (see :func:`confusion_matrix`).
+    """
+    cm = np.asarray(cm)
+    tp = np.diag(cm).astype(np.float64)
+    predicted = cm.sum(axis=0)  # column sums: how often each class was predicted
+    support = cm.sum(axis=1)  # row sums: how often each class occurs
+    with np.errstate(divide="ignore", invalid="ignore"):
+        precision = np.where(predicted > 0, tp / predicted, 0.0)
+        recall = np.where(support > 0, tp / support, 0.0)
+        denom = precision + recall
+        f1 = np.where(denom > 0, 2 * precision * recall / denom, 0.0)
+    return {"precision": precision, "recall": recall, "f1": f1, "support": support.astype(np.int64)}
+
+
+def most_confused(
+    cm: np.ndarray, *, classes: Sequence[str] | None = None, min_count: int = 1
+) -> list[tuple[Any, Any, int]]:
+    """Off-diagonal cells with at least ``min_count`` examples, largest first.
+
+    Each entry is ``(actual, predicted, count)``, with class names when ``classes`` is given
+    and class indices otherwise (fastai's ``most_confused(min_val)``). Ties keep row-major order.
+    """
+    cm = np.asarray(cm)
+    off = cm.copy()
+    np.fill_diagonal(off, 0)
+    rows, cols = np.nonzero(off >= max(min_count, 1))
+    counts = off[rows, cols]
+    order = np.argsort(-counts, kind="stable")
+    if classes is None:
+        return [(int(rows[i]), int(cols[i]), int(counts[i])) for i in order]
+    return [(classes[rows[i]], classes[cols[i]], int(counts[i])) for i in order]
+
+
+def wrong_indices(labels: np.ndarray, preds: np.ndarray) -> np.ndarray:
+    """Indices (int64, ascending) of the examples whose prediction differs from the label."""
+    return np.flatnonzero(np.asarray(preds) != np.asarray(labels)).astype(np.int64)
+
+
+class TopLoss(NamedTuple):
+    """One example among the largest losses: both sides of the mistake, with probabilities."""
+
+    index: int
+    loss: float
+    predicted: int
+    predicted_prob: float
+    actual: int
+    actual_prob: float
+
+
+def top_losses(probs: np.ndarray, labels: np.ndarray, *, k: int | None = 10) -> list[TopLoss]:
+    """The ``k`` examples with the largest cross-entropy loss (all when ``k`` is None), largest first."""
+    probs, labels = _check(probs, labels)
+    losses = cross_entropy(probs, labels)
+    k = len(losses) if k is None else max(0, min(k, len(losses)))
+    if k == 0:
+        return []
+    # argpartition then sort the k: O(N + k log k), not a full sort of N losses.
+    idx = np.argpartition(-losses, k - 1)[:k]
+    idx = idx[np.argsort(-losses[idx], kind="stable")]
+    preds = probs[idx].argmax(1)
+    return [
+        TopLoss(
+            index=int(i),
+            loss=float(losses[i]),
+            predicted=int(p),
+            predicted_prob=float(probs[i, p]),
+            actual=int(labels[i]),
+            actual_prob=float(probs[i, labels[i]]),
+        )
+        for i, p in zip(idx, preds, strict=True)
+    ]
+
+
+def compute_metrics(
+    probs: np.ndarray,
+    labels: np.ndarray,
+    classes: Sequence[str],
+    *,
+    n_top_losses: int = 50,
+) -> dict[str, Any]:
+    """Every summary metric as a JSON-ready dict (plain Python numbers, lists and strings).
+
+    Keys: ``n``, ``num_classes``, ``classes``, ``loss``, ``accuracy``, ``top5_accuracy``
+    (None for fewer than 6 classes), ``macro`` and ``weighted`` (precision/recall/F1),
+    ``per_class`` (list of {class, precision, recall, f1, support}), ``confusion_matrix``
+    (rows = actual), ``most_confused`` (list of [actual, predicted, count] names),
+    ``top_losses`` (the ``n_top_losses`` largest, as dicts of :class:`TopLoss` fields with
+    class names added) and ``n_wrong``.
+    """
+    probs, labels = _check(probs, labels)
+    k = probs.shape[1]
+    if len(classes) != k:
+        raise CnnlabError(f"got {len(classes)} class names for {k} probability columns; pass one per class")
+    preds = probs.argmax(1)
+    cm = confusion_matrix(labels, preds, k)
+    pc = per_class_metrics(cm)
+    support = pc["support"]
+    weights = support / support.sum() if support.sum() else np.zeros(k)
+    top5 = None
+    if k > 5 and len(labels):
+        top5_idx = np.argpartition(-probs, 4, axis=1)[:, :5]
+        top5 = float((top5_idx == labels[:, None]).any(axis=1).mean())
+    names = list(classes)
+    return {
+        "n": int(len(labels)),
+        "num_classes": int(k),
+        "classes": names,
+        "loss": float(cross_entropy(probs, labels).mean()) if len(labels) else None,
+        "accuracy": float((preds == labels).mean()) if len(labels) else None,
+        "top5_accuracy": top5,
+        "n_wrong": int((preds != labels).sum()),
+        "macro": {m: float(pc[m].mean()) for m in ("precision", "recall", "f1")},
+        "weighted": {m: float((pc[m] * weights).sum()) for m in ("precision", "recall", "f1")},
+        "per_class": [
+            {
+                "class": names[c],
+                "precision": float(pc["precision"][c]),
+                "recall": float(pc["recall"][c]),
+                "f1": float(pc["f1"][c]),
+                "support": int(support[c]),
+            }
+            for c in range(k)
+        ],
+        "confusion_matrix": cm.tolist(),
+        "most_confused": [list(t) for t in most_confused(cm, classes=names)],
+        "top_losses": [
+            {**t._asdict(), "predicted_class": names[t.predicted], "actual_class": names[t.actual]}
+            for t in top_losses(probs, labels, k=n_top_losses)
+        ],
+    }
+
+
+# --------------------------------------------------------------------------- whole runs
+
+
+@dataclass(frozen=True, eq=False)
+class Evaluation:
+    """The outcome of evaluating a model on one split.
+
+    ``probs`` ``(N, K)`` float32, ``labels`` ``(N,)`` int64, ``metrics`` from
+    :func:`compute_metrics` (JSON-ready), ``split`` names the data ("test").
+    """
+
+    probs: np.ndarray
+    labels: np.ndarray
+    metrics: dict[str, Any]
+    split: str = "test"
+
+    @property
+    def preds(self) -> np.ndarray:
+        """Predicted class per example ``(N,)`` int64."""
+        return self.probs.argmax(1)
+
+    @property
+    def confusion_matrix(self) -> np.ndarray:
+        return np.asarray(self.metrics["confusion_matrix"], dtype=np.int64)
+
+    def top_losses(self, k: int | None = 10) -> list[TopLoss]:
+        return top_losses(self.probs, self.labels, k=k)
+
+    def wrong_indices(self) -> np.ndarray:
+        return wrong_indices(self.labels, self.preds)
+
+
+def evaluate_images(
+    model: nn.Module,
+    images: np.ndarray,
+    labels: np.ndarray,
+    *,
+    preprocess: Callable[[np.ndarray], torch.Tensor],
+    classes: Sequence[str],
+    batch_size: int = 1024,
+    split: str = "test",
+    progress: bool = False,
+) -> Evaluation:
+    """Evaluate ``model`` on uint8 NHWC ``images``, preprocessing one batch at a time.
+
+    Preprocessing per batch keeps memory at one batch of float32 rather than the whole split.
+    """
+    _check_batch_size(batch_size)
+    if len(images) != len(labels):
+        raise CnnlabError(f"got {len(images)} images but {len(labels)} labels; pass one label per image")
+    if len(images) == 0:
+        raise CnnlabError(f"the {split} split has no images, so there is nothing to evaluate")
+    starts = range(0, len(images), batch_size)
+    if progress:
+        from tqdm.auto import tqdm
+
+        starts = tqdm(starts, desc=f"evaluate {split}", unit="batch")
+    chunks = [predict(model, preprocess(images[s : s + batch_size]), batch_size) for s in starts]
+    probs = np.concatenate(chunks) if chunks else np.zeros((0, len(classes)), np.float32)
+    labels = np.asarray(labels, dtype=np.int64)
+    metrics = compute_metrics(probs, labels, classes)
+    return Evaluation(probs=probs, labels=labels, metrics=metrics, split=split)
+
+
+def resolve_device(name: str | torch.device | None = "auto") -> torch.device:
+    """``"auto"`` (or None): CUDA when present, else CPU; anything else as ``torch.device``."""
+    if name is None or name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        return torch.device(name)
+    except RuntimeError as exc:
+        raise CnnlabError(f"unknown device {name!r}; use auto, cpu, cuda or cuda:N") from exc
+
+
+def evaluate_run(
+    run: Any, *, batch_size: int = 1024, progress: bool = False, data: Any = None, device: str | None = "cpu"
+) -> Evaluation:
+    """Evaluate a run's best weights on its dataset's test split.
+
+    ``run`` is a :class:`cnnlab.runs.Run` (``load_run(path)``). ``data`` is the run's dataset
+    when the caller has loaded it already (``run.load_data()``). ``device``: where the model
+    runs ("auto" picks CUDA when present). Does not write metrics.json; call
+    ``cnnlab.runs.save_metrics(run.path, evaluation.metrics)`` for that.
+    """
+    model = run.build_model(weights="best").to(resolve_device(device))
+    data = run.load_data() if data is None else data
+    split = data.test
+    return evaluate_images(
+        model,
+        split.images,
+        split.labels,
+        preprocess=run.preprocess,
+        classes=run.classes,
+        batch_size=batch_size,
+        progress=progress,
+    )
+
+
+def merged_metrics(saved: dict[str, Any] | None, new: dict[str, Any]) -> dict[str, Any]:
+    """``new`` metrics over the ones already in metrics.json (``run.metrics``): keys that
+    training wrote and evaluation does not (``epochs``, ``seconds``, ...) are kept."""
+    return {**(saved or {}), **new}
+
+
+# --------------------------------------------------------------------------- image files
+
+
+def read_image(path: str | Path, input_shape: Sequence[int], *, invert: bool = False) -> tuple[np.ndarray, str]:
+    """Read one image file as uint8 ``(H, W, C)`` for a model whose ``input_shape`` is [H, W, C].
+
+    Any format Pillow reads; converted to grey (C=1) or RGB (C=3) and resized to H×W
+    (bilinear; the aspect ratio is not kept, so the model sees its training size).
+    ``invert`` flips grey levels (dark ink on white paper -> MNIST's white on black).
+    Returns the array and a note saying what was converted ("" when nothing was).
+    """
+    from PIL import Image, ImageOps, UnidentifiedImageError
+
+    h, w, c = (int(v) for v in input_shape)
+    if c not in (1, 3):
+        raise CnnlabError(f"cannot feed image files to a model with {c} input channels; it needs 1 (grey) or 3 (RGB)")
+    mode = "L" if c == 1 else "RGB"
+    try:
+        with Image.open(path) as img:
+            notes = []
+            if img.mode != mode:
+                notes.append(f"{img.mode} -> {'grey' if c == 1 else 'RGB'}")
+                img = img.convert(mode)
+            if img.size != (w, h):
+                notes.append(f"resized {img.size[0]}x{img.size[1]} -> {w}x{h}")
+                img = img.resize((w, h), Image.Resampling.BILINEAR)
+            if invert:
+                notes.append("inverted")
+                img = ImageOps.invert(img)
+            arr = np.asarray(img, dtype=np.uint8).reshape(h, w, c)
+    except UnidentifiedImageError as exc:
+        raise CnnlabError(f"{path} is not an image Pillow can read; pass a PNG, JPEG, BMP, GIF or TIFF file") from exc
+    return arr, ", ".join(notes)
+
+
+def load_images(paths: Sequence[str | Path], input_shape: Sequence[int], *, invert: bool = False) -> np.ndarray:
+    """Image files as uint8 ``(N, H, W, C)`` matching ``input_shape`` [H, W, C] (see :func:`read_image`)."""
+    h, w, c = (int(v) for v in input_shape)
+    out = np.empty((len(paths), h, w, c), dtype=np.uint8)
+    for i, path in enumerate(paths):
+        out[i] = read_image(path, input_shape, invert=invert)[0]
+    return out
