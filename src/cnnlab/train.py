@@ -362,7 +362,7 @@ def _bar(cfg: TrainConfig, epoch: int, total: int):
         return None
     from tqdm.auto import tqdm
 
-    return tqdm(total=total, desc=f"Epoch {epoch + 1}/{cfg.epochs}", unit="step", leave=True, mininterval=0.2)
+    return tqdm(total=total, desc=f"Epoch {epoch + 1}/{cfg.epochs}", unit="step", leave=False, mininterval=0.2)
 
 
 def _report_epoch(cfg: TrainConfig, epoch: int, logs: dict) -> None:

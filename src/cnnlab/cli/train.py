@@ -133,10 +133,8 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _report(path: Path) -> None:
-    try:
-        from cnnlab.report import write_report
-    except ImportError:  # the report module is optional while it is being written
-        return
+    from cnnlab.report import write_report
+
     try:
         report = write_report(path)
     except CnnlabError as exc:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from cnnlab.data import cache, cifar, folder, idx, sources
+from cnnlab.data import cache, cifar, digits, folder, idx, sources
 from cnnlab.data.archive import extract_archive
 from cnnlab.data.dataset import Dataset, Split
 from cnnlab.data.download import DownloadError, fetch, md5_of
@@ -33,7 +33,8 @@ def load(
 ) -> Dataset:
     """Load a dataset as uint8 (N, H, W, C) splits with int64 labels and class names.
 
-    name: "mnist", "fashion-mnist", "cifar10" (see ``DATASETS``) or "folder:PATH".
+    name: "mnist", "fashion-mnist", "cifar10" (see ``DATASETS``), "folder:PATH", or "digits"
+        (scikit-learn's bundled 8×8 digits, the offline fallback of ``cnnlab demo``).
     root: a folder searched first (then $CNNLAB_DATA, the user cache, /usr/share/datasets).
     download: when not found, download from the official site into the user cache.
     train_size: keep only the FIRST ``train_size`` training images (official order).
@@ -54,6 +55,8 @@ def load(
             name, image_size=image_size, mode=mode, test_size=test_size, seed=seed,
             progress=progress, use_cache=cache,
         )
+    elif name == "digits":
+        train, test, classes, source = digits.load_digits(seed=seed, test_size=test_size)
     else:
         spec = get_spec(name)
         found = sources.find(spec, root) or _download(spec, root, download, progress)

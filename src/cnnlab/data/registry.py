@@ -158,5 +158,5 @@ def get_spec(name: str) -> DatasetSpec:
     except KeyError:
         known = ", ".join(DATASETS)
         raise CnnlabError(
-            f"unknown dataset {name!r}; use one of {known}, or folder:PATH for a folder of class folders"
+            f"unknown dataset {name!r}; use one of {known}, digits, or folder:PATH for a folder of class folders"
         ) from None
