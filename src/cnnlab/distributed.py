@@ -45,8 +45,13 @@ def setup(device: str = "auto", timeout_s: float | None = None) -> str:
 
 
 def teardown() -> None:
+    """Leave the group together: a rank that destroys its group while a peer is still
+    talking to it can abort that peer ("terminate called without an active exception")."""
     if tdist.is_initialized():
-        tdist.destroy_process_group()
+        try:
+            tdist.barrier()
+        finally:
+            tdist.destroy_process_group()
 
 
 def world_size() -> int:

@@ -1,0 +1,28 @@
+"""The curated public API: every advertised name resolves, and importing stays light."""
+
+import subprocess
+import sys
+
+import cnnlab
+
+
+def test_every_public_name_resolves():
+    for name in cnnlab.__all__:
+        assert getattr(cnnlab, name) is not None, name
+
+
+def test_import_does_not_pull_in_torch():
+    code = "import cnnlab, cnnlab.conv, cnnlab.data, sys; print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "False"
+
+
+def test_readme_example_trains(datasets_root, monkeypatch):
+    monkeypatch.setenv("CNNLAB_DATA", str(datasets_root))
+    ds = cnnlab.load_dataset("mnist", train_size=512, progress=False)
+    model = cnnlab.build_model("intro-cnn")
+    assert "Total params: 54,410" in str(cnnlab.summarize(model, (28, 28, 1)))
+    history = cnnlab.fit(model, ds.train.images, ds.train.labels,
+                         config=cnnlab.TrainConfig(epochs=2, batch_size=128, verbose=0),
+                         validation=(ds.test.images[:500], ds.test.labels[:500]))
+    assert len(history) == 2 and history.epochs[-1]["val_accuracy"] > 0.5
