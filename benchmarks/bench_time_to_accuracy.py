@@ -42,6 +42,8 @@ def time_recipe(name: str, seed: int, root: str, device: str) -> tuple[float, fl
     torch.manual_seed(seed)
     model = build(recipe.model, input_shape=ds.input_shape, num_classes=ds.num_classes)
     cfg = replace(recipe.train, seed=seed, verbose=0, device=device)
+    # Untimed: torch.optim imports its compiler stack on first use (~2 s once per process).
+    torch.optim.Adam([torch.nn.Parameter(torch.zeros(1))])
     if device != "cpu":
         x, y, xt, yt = (t.to(device) for t in (x, y, xt, yt))
         torch.cuda.synchronize()

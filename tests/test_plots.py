@@ -101,7 +101,7 @@ def test_dataset_grid_is_five_by_five():
     fig = plots.plot_dataset_grid(RGB, LABELS, CLASSES)
     assert len(fig.axes) == 25
     assert fig.axes[3].get_title() == CLASSES[LABELS[3]]
-    with pytest.raises(CnnlabError, match=r"\(N, H, W, C\)"):
+    with pytest.raises(CnnlabError, match=r"\(N, H, W, 1 or 3\) images, got shape"):
         plots.plot_dataset_grid(GREY[..., 0], LABELS, CLASSES)
 
 

@@ -19,6 +19,7 @@ from matplotlib import colormaps
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
+from cnnlab.data.preview import plot_dataset_grid  # noqa: F401  (one implementation, re-exported)
 from cnnlab.errors import CnnlabError
 from cnnlab.images import tile
 from cnnlab.inspect import filter_images
@@ -289,22 +290,6 @@ def plot_top_losses(
         _show_image(ax, images[t.index])
         text = _prediction_title(classes, t.predicted, t.actual, t.predicted_prob, t.actual_prob, t.loss)
         ax.set_title(text, fontsize=9, color=RIGHT if t.predicted == t.actual else WRONG)
-    return fig
-
-
-def plot_dataset_grid(
-    images: np.ndarray, labels: np.ndarray, classes: Sequence[str], *, n: int = 25, ncols: int = 5
-) -> Figure:
-    """The first ``n`` images (default a 5×5 grid) titled with their class names."""
-    labels = np.asarray(labels)
-    images = _check_images(images, len(labels))
-    n = min(n, len(labels))
-    if n == 0:
-        return _empty("no images to show")
-    fig, axes = _image_grid(n, ncols)
-    for i, ax in enumerate(axes):
-        _show_image(ax, images[i])
-        ax.set_title(str(classes[int(labels[i])]), fontsize=9)
     return fig
 
 
