@@ -49,7 +49,7 @@ def time_recipe(name: str, seed: int, root: str, device: str) -> tuple[float, fl
         torch.cuda.synchronize()
     t0 = time.perf_counter()
     fit(model, x, y, config=cfg)
-    _, acc = evaluate_loss_accuracy(model, xt, yt, batch_size=2000)
+    _, acc = evaluate_loss_accuracy(model, xt, yt, batch_size=2000, flip=cfg.eval_flip)
     return time.perf_counter() - t0, acc
 
 

@@ -143,3 +143,16 @@ def test_training_view_reorders_relu_pool_with_identical_outputs():
     assert isinstance(model[1], nn.ReLU)  # the user's model is untouched
     x = torch.randn(2, 1, 14, 14)
     assert torch.equal(view(x), model(x))
+
+
+def test_flip_evaluation_averages_an_image_and_its_mirror():
+    from cnnlab.train import evaluate_loss_accuracy
+
+    torch.manual_seed(0)
+    model = tiny_net().eval()
+    x, y = data(40, seed=5)
+    loss, acc = evaluate_loss_accuracy(model, x, y, batch_size=16, flip=True)
+    with torch.no_grad():
+        logits = (model(x) + model(x.flip(3))) / 2
+    assert loss == pytest.approx(nn.functional.cross_entropy(logits, y).item(), rel=1e-5)
+    assert acc == pytest.approx((logits.argmax(1) == y).float().mean().item())

@@ -67,7 +67,7 @@ def _train(data, model, meta: dict, cfg: TrainConfig, out: Path, resume: dict | 
                   callbacks=[runs.checkpointer(out)], resume=resume)
     x_test = to_tensor(data.test.images, mean=meta["mean"], std=meta["std"]).to(next(model.parameters()).device)
     loss, acc = evaluate_loss_accuracy(model, x_test, torch.as_tensor(data.test.labels).to(x_test.device),
-                                       batch_size=cfg.eval_batch_size)
+                                       batch_size=cfg.eval_batch_size, flip=cfg.eval_flip)
     if dist.is_main():
         runs.save_metrics(out, {"test_loss": loss, "test_accuracy": acc, "epochs": len(history),
                                 "seconds": sum(e["seconds"] for e in history.epochs)})

@@ -41,6 +41,8 @@ def register(sub) -> None:
     p.add_argument("--schedule", default="constant", choices=["constant", "step", "cosine", "onecycle"])
     p.add_argument("--label-smoothing", type=float, default=0.0)
     p.add_argument("--augment", help="e.g. shift=0.1,flip-h,rotation=10,crop=4")
+    p.add_argument("--eval-flip", action="store_true",
+                   help="evaluate on each image and its mirror, averaged (test-time augmentation, e.g. CIFAR-10)")
     p.add_argument("--normalize", default="none", choices=["none", "featurewise"],
                    help="featurewise: subtract the training set's per-channel mean, divide by its std")
     p.add_argument("--early-stopping", type=int, metavar="PATIENCE", help="stop after PATIENCE epochs without improvement")
@@ -94,6 +96,7 @@ def _configs(args: argparse.Namespace, device: str):
         weight_decay=args.weight_decay, schedule=args.schedule, label_smoothing=args.label_smoothing,
         augment=Augment.parse(args.augment), seed=args.seed, early_stopping=args.early_stopping,
         monitor=args.monitor, restore_best=args.restore_best, device=device, compile=args.compile,
+        eval_flip=args.eval_flip,
         verbose=args.verbose,
     )
     return RunConfig(data=args.data, model=args.model, train_size=args.train_size, val_size=args.val_size,
