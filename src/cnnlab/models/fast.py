@@ -35,6 +35,18 @@ def _block(cin: int, cout: int, *, pool: bool, act: type[nn.Module] = nn.ReLU) -
     return layers + [nn.BatchNorm2d(cout), act()]
 
 
+def _mnist_convs(input_shape) -> tuple[list[nn.Module], int]:
+    """Two 5×5 conv blocks of 24 and 32 channels, then Flatten; returns (layers, features)."""
+    h, w, c = input_shape
+    oh, ow = ((h - 4) // 2 - 4) // 2, ((w - 4) // 2 - 4) // 2  # two (valid 5×5 conv, pool 2) stages
+    layers = [
+        nn.Conv2d(c, 24, 5, bias=False), nn.MaxPool2d(2), nn.BatchNorm2d(24), nn.ReLU(),  # (N, 24, 12, 12)
+        nn.Conv2d(24, 32, 5, bias=False), nn.MaxPool2d(2), nn.BatchNorm2d(32), nn.ReLU(),  # (N, 32, 4, 4)
+        nn.Flatten(),
+    ]
+    return layers, 32 * oh * ow
+
+
 def mnist_fast(input_shape=(28, 28, 1), num_classes: int = 10) -> nn.Sequential:
     """Two 5×5 conv blocks of 24 and 32 channels, batch-normed: 99% on MNIST in one epoch.
 
@@ -42,21 +54,32 @@ def mnist_fast(input_shape=(28, 28, 1), num_classes: int = 10) -> nn.Sequential:
     About 3 MFLOP forward per image (mnist-cnn: 8), the widths of the published fast-MNIST
     recipe; batch norm lets Adam run at lr 0.01 with a one-cycle schedule.
     """
-    h, w, c = input_shape
-    oh, ow = ((h - 4) // 2 - 4) // 2, ((w - 4) // 2 - 4) // 2  # two (valid 5×5 conv, pool 2) stages
+    layers, features = _mnist_convs(input_shape)
+    return nn.Sequential(*layers, nn.Linear(features, num_classes, bias=False), Scale(1 / 4))
+
+
+def mnist_fast_plus(input_shape=(28, 28, 1), num_classes: int = 10) -> nn.Sequential:
+    """mnist-fast with a batch-normed 128-unit hidden layer: 99.6% on MNIST with augmentation.
+
+    The hidden layer costs ~66 k mult-adds (4% of the convolutions) and lifts the ceiling of
+    mnist-fast's linear classifier: with ±2-pixel shifts for 10 epochs, 99.62% where
+    mnist-fast stops at 99.49%.
+    """
+    layers, features = _mnist_convs(input_shape)
     return nn.Sequential(
-        nn.Conv2d(c, 24, 5, bias=False), nn.MaxPool2d(2), nn.BatchNorm2d(24), nn.ReLU(),  # (N, 24, 12, 12)
-        nn.Conv2d(24, 32, 5, bias=False), nn.MaxPool2d(2), nn.BatchNorm2d(32), nn.ReLU(),  # (N, 32, 4, 4)
-        nn.Flatten(),
-        nn.Linear(32 * oh * ow, num_classes, bias=False),
+        *layers,
+        nn.Linear(features, 128, bias=False), nn.BatchNorm1d(128), nn.ReLU(),
+        nn.Linear(128, num_classes, bias=False),
         Scale(1 / 4),
     )
 
 
-def cifar_fast(input_shape=(32, 32, 3), num_classes: int = 10, widths=(64, 128, 256)) -> nn.Sequential:
+def cifar_fast(input_shape=(32, 32, 3), num_classes: int = 10, widths=(48, 96, 192)) -> nn.Sequential:
     """airbench-style: a 3×3 stem, then three stages of two convs each, the first pooling.
 
     32×32 → stem → 32×32 → stage 1 → 16×16 → stage 2 → 8×8 → stage 3 → 4×4 → global max.
+    Widths 48/96/192 (airbench94: 64/256/256) fit 8 epochs into ~12 minutes on 2 CPU cores;
+    64/128/256 managed only 5 epochs in that time and ended lower (87.9% vs 89.8%).
     """
     _, _, c = input_shape
     layers: list[nn.Module] = [nn.Conv2d(c, 32, 3, padding=1, bias=False), nn.BatchNorm2d(32), nn.GELU()]
@@ -70,5 +93,6 @@ def cifar_fast(input_shape=(32, 32, 3), num_classes: int = 10, widths=(64, 128, 
 
 FAST_MODELS = {
     "mnist-fast": mnist_fast,
+    "mnist-fast-plus": mnist_fast_plus,
     "cifar-fast": cifar_fast,
 }
