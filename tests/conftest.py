@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import urllib.error
 from pathlib import Path
 
 import pytest
@@ -49,3 +50,18 @@ def cifar10_dir(shared_dir: Path) -> Path:
 @pytest.fixture(scope="session")
 def datasets_root(shared_dir: Path) -> Path:
     return shared_dir / "datasets"
+
+
+@pytest.fixture
+def offline_data_env(tmp_path, monkeypatch):
+    """A private user cache and system folder, no $CNNLAB_DATA, and no network."""
+    from cnnlab.data import sources
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    monkeypatch.delenv("CNNLAB_DATA", raising=False)
+    monkeypatch.setattr(sources, "SYSTEM_DIR", tmp_path / "system")
+
+    def offline(*args, **kwargs):
+        raise urllib.error.URLError("Name or service not known (network disabled in tests)")
+
+    monkeypatch.setattr("urllib.request.urlopen", offline)

@@ -6,26 +6,14 @@ import os
 import re
 import subprocess
 import sys
-import urllib.error
 
 import numpy as np
 import pytest
 from PIL import Image
 
 from cnnlab.cli import main
-from cnnlab.data import sources
 
-
-@pytest.fixture(autouse=True)
-def isolated(tmp_path, monkeypatch):
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
-    monkeypatch.delenv("CNNLAB_DATA", raising=False)
-    monkeypatch.setattr(sources, "SYSTEM_DIR", tmp_path / "system")
-
-    def offline(*args, **kwargs):
-        raise urllib.error.URLError("Name or service not known")
-
-    monkeypatch.setattr("urllib.request.urlopen", offline)
+pytestmark = pytest.mark.usefixtures("offline_data_env")
 
 
 @pytest.fixture

@@ -8,30 +8,19 @@ import pickle
 import struct
 import subprocess
 import sys
-import urllib.error
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from cnnlab import data
-from cnnlab.data import cache, cifar, sources
+from cnnlab.data import cache, cifar
 from cnnlab.errors import CnnlabError
 
 RNG = np.random.default_rng(0)
 
 
-@pytest.fixture(autouse=True)
-def isolated(tmp_path, monkeypatch):
-    """A private user cache and system folder, no $CNNLAB_DATA, and no network."""
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
-    monkeypatch.delenv("CNNLAB_DATA", raising=False)
-    monkeypatch.setattr(sources, "SYSTEM_DIR", tmp_path / "system")
-
-    def offline(*args, **kwargs):
-        raise urllib.error.URLError("network disabled in tests")
-
-    monkeypatch.setattr("urllib.request.urlopen", offline)
+pytestmark = pytest.mark.usefixtures("offline_data_env")
 
 
 # ---------------------------------------------------------------- synthetic files

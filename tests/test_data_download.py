@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 from cnnlab import data
-from cnnlab.data import download, sources
+from cnnlab.data import download
 from cnnlab.data.archive import extract_archive
 from cnnlab.data.registry import DATASETS, Download
 from cnnlab.errors import CnnlabError
@@ -25,16 +25,7 @@ from cnnlab.errors import CnnlabError
 RNG = np.random.default_rng(1)
 
 
-@pytest.fixture(autouse=True)
-def isolated(tmp_path, monkeypatch):
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
-    monkeypatch.delenv("CNNLAB_DATA", raising=False)
-    monkeypatch.setattr(sources, "SYSTEM_DIR", tmp_path / "system")
-
-    def offline(*args, **kwargs):
-        raise urllib.error.URLError("network disabled in tests")
-
-    monkeypatch.setattr("urllib.request.urlopen", offline)
+pytestmark = pytest.mark.usefixtures("offline_data_env")
 
 
 class FakeWeb:
