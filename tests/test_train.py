@@ -117,7 +117,10 @@ def test_early_stopping_and_restore_best():
     model = tiny_net()
     h = fit(model, x, y, config=cfg, validation=(xv, yv))
     assert len(h) < 50
-    best = min(e["val_loss"] for e in h.epochs)
+    losses = [e["val_loss"] for e in h.epochs]
+    best_epoch = losses.index(min(losses))
+    assert len(h) == best_epoch + 1 + 2  # stopped after `patience` epochs without improvement
+    best = min(losses)
     model.eval()
     with torch.no_grad():
         assert nn.functional.cross_entropy(model(xv), yv).item() == pytest.approx(best, rel=1e-4)

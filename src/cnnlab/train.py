@@ -305,7 +305,7 @@ def fit(
         _report_epoch(cfg, epoch, logs)
         for callback in callbacks:
             callback(EpochEnd(epoch + 1, dict(logs), model, improved, snapshot))
-        if cfg.early_stopping is not None and best["wait"] > cfg.early_stopping:
+        if cfg.early_stopping is not None and best["wait"] >= cfg.early_stopping:  # as Keras: patience epochs
             break
     if cfg.restore_best and best["weights"] is not None:
         model.load_state_dict(best["weights"])
@@ -386,8 +386,6 @@ def _report_epoch(cfg: TrainConfig, epoch: int, logs: dict) -> None:
 
 def _track_best(logs: dict, model: nn.Module, cfg: TrainConfig, best: dict, epoch: int) -> bool:
     key = cfg.monitor if (cfg.monitor in logs) else "loss"
-    if cfg.early_stopping is None and not cfg.restore_best and key not in logs:
-        return False
     value = _monitor_value(logs, key)
     if value < best["value"]:
         best.update(value=value, epoch=epoch, wait=0)
