@@ -26,3 +26,11 @@ def test_readme_example_trains(datasets_root, monkeypatch):
                          config=cnnlab.TrainConfig(epochs=3, batch_size=128, verbose=0),
                          validation=(ds.test.images[:500], ds.test.labels[:500]))
     assert len(history) == 3 and history.epochs[-1]["val_accuracy"] > 0.75
+
+
+def test_a_command_imports_only_its_own_module():
+    code = ("import sys; from cnnlab.cli import main; main(['kernels']); "
+            "print('torch' in sys.modules, file=sys.stderr)")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert "sobel-x" in proc.stdout
+    assert proc.stderr.strip() == "False"
