@@ -159,3 +159,13 @@ def test_flip_evaluation_averages_an_image_and_its_mirror():
         logits = (model(x) + model(x.flip(3))) / 2
     assert loss == pytest.approx(nn.functional.cross_entropy(logits, y).item(), rel=1e-5)
     assert acc == pytest.approx((logits.argmax(1) == y).float().mean().item())
+
+
+def test_evaluation_rejects_bad_batch_size_and_mismatched_labels():
+    from cnnlab.train import evaluate_loss_accuracy
+
+    x, y = data(8)
+    with pytest.raises(CnnlabError, match="batch_size must be at least 1, got 0"):
+        evaluate_loss_accuracy(tiny_net(), x, y, batch_size=0)
+    with pytest.raises(CnnlabError, match="8 inputs but 7 labels"):
+        evaluate_loss_accuracy(tiny_net(), x, y[:7])

@@ -60,13 +60,15 @@ def _prepare(cfg: RunConfig, download: bool):
 def _train(data, model, meta: dict, cfg: TrainConfig, out: Path, resume: dict | None) -> History:
     from cnnlab.data.transforms import to_tensor
 
-    x = to_tensor(data.train.images, mean=meta["mean"], std=meta["std"])
-    val_split = data.val if data.val is not None else data.test
-    val = (to_tensor(val_split.images, mean=meta["mean"], std=meta["std"]), val_split.labels)
+    def tensor(split):
+        return to_tensor(split.images, mean=meta["mean"], std=meta["std"])
+
+    x, x_test = tensor(data.train), tensor(data.test)
+    val = (tensor(data.val), data.val.labels) if data.val is not None else (x_test, data.test.labels)
     history = fit(model, x, data.train.labels, config=cfg, validation=val,
                   callbacks=[runs.checkpointer(out)], resume=resume)
-    x_test = to_tensor(data.test.images, mean=meta["mean"], std=meta["std"]).to(next(model.parameters()).device)
-    loss, acc = evaluate_loss_accuracy(model, x_test, torch.as_tensor(data.test.labels).to(x_test.device),
+    device = next(model.parameters()).device
+    loss, acc = evaluate_loss_accuracy(model, x_test.to(device), torch.as_tensor(data.test.labels).to(device),
                                        batch_size=cfg.eval_batch_size, flip=cfg.eval_flip)
     if dist.is_main():
         runs.save_metrics(out, {"test_loss": loss, "test_accuracy": acc, "epochs": len(history),

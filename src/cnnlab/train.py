@@ -209,6 +209,10 @@ def evaluate_loss_accuracy(
 
     ``flip`` averages each image's logits with its mirror image's (see TrainConfig.eval_flip).
     """
+    if batch_size < 1:
+        raise CnnlabError(f"batch_size must be at least 1, got {batch_size}")
+    if len(x) != len(y):
+        raise CnnlabError(f"{len(x)} inputs but {len(y)} labels; they must match")
     sums = _eval_sums(model, x, y, batch_size, flip)
     loss_sum, correct, count = dist.all_reduce_sum(sums).tolist()
     return loss_sum / max(count, 1), correct / max(count, 1)
