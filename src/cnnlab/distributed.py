@@ -32,6 +32,11 @@ def setup(device: str = "auto", timeout_s: float | None = None) -> str:
     use_cuda = torch.cuda.is_available() and device in ("auto", "cuda")
     if use_cuda:
         local = int(os.environ.get("LOCAL_RANK", 0))
+        if local >= torch.cuda.device_count():
+            raise CnnlabError(
+                f"torchrun started more processes per machine than it has GPUs ({torch.cuda.device_count()}); "
+                f"use --nproc-per-node={torch.cuda.device_count()} or train on CPU processes with --device cpu"
+            )
         torch.cuda.set_device(local)
         device = f"cuda:{local}"
     elif device == "auto":

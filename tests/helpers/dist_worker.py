@@ -45,7 +45,7 @@ def main() -> None:
     record = Record()
     model = nn.Sequential(record, nn.Conv2d(1, 4, 3), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 36, 4))
     checksums = []
-    cfg = TrainConfig(epochs=6, batch_size=32, steps_per_epoch=1, lr=0.01, verbose=0, seed=5)
+    cfg = TrainConfig(epochs=6, batch_size=32, steps_per_epoch=1, lr=0.01, verbose=0, seed=5, device="cpu")
 
     def after_step(end) -> None:
         checksums.append(float(sum(p.detach().double().sum() for p in end.model.parameters())))
