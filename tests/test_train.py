@@ -101,7 +101,7 @@ def test_validation_metrics_equal_a_manual_evaluation():
     x, y = data(128)
     xv, yv = data(50, seed=4)
     model = tiny_net()
-    h = fit(model, x, y, config=TrainConfig(epochs=1, batch_size=64, verbose=0, eval_batch_size=16),
+    h = fit(model, x, y, config=TrainConfig(epochs=1, batch_size=64, verbose=0, eval_batch_size=16, device="cpu"),
             validation=(xv, yv))
     model.eval()
     with torch.no_grad():
@@ -113,7 +113,8 @@ def test_validation_metrics_equal_a_manual_evaluation():
 def test_early_stopping_and_restore_best():
     x, y = data(64)
     xv, yv = data(64, seed=9)  # random labels: validation loss soon rises
-    cfg = TrainConfig(epochs=50, batch_size=64, lr=0.02, early_stopping=2, restore_best=True, verbose=0)
+    cfg = TrainConfig(epochs=50, batch_size=64, lr=0.02, early_stopping=2, restore_best=True, verbose=0,
+                      device="cpu")
     model = tiny_net()
     h = fit(model, x, y, config=cfg, validation=(xv, yv))
     assert len(h) < 50
@@ -169,3 +170,12 @@ def test_evaluation_rejects_bad_batch_size_and_mismatched_labels():
         evaluate_loss_accuracy(tiny_net(), x, y, batch_size=0)
     with pytest.raises(CnnlabError, match="8 inputs but 7 labels"):
         evaluate_loss_accuracy(tiny_net(), x, y[:7])
+
+
+def test_precision_option_is_checked_and_bf16_trains_on_the_cpu():
+    with pytest.raises(CnnlabError, match="precision must be one of auto, fp32, bf16"):
+        TrainConfig(precision="fp16")
+    x, y = data(64)
+    torch.manual_seed(0)
+    history = fit(tiny_net(), x, y, config=TrainConfig(epochs=40, batch_size=64, lr=0.01, verbose=0, precision="bf16"))
+    assert history.epochs[-1]["accuracy"] >= 0.95  # bf16 autocast on the CPU, fp32 master weights

@@ -40,14 +40,18 @@ def make_optimizer(
         raise CnnlabError(f"learning rate must be positive, got {lr}")
     if nesterov and (key != "sgd" or momentum <= 0):
         raise CnnlabError("nesterov needs --optimizer sgd with a momentum > 0, e.g. --momentum 0.9")
-    # foreach=True: one fused multi-tensor kernel per step instead of a Python loop per parameter.
+    params = list(params)
+    # One multi-tensor kernel per step instead of a Python loop per parameter: "fused" on
+    # CUDA (the whole update in one kernel), "foreach" elsewhere.
+    on_cuda = bool(params) and all(isinstance(p, torch.Tensor) and p.is_cuda for p in params)
+    kernel = {"fused": True} if on_cuda else {"foreach": True}
     if key == "adam":
-        return torch.optim.Adam(params, lr=lr, betas=betas, weight_decay=weight_decay, foreach=True)
+        return torch.optim.Adam(params, lr=lr, betas=betas, weight_decay=weight_decay, **kernel)
     if key == "adamw":
-        return torch.optim.AdamW(params, lr=lr, betas=betas, weight_decay=weight_decay, foreach=True)
+        return torch.optim.AdamW(params, lr=lr, betas=betas, weight_decay=weight_decay, **kernel)
     if key == "sgd":
         return torch.optim.SGD(
-            params, lr=lr, momentum=momentum, nesterov=nesterov, weight_decay=weight_decay, foreach=True
+            params, lr=lr, momentum=momentum, nesterov=nesterov, weight_decay=weight_decay, **kernel
         )
     return torch.optim.Adadelta(params, lr=lr, weight_decay=weight_decay, foreach=True)
 

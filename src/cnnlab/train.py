@@ -12,6 +12,7 @@ from __future__ import annotations
 import copy
 import math
 import time
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 
@@ -21,9 +22,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from cnnlab import distributed as dist
-from cnnlab.data.transforms import Augment, augment, to_tensor
+from cnnlab.data.transforms import Augment, to_tensor
 from cnnlab.errors import CnnlabError
 from cnnlab.optim import lr_factor, make_optimizer
+from cnnlab.step import PRECISIONS, EagerStep, GraphStep, autocast
 
 
 class TrainingError(CnnlabError):
@@ -60,6 +62,12 @@ class TrainConfig:
     # their class (CIFAR-10 yes, digits no); airbench gains ~0.5 points on CIFAR-10 this way.
     eval_flip: bool = False
     device: str = "auto"  # auto: CUDA when present, else CPU
+    # auto: bf16 autocast on CUDA (tensor cores, fp32 master weights), fp32 on the CPU;
+    # fp32 everywhere; or bf16 everywhere (CPU autocast pays off only with AMX/AVX-512 BF16).
+    precision: str = "auto"
+    # On CUDA, record the training step once as a CUDA graph and replay it per batch
+    # (one process, no --compile); falls back to running it op by op if it cannot be recorded.
+    cuda_graphs: bool = True
     compile: bool = False  # torch.compile the model (pays off for long runs)
     verbose: int = 1  # 0 silent, 1 a bar per epoch, 2 one line per epoch (as Keras)
 
@@ -73,6 +81,8 @@ class TrainConfig:
             raise CnnlabError(f"label_smoothing must be in [0, 1), got {self.label_smoothing}")
         if self.monitor not in ("loss", "accuracy", "val_loss", "val_accuracy"):
             raise CnnlabError(f"monitor must be loss, accuracy, val_loss or val_accuracy, got {self.monitor!r}")
+        if self.precision not in PRECISIONS:
+            raise CnnlabError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
         if self.verbose not in (0, 1, 2):
             raise CnnlabError(f"verbose must be 0, 1 or 2, got {self.verbose}")
 
@@ -150,11 +160,16 @@ class _Batches:
     Under torchrun each rank keeps its own slice ``batch[rank::world]`` of every batch.
     """
 
-    def __init__(self, n: int, batch_size: int, seed: int) -> None:
-        self.n, self.batch_size = n, batch_size
-        self.gen = torch.Generator().manual_seed(seed)
-        self.perm = torch.randperm(n, generator=self.gen)
+    def __init__(self, n: int, batch_size: int, seed: int, device: torch.device | str = "cpu") -> None:
+        self.n, self.batch_size, self.device = n, batch_size, torch.device(device)
+        self.gen = torch.Generator().manual_seed(seed)  # on the CPU: the same order on any device
+        self._set_perm(torch.randperm(n, generator=self.gen))
         self.cursor = 0
+
+    def _set_perm(self, perm: torch.Tensor) -> None:
+        # One copy per shuffle to the training device, so no step waits on a host-to-GPU copy.
+        self.perm = perm
+        self.perm_on_device = perm.to(self.device)
 
     def epoch(self, steps: int | None):
         if steps is None:  # one full pass, starting from a fresh shuffle
@@ -164,14 +179,14 @@ class _Batches:
         for _ in range(steps):
             if self.cursor >= self.n:
                 self._reshuffle()
-            batch = self.perm[self.cursor : self.cursor + self.batch_size]
+            batch = self.perm_on_device[self.cursor : self.cursor + self.batch_size]
             self.cursor += len(batch)
             yield batch
         if self.cursor >= self.n:
             self.cursor = self.n  # the next epoch reshuffles first
 
     def _reshuffle(self) -> None:
-        self.perm = torch.randperm(self.n, generator=self.gen)
+        self._set_perm(torch.randperm(self.n, generator=self.gen))
         self.cursor = 0
 
     def state_dict(self) -> dict:
@@ -179,7 +194,8 @@ class _Batches:
 
     def load_state_dict(self, s: dict) -> None:
         self.gen.set_state(s["gen"])
-        self.perm, self.cursor = s["perm"], int(s["cursor"])
+        self._set_perm(s["perm"].cpu())
+        self.cursor = int(s["cursor"])
 
 
 def training_view(model: nn.Module) -> nn.Module:
@@ -203,7 +219,8 @@ def training_view(model: nn.Module) -> nn.Module:
 
 
 def evaluate_loss_accuracy(
-    model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, batch_size: int = 1024, flip: bool = False
+    model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, batch_size: int = 1024, flip: bool = False,
+    precision: str = "auto",
 ) -> tuple[float, float]:
     """Mean cross-entropy and accuracy over (x, y), in large batches, summed over all ranks.
 
@@ -213,18 +230,19 @@ def evaluate_loss_accuracy(
         raise CnnlabError(f"batch_size must be at least 1, got {batch_size}")
     if len(x) != len(y):
         raise CnnlabError(f"{len(x)} inputs but {len(y)} labels; they must match")
-    sums = _eval_sums(model, x, y, batch_size, flip)
+    sums = _eval_sums(model, x, y, batch_size, flip, precision)
     loss_sum, correct, count = dist.all_reduce_sum(sums).tolist()
     return loss_sum / max(count, 1), correct / max(count, 1)
 
 
-def _eval_sums(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int, flip: bool) -> torch.Tensor:
+def _eval_sums(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int, flip: bool,
+               precision: str) -> torch.Tensor:
     rank, world = dist.rank(), dist.world_size()
     sums = torch.zeros(3, dtype=torch.float64, device=x.device)
     was_training = model.training
     model.eval()
     fast = training_view(model)  # same outputs, ReLU on the pooled map
-    with torch.inference_mode(), _autocast(x.device):
+    with torch.inference_mode(), autocast(x.device, precision):
         for start in range(rank * batch_size, len(x), batch_size * world):  # rank's disjoint shard
             xb, yb = x[start : start + batch_size], y[start : start + batch_size]
             logits = fast(xb).float()
@@ -235,11 +253,6 @@ def _eval_sums(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: i
             sums[2] += len(yb)
     model.train(was_training)
     return sums
-
-
-def _autocast(device: torch.device):
-    # bf16 autocast on CUDA: tensor-core matmuls/convs with fp32 master weights, no loss scaling.
-    return torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda")
 
 
 def _monitor_value(logs: dict, key: str) -> float:
@@ -282,7 +295,7 @@ def fit(
         cfg.optimizer, model.parameters(), lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov,
         weight_decay=cfg.weight_decay, betas=cfg.betas,
     )
-    batches = _Batches(len(x), cfg.batch_size, cfg.seed)
+    batches = _Batches(len(x), cfg.batch_size, cfg.seed, device)
     steps = cfg.steps_per_epoch or math.ceil(len(x) / cfg.batch_size)
     factor = lr_factor(cfg.schedule, total_steps=steps * cfg.epochs, steps_per_epoch=steps, decay=cfg.decay,
                        step_epochs=cfg.step_epochs, gamma=cfg.gamma, warmup=cfg.warmup)
@@ -296,12 +309,22 @@ def fit(
     def snapshot() -> dict:
         return _snapshot(model, opt, sched, batches, aug_gen, history, best, cfg)
 
+    step = EagerStep(run_model, opt, x, y, aug=cfg.augment, aug_gen=aug_gen, label_smoothing=cfg.label_smoothing,
+                     precision=cfg.precision, world=world)
+    if (device.type == "cuda" and cfg.cuda_graphs and world == 1 and not cfg.compile and len(x) >= cfg.batch_size
+            and start_epoch < cfg.epochs):
+        graphed, why = GraphStep.capture(step, cfg.batch_size)
+        if graphed is None:
+            warnings.warn(f"cnnlab: could not record the training step as a CUDA graph ({why}); "
+                          "training op by op instead (cuda_graphs=False skips the attempt)", stacklevel=2)
+        step = graphed or step
+
     for epoch in range(start_epoch, cfg.epochs):
         t0 = time.perf_counter()
-        logs = _train_epoch(run_model, opt, sched, batches, aug_gen, x, y, cfg, epoch)
+        logs = _train_epoch(step, sched, batches, cfg, epoch)
         if val is not None:
             logs["val_loss"], logs["val_accuracy"] = evaluate_loss_accuracy(
-                model, *val, batch_size=cfg.eval_batch_size, flip=cfg.eval_flip)
+                model, *val, batch_size=cfg.eval_batch_size, flip=cfg.eval_flip, precision=cfg.precision)
         logs["lr"] = opt.param_groups[0]["lr"]
         logs["seconds"] = time.perf_counter() - t0
         history.epochs.append({"epoch": epoch + 1, **logs})
@@ -325,47 +348,42 @@ def _wrap(model: nn.Module, cfg: TrainConfig, device: torch.device) -> nn.Module
     return model
 
 
-def _train_epoch(model, opt, sched, batches, aug_gen, x, y, cfg: TrainConfig, epoch: int) -> dict:
+def _train_epoch(step: EagerStep | GraphStep, sched, batches: _Batches, cfg: TrainConfig, epoch: int) -> dict:
     rank, world = dist.rank(), dist.world_size()
-    sums = torch.zeros(3, dtype=torch.float64, device=x.device)  # loss sum, correct, count
-    model.train()
-    total = cfg.steps_per_epoch or math.ceil(len(x) / cfg.batch_size)
+    sums = step.sums  # loss sum, correct: on the device, added to by every step
+    sums.zero_()
+    count = 0
+    step.model.train()
+    total = cfg.steps_per_epoch or math.ceil(batches.n / cfg.batch_size)
     bar = _bar(cfg, epoch, total)
-    check_every = 1 if x.device.type == "cpu" else 25  # .item() syncs a GPU: look less often
-    for step, batch in enumerate(batches.epoch(cfg.steps_per_epoch)):
+    # Reading a GPU value (.tolist()) makes the host wait for the queued steps; nothing else
+    # in a step does, so on CUDA the host runs ahead and looks at the loss every 50 steps.
+    check_every = 1 if sums.device.type == "cpu" else 50
+    for i, batch in enumerate(batches.epoch(cfg.steps_per_epoch)):
         if len(batch) < world:  # a last partial batch too small to give every process an example
             continue
-        idx = batch[rank::world].to(x.device)  # this process's disjoint slice of the global batch
-        xb = augment(x[idx], cfg.augment, aug_gen)
-        yb = y[idx]
-        with _autocast(x.device):
-            logits = model(xb)
-        # Sum over the local slice, divided by the global batch: DDP's gradient average
-        # over ranks then yields exactly the single-process mean.
-        loss_sum = F.cross_entropy(logits.float(), yb, label_smoothing=cfg.label_smoothing, reduction="sum")
-        opt.zero_grad(set_to_none=True)
-        (loss_sum * (world / len(batch))).backward()
-        opt.step()
+        idx = batch[rank::world]  # this process's disjoint slice of the global batch, on the device
+        step(idx, len(batch))
         sched.step()
-        with torch.no_grad():
-            sums += torch.stack([loss_sum.detach().double(), (logits.argmax(1) == yb).sum().double(),
-                                 torch.tensor(float(len(yb)), dtype=torch.float64, device=x.device)])
-        if (step + 1) % check_every == 0 or step + 1 == total:
-            _check_finite(sums, epoch, step)
+        count += len(idx)
+        if (i + 1) % check_every == 0 or i + 1 == total:
+            loss_so_far, correct_so_far = sums.tolist()
+            _check_finite(loss_so_far, epoch, i)
             if bar is not None:
-                bar.update(step + 1 - bar.n)
-                bar.set_postfix(loss=f"{sums[0].item() / sums[2].item():.4f}",
-                                accuracy=f"{sums[1].item() / sums[2].item():.4f}", refresh=False)
+                bar.update(i + 1 - bar.n)
+                bar.set_postfix(loss=f"{loss_so_far / count:.4f}", accuracy=f"{correct_so_far / count:.4f}",
+                                refresh=False)
     if bar is not None:
         bar.close()
-    loss_sum, correct, count = dist.all_reduce_sum(sums).tolist()
+    totals = torch.cat([sums, torch.tensor([float(count)], dtype=torch.float64, device=sums.device)])
+    loss_sum, correct, count = dist.all_reduce_sum(totals).tolist()
     return {"loss": loss_sum / count, "accuracy": correct / count}
 
 
-def _check_finite(sums: torch.Tensor, epoch: int, step: int) -> None:
-    if not math.isfinite(sums[0].item()):
+def _check_finite(loss_sum: float, epoch: int, step: int) -> None:
+    if not math.isfinite(loss_sum):
         raise TrainingError(
-            f"loss became {sums[0].item()} in epoch {epoch + 1}, step {step + 1}; "
+            f"loss became {loss_sum} in epoch {epoch + 1}, step {step + 1}; "
             "lower the learning rate (--lr) or check the inputs for NaN"
         )
 
@@ -420,7 +438,17 @@ def _snapshot(model, opt, sched, batches, aug_gen, history, best, cfg) -> dict:
 
 def _restore(state: dict, model, opt, sched, batches, aug_gen, history, best) -> int:
     model.load_state_dict(state["model"])
+    # How the update runs (fused on CUDA, capturable for CUDA graphs, foreach on a CPU) is
+    # this machine's choice, not the checkpoint's: a run saved on a GPU may resume on a CPU.
+    kernels = [{k: g[k] for k in ("foreach", "fused", "capturable") if k in g} for g in opt.param_groups]
     opt.load_state_dict(state["optimizer"])
+    for group, kernel in zip(opt.param_groups, kernels, strict=True):
+        group.update(kernel)
+        for p in group["params"]:  # fused/capturable kernels keep the step count beside the parameter
+            step = opt.state.get(p, {}).get("step")
+            want = p.device if group.get("fused") or group.get("capturable") else torch.device("cpu")
+            if torch.is_tensor(step) and step.device != want:
+                opt.state[p]["step"] = step.to(want, torch.float32)
     sched.load_state_dict(state["scheduler"])
     batches.load_state_dict(state["batches"])
     aug_gen.set_state(state["aug_rng"])

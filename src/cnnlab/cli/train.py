@@ -51,6 +51,10 @@ def register(sub) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:1")
     p.add_argument("--compile", action="store_true", help="torch.compile the model (pays off on long runs)")
+    p.add_argument("--no-cuda-graphs", dest="cuda_graphs", action="store_false",
+                   help="on CUDA, run each step op by op instead of replaying it as a CUDA graph")
+    p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"],
+                   help="auto: bf16 mixed precision on CUDA, fp32 on the CPU")
     p.add_argument("--verbose", type=int, default=1, choices=[0, 1, 2], help="0 silent, 1 progress bars, 2 a line per epoch")
     p.add_argument("--offline", action="store_true", help="never download data")
     p.add_argument("--no-report", action="store_true", help="skip the HTML report at the end")
@@ -61,7 +65,8 @@ def register(sub) -> None:
 # Options a --recipe may be overridden by, as (argparse dest, TrainConfig or RunConfig field).
 _TRAIN_OVERRIDES = {"epochs": "epochs", "batch_size": "batch_size", "steps_per_epoch": "steps_per_epoch",
                     "optimizer": "optimizer", "lr": "lr", "schedule": "schedule", "seed": "seed",
-                    "compile": "compile", "verbose": "verbose", "label_smoothing": "label_smoothing"}
+                    "compile": "compile", "precision": "precision", "cuda_graphs": "cuda_graphs", "verbose": "verbose",
+                    "label_smoothing": "label_smoothing"}
 _RUN_OVERRIDES = ("data", "model", "train_size", "val_size", "normalize")
 
 
@@ -96,6 +101,7 @@ def _configs(args: argparse.Namespace, device: str):
         weight_decay=args.weight_decay, schedule=args.schedule, label_smoothing=args.label_smoothing,
         augment=Augment.parse(args.augment), seed=args.seed, early_stopping=args.early_stopping,
         monitor=args.monitor, restore_best=args.restore_best, device=device, compile=args.compile,
+        precision=args.precision, cuda_graphs=args.cuda_graphs,
         eval_flip=args.eval_flip,
         verbose=args.verbose,
     )

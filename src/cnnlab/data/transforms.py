@@ -114,26 +114,40 @@ def augment(x: torch.Tensor, aug: Augment, generator: torch.Generator | None = N
     """Apply ``aug`` to a batch (N, C, H, W); each image gets its own random draw."""
     if not aug.active:
         return x
+    draws = augment_draws(aug, len(x), generator)
+    if x.device.type == "cuda":  # through pinned memory: the copy is queued, the host does not wait
+        draws = draws.pin_memory().to(x.device, non_blocking=True)
+    return apply_augment(x, aug, draws.to(x.device))
+
+
+def augment_draws(aug: Augment, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
+    """The uniform random numbers ``apply_augment`` needs for ``n`` images, shape (k, n).
+
+    Drawn on the CPU, so a seed gives the same images on any device; kept apart from the
+    arithmetic so that a CUDA graph can replay ``apply_augment`` on fresh draws each step.
+    """
+    k = int(aug.flip_h) + int(aug.flip_v) + int(bool(aug.rotation)) + 2 * int(bool(aug.shift)) + 2 * int(bool(aug.crop))
+    return torch.rand(k, n, device="cpu", generator=generator)
+
+
+def apply_augment(x: torch.Tensor, aug: Augment, draws: torch.Tensor) -> torch.Tensor:
+    """``augment`` with its random numbers given (rows of ``draws``, from ``augment_draws``)."""
     n, _, h, w = x.shape
-    dev = x.device
-
-    def rand(*shape: int) -> torch.Tensor:
-        return torch.rand(*shape, device="cpu", generator=generator).to(dev)
-
+    rows = iter(draws)
     if aug.flip_h:
-        x = torch.where(rand(n, 1, 1, 1) < 0.5, x.flip(3), x)
+        x = torch.where(next(rows).view(n, 1, 1, 1) < 0.5, x.flip(3), x)
     if aug.flip_v:
-        x = torch.where(rand(n, 1, 1, 1) < 0.5, x.flip(2), x)
+        x = torch.where(next(rows).view(n, 1, 1, 1) < 0.5, x.flip(2), x)
     if aug.rotation:
-        x = _rotate(x, (rand(n) * 2 - 1) * aug.rotation)
+        x = _rotate(x, (next(rows) * 2 - 1) * aug.rotation)
     if aug.shift:
-        dy = torch.round((rand(n) * 2 - 1) * aug.shift * h).long()
-        dx = torch.round((rand(n) * 2 - 1) * aug.shift * w).long()
+        dy = torch.round((next(rows) * 2 - 1) * aug.shift * h).long()
+        dx = torch.round((next(rows) * 2 - 1) * aug.shift * w).long()
         x = _translate(x, dy, dx, fill="nearest")
     if aug.crop:
         p = aug.crop
-        dy = torch.floor(rand(n) * (2 * p + 1)).long() - p
-        dx = torch.floor(rand(n) * (2 * p + 1)).long() - p
+        dy = torch.floor(next(rows) * (2 * p + 1)).long() - p
+        dx = torch.floor(next(rows) * (2 * p + 1)).long() - p
         x = _translate(x, dy, dx, fill="zeros")
     return x
 
