@@ -6,6 +6,10 @@ official test images. Prints each run, then the median time and the worst accura
 
     python benchmarks/bench_time_to_accuracy.py --recipe mnist-fast --seeds 0 1 2
     python benchmarks/bench_time_to_accuracy.py --recipe cifar-fast --seeds 0
+    python benchmarks/bench_time_to_accuracy.py --device cuda --set batch_size=512 --set precision=fp32
+
+On a GPU, one short untimed run first creates the CUDA context and cuDNN handles and
+loads the kernels (as the GPU speed records do); the timed runs follow in the same process.
 """
 
 from __future__ import annotations
@@ -23,7 +27,30 @@ SHARED = Path(os.environ.get("CNNLAB_SHARED", HERE.parent.parent / "shared"))
 TARGETS = {"mnist-fast": (0.990, 8.0), "mnist-995": (0.995, 120.0), "cifar-fast": (0.90, 900.0)}
 
 
-def time_recipe(name: str, seed: int, root: str, device: str) -> tuple[float, float]:
+def parse_overrides(pairs: list[str]) -> dict:
+    """``["batch_size=512", "precision=fp32"]`` -> TrainConfig overrides, typed by the field's default."""
+    from cnnlab.train import TrainConfig
+
+    defaults, out = TrainConfig(), {}
+    for pair in pairs:
+        key, _, text = pair.partition("=")
+        if key not in TrainConfig.__dataclass_fields__ or not text:
+            raise SystemExit(f"--set {pair!r}: expected FIELD=VALUE with a TrainConfig field")
+        current = getattr(defaults, key)
+        if isinstance(current, bool):
+            out[key] = text.lower() in ("1", "true", "yes")
+        elif isinstance(current, int) or key == "steps_per_epoch":
+            out[key] = int(text)
+        elif isinstance(current, float) or key == "lr":
+            out[key] = float(text)
+        elif isinstance(current, tuple):
+            out[key] = tuple(float(v) for v in text.split(","))
+        else:
+            out[key] = text
+    return out
+
+
+def time_recipe(name: str, seed: int, root: str, device: str, overrides: dict | None = None) -> tuple[float, float]:
     import torch
 
     from cnnlab.data import channel_stats, load
@@ -41,7 +68,7 @@ def time_recipe(name: str, seed: int, root: str, device: str) -> tuple[float, fl
     xt, yt = to_tensor(ds.test.images, mean=mean, std=std), torch.as_tensor(ds.test.labels)
     torch.manual_seed(seed)
     model = build(recipe.model, input_shape=ds.input_shape, num_classes=ds.num_classes)
-    cfg = replace(recipe.train, seed=seed, verbose=0, device=device)
+    cfg = replace(recipe.train, seed=seed, verbose=0, device=device, **(overrides or {}))
     # Untimed: torch.optim imports its compiler stack on first use (~2 s once per process).
     torch.optim.Adam([torch.nn.Parameter(torch.zeros(1))])
     if device != "cpu":
@@ -49,7 +76,10 @@ def time_recipe(name: str, seed: int, root: str, device: str) -> tuple[float, fl
         torch.cuda.synchronize()
     t0 = time.perf_counter()
     fit(model, x, y, config=cfg)
-    _, acc = evaluate_loss_accuracy(model, xt, yt, batch_size=2000, flip=cfg.eval_flip)
+    _, acc = evaluate_loss_accuracy(model, xt, yt, batch_size=2000 if device == "cpu" else 10_000,
+                                    flip=cfg.eval_flip, precision=cfg.precision)
+    if device != "cpu":
+        torch.cuda.synchronize()
     return time.perf_counter() - t0, acc
 
 
@@ -59,14 +89,23 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--root", default=str(SHARED / "datasets"))
     ap.add_argument("--device", default="cpu")
+    ap.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
+                    help="override a TrainConfig field of the recipe (repeatable), e.g. batch_size=512")
+    ap.add_argument("--cudnn-benchmark", action="store_true", help="let cuDNN time its algorithms per shape")
     args = ap.parse_args(argv)
     import torch
 
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, device {args.device}")
+    overrides = parse_overrides(args.set)
+    where = args.device if args.device == "cpu" else torch.cuda.get_device_name(args.device)
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, device {where}"
+          + (f", overrides {overrides}" if overrides else ""))
+    torch.backends.cudnn.benchmark = args.cudnn_benchmark
     for name in args.recipe or ["mnist-fast"]:
+        if args.device != "cpu":  # untimed: CUDA context, cuDNN handles, kernel loading
+            time_recipe(name, 0, args.root, args.device, {**overrides, "steps_per_epoch": 20, "epochs": 1})
         runs = []
         for seed in args.seeds:
-            seconds, acc = time_recipe(name, seed, args.root, args.device)
+            seconds, acc = time_recipe(name, seed, args.root, args.device, overrides)
             runs.append((seconds, acc))
             print(f"{name} seed {seed}: {seconds:.2f}s, test accuracy {acc:.4f}", flush=True)
         med = statistics.median(s for s, _ in runs)
