@@ -44,16 +44,16 @@ def make_optimizer(
     # One multi-tensor kernel per step instead of a Python loop per parameter: "fused" on
     # CUDA (the whole update in one kernel), "foreach" elsewhere.
     on_cuda = bool(params) and all(isinstance(p, torch.Tensor) and p.is_cuda for p in params)
-    kernel = {"fused": True} if on_cuda else {"foreach": True}
-    if key == "adam":
-        return torch.optim.Adam(params, lr=lr, betas=betas, weight_decay=weight_decay, **kernel)
-    if key == "adamw":
-        return torch.optim.AdamW(params, lr=lr, betas=betas, weight_decay=weight_decay, **kernel)
-    if key == "sgd":
-        return torch.optim.SGD(
-            params, lr=lr, momentum=momentum, nesterov=nesterov, weight_decay=weight_decay, **kernel
-        )
-    return torch.optim.Adadelta(params, lr=lr, weight_decay=weight_decay, foreach=True)
+    if key == "adadelta":  # no fused kernel exists
+        return torch.optim.Adadelta(params, lr=lr, weight_decay=weight_decay, foreach=True)
+    cls = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW, "sgd": torch.optim.SGD}[key]
+    args = {"momentum": momentum, "nesterov": nesterov} if key == "sgd" else {"betas": betas}
+    if on_cuda:
+        try:
+            return cls(params, lr=lr, weight_decay=weight_decay, fused=True, **args)
+        except (TypeError, RuntimeError):  # an older torch without this fused kernel
+            pass
+    return cls(params, lr=lr, weight_decay=weight_decay, foreach=True, **args)
 
 
 def lr_factor(
