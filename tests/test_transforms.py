@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from cnnlab.data.transforms import Augment, _translate, augment, to_tensor
+from cnnlab.data.transforms import Augment, _translate, apply_augment, augment, augment_draws, to_tensor
 from cnnlab.errors import CnnlabError
 
 
@@ -63,3 +63,18 @@ def test_parse():
         Augment.parse("zoom=2")
     with pytest.raises(CnnlabError, match="shift must be a fraction"):
         Augment(shift=2)
+
+
+def test_augment_is_its_draws_applied_and_checks_their_shape():
+    """A CUDA graph replays apply_augment on fresh draws: it must equal augment's own draw."""
+    x = torch.rand(5, 1, 8, 8)
+    aug = Augment(flip_h=True, shift=0.2, crop=2, rotation=10)
+    expected = augment(x, aug, torch.Generator().manual_seed(3))
+    draws = augment_draws(aug, 5, torch.Generator().manual_seed(3))
+    assert draws.shape == (6, 5)  # flip 1 + rotation 1 + shift 2 + crop 2 rows, one column per image
+    assert torch.equal(apply_augment(x, aug, draws), expected)
+    assert not torch.equal(expected, augment(x, aug, torch.Generator().manual_seed(4)))
+    with pytest.raises(CnnlabError, match=r"draws of shape \(6, 4\) do not fit"):
+        apply_augment(x, aug, draws[:, :4])
+    with pytest.raises(CnnlabError, match="must be >= 0, got -1"):
+        augment_draws(aug, -1)

@@ -126,13 +126,23 @@ def augment_draws(aug: Augment, n: int, generator: torch.Generator | None = None
     Drawn on the CPU, so a seed gives the same images on any device; kept apart from the
     arithmetic so that a CUDA graph can replay ``apply_augment`` on fresh draws each step.
     """
-    k = int(aug.flip_h) + int(aug.flip_v) + int(bool(aug.rotation)) + 2 * int(bool(aug.shift)) + 2 * int(bool(aug.crop))
-    return torch.rand(k, n, device="cpu", generator=generator)
+    if n < 0:
+        raise CnnlabError(f"number of images must be >= 0, got {n}")
+    return torch.rand(_draw_rows(aug), n, device="cpu", generator=generator)
+
+
+def _draw_rows(aug: Augment) -> int:
+    return int(aug.flip_h) + int(aug.flip_v) + int(bool(aug.rotation)) + 2 * int(bool(aug.shift)) + 2 * int(bool(aug.crop))
 
 
 def apply_augment(x: torch.Tensor, aug: Augment, draws: torch.Tensor) -> torch.Tensor:
     """``augment`` with its random numbers given (rows of ``draws``, from ``augment_draws``)."""
     n, _, h, w = x.shape
+    if tuple(draws.shape) != (_draw_rows(aug), n):
+        raise CnnlabError(
+            f"augmentation draws of shape {tuple(draws.shape)} do not fit {aug} on {n} images; "
+            f"expected {(_draw_rows(aug), n)} (use augment_draws)"
+        )
     rows = iter(draws)
     if aug.flip_h:
         x = torch.where(next(rows).view(n, 1, 1, 1) < 0.5, x.flip(3), x)
