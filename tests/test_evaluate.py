@@ -208,8 +208,12 @@ def test_read_image_refuses_what_it_cannot_use(tmp_path):
         read_image(bad, (8, 8, 4))
 
 
-def test_resolve_device():
+def test_resolve_device(monkeypatch):
     assert resolve_device("cpu") == torch.device("cpu")
     assert resolve_device("auto").type in ("cpu", "cuda")
     with pytest.raises(CnnlabError, match="unknown device 'gpu0'"):
         resolve_device("gpu0")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert resolve_device(None) == torch.device("cpu")
+    with pytest.raises(CnnlabError, match="'cuda:1' asked for, but no CUDA GPU is available; use --device cpu"):
+        resolve_device("cuda:1")

@@ -21,6 +21,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from cnnlab.device import resolve_device
 from cnnlab.errors import CnnlabError
 
 __all__ = [
@@ -335,16 +336,6 @@ def evaluate_images(
     labels = np.asarray(labels, dtype=np.int64)
     metrics = compute_metrics(probs, labels, classes)
     return Evaluation(probs=probs, labels=labels, metrics=metrics, split=split)
-
-
-def resolve_device(name: str | torch.device | None = "auto") -> torch.device:
-    """``"auto"`` (or None): CUDA when present, else CPU; anything else as ``torch.device``."""
-    if name is None or name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        return torch.device(name)
-    except RuntimeError as exc:
-        raise CnnlabError(f"unknown device {name!r}; use auto, cpu, cuda or cuda:N") from exc
 
 
 def evaluate_run(

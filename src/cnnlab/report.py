@@ -25,8 +25,9 @@ from typing import Any
 import numpy as np
 
 from cnnlab import plots
+from cnnlab.device import resolve_device
 from cnnlab.errors import CnnlabError
-from cnnlab.evaluate import Evaluation, TopLoss, evaluate_images, merged_metrics, resolve_device
+from cnnlab.evaluate import Evaluation, TopLoss, evaluate_images, merged_metrics
 from cnnlab.images import tile
 from cnnlab.inspect import activations_of, conv_layers, filter_images, filters, get_layer
 

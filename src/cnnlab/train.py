@@ -23,6 +23,7 @@ from torch import nn
 
 from cnnlab import distributed as dist
 from cnnlab.data.transforms import Augment, to_tensor
+from cnnlab.device import resolve_device
 from cnnlab.errors import CnnlabError
 from cnnlab.optim import lr_factor, make_optimizer
 from cnnlab.step import PRECISIONS, EagerStep, GraphStep, autocast
@@ -124,18 +125,6 @@ class EpochEnd:
     model: nn.Module
     improved: bool  # the monitored metric reached a new best this epoch
     state: Callable[[], dict]
-
-
-def resolve_device(name: str = "auto") -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise CnnlabError(f"unknown device {name!r}; use auto, cpu or cuda") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise CnnlabError(f"device {name!r} asked for, but no CUDA GPU is available; use --device cpu")
-    return device
 
 
 def as_inputs(x, y, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
