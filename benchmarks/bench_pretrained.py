@@ -1,7 +1,8 @@
 """Inference throughput of the pretrained ImageNet nets on CPU, beside Keras' VGG16.
 
 Measures images/s of cnnlab's VGG-16 and SqueezeNet 1.1 at batch 1 and 8, in the default
-(NCHW contiguous) and channels_last memory layouts, under torch.inference_mode. When
+(NCHW contiguous) and channels_last memory layouts, and channels_last with the wide 3×3
+convolutions computed by Winograd F(4×4, 3×3) (``cnnlab.winograd``), under torch.inference_mode. When
 TensorFlow/Keras is importable, Keras' VGG16 (weights=None: same FLOPs as ImageNet
 weights, as in shared/bench/peer_keras_vgg16.py) runs in the same rounds. Variants are
 timed alternately, round after round, and the median is reported; weights are random
@@ -20,10 +21,13 @@ import numpy as np
 import torch
 
 from cnnlab.models import build
+from cnnlab.winograd import winograd_inference
 
 
-def torch_runner(model, batch: int, channels_last: bool):
+def torch_runner(model, batch: int, channels_last: bool, winograd: bool = False):
     x = torch.rand(batch, 3, 224, 224)
+    if winograd:
+        model = winograd_inference(model)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
         x = x.contiguous(memory_format=torch.channels_last)
@@ -64,8 +68,8 @@ def main() -> None:
     variants = {}  # (model, batch, layout) -> run()
     for batch in args.batches:
         for name, model in models.items():
-            for layout in ("nchw", "channels_last"):
-                variants[(name, batch, layout)] = torch_runner(model, batch, layout == "channels_last")
+            for layout in ("nchw", "channels_last", "cl+winograd"):
+                variants[(name, batch, layout)] = torch_runner(model, batch, layout != "nchw", layout == "cl+winograd")
         if "vgg16" in models:
             keras_run = keras_runner(batch)
             if keras_run is None:

@@ -100,3 +100,11 @@ def test_classify_end_to_end_in_a_subprocess(shared_dir, weights):
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.splitlines()[1].split()[1] in {"Egyptian_cat", "tabby", "tiger_cat"}
+
+
+def test_classify_with_winograd_gives_the_same_answer(capsys, shared_dir, weights):
+    cat = str(shared_dir / "images" / "cat.jpg")
+    assert main(["classify", cat, "--weights", weights, "--top", "3"]) == 0
+    direct = capsys.readouterr().out
+    assert main(["classify", cat, "--weights", weights, "--top", "3", "--winograd"]) == 0
+    assert capsys.readouterr().out == direct  # same classes, same rounded probabilities

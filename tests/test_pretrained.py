@@ -20,6 +20,7 @@ from cnnlab.errors import CnnlabError
 from cnnlab.models import count_params
 from cnnlab.models.squeezenet import squeezenet1_1
 from cnnlab.models.vgg import vgg16
+from cnnlab.winograd import winograd_inference
 
 CLOTHING = {"military_uniform", "suit", "Windsor_tie", "bow_tie", "academic_gown", "mortarboard", "jersey",
             "lab_coat", "trench_coat", "cardigan", "pajama", "sweatshirt", "bulletproof_vest", "cloak"}
@@ -75,6 +76,17 @@ def test_squeezenet_reproduces_the_reference_output(squeezenet, shared_dir):
         out = squeezenet(torch.from_numpy(ref["input"]))
     np.testing.assert_allclose(out.numpy(), ref["output"], atol=1e-3)
     assert not squeezenet.training and count_params(squeezenet) == 1_235_496
+
+
+def test_winograd_squeezenet_reproduces_the_reference_output(squeeze_weights, shared_dir):
+    ref = np.load(shared_dir / "models" / "squeezenet1_1-reference.npz")
+    net = pretrained.load_pretrained("squeezenet1_1", weights=squeeze_weights, winograd=True)
+    assert sum(type(m).__name__ == "WinogradConv2d" for m in net.modules()) == 0  # its 3x3 layers are too narrow
+    net = winograd_inference(net, min_in_channels=16, min_out_channels=64)  # convert them all the same
+    assert sum(type(m).__name__ == "WinogradConv2d" for m in net.modules()) == 8
+    with torch.inference_mode():
+        out = net(torch.from_numpy(ref["input"]))
+    np.testing.assert_allclose(out.numpy(), ref["output"], atol=1e-3)
 
 
 def test_cat_and_grace_hopper(squeezenet, shared_dir):

@@ -31,6 +31,7 @@ from tqdm.auto import tqdm
 
 from cnnlab.errors import CnnlabError
 from cnnlab.models import MODELS
+from cnnlab.winograd import winograd_inference
 
 URLS = {
     "vgg16": "https://download.pytorch.org/models/vgg16-397923af.pth",
@@ -140,12 +141,16 @@ def _check_keys(model: nn.Module, state: dict[str, torch.Tensor], name: str, sou
                           f"pass {name} weights (torchvision keys) or pick the matching --model")
 
 
-def load_pretrained(name: str = "squeezenet1_1", *, weights=None, progress: bool = True) -> nn.Module:
+def load_pretrained(name: str = "squeezenet1_1", *, weights=None, progress: bool = True,
+                    winograd: bool = False) -> nn.Module:
     """The ImageNet network ``name`` ('squeezenet1_1' or 'vgg16') with weights, in eval mode.
 
     ``weights``: a state-dict file keyed like torchvision; None downloads torchvision's
     official file on first use (see ``download_weights``). The model is built on the meta
     device and takes the loaded tensors as they are (no random init of 138 M parameters).
+    ``winograd``: compute the wide 3×3 convolutions with Winograd F(4×4, 3×3) for faster
+    CPU inference (``cnnlab.winograd``; VGG-16 about 1.3–1.4× faster on 2 cores); the
+    model's state-dict keys then differ from torchvision's.
     """
     if name not in URLS:
         raise CnnlabError(f"no pretrained network {name!r}; choose one of {', '.join(URLS)}")
@@ -156,7 +161,7 @@ def load_pretrained(name: str = "squeezenet1_1", *, weights=None, progress: bool
     _check_keys(model, state, name, repr(str(path)))
     state = {k: v.float() if v.is_floating_point() else v for k, v in state.items()}
     model.load_state_dict(state, assign=True)
-    return model.eval()
+    return winograd_inference(model, inplace=True) if winograd else model.eval()
 
 
 # ----------------------------------------------------------------------- preprocessing
@@ -225,7 +230,7 @@ def top_k(probabilities: torch.Tensor, k: int = 5) -> list[list[tuple[int, str, 
 
 
 def classify(images_or_paths, *, model="squeezenet1_1", weights=None, top: int = 5,
-             style: str = "torchvision", batch_size: int = 8, progress: bool = True
+             style: str = "torchvision", batch_size: int = 8, progress: bool = True, winograd: bool = False
              ) -> list[list[tuple[int, str, float]]]:
     """Top-``top`` ImageNet classes for each photo: a list (one per photo) of lists of
     ``(class_index, name, probability)``, probabilities from a softmax over the 1,000 scores.
@@ -233,6 +238,7 @@ def classify(images_or_paths, *, model="squeezenet1_1", weights=None, top: int =
     ``images_or_paths``: one photo or a sequence (paths, PIL images, uint8 arrays).
     ``model``: 'squeezenet1_1', 'vgg16', or an already loaded network (then ``weights`` is
     ignored). ``style``: the preprocessing the weights expect (see ``preprocess``).
+    ``winograd``: faster CPU inference of a network loaded by name (see ``load_pretrained``).
     """
     if isinstance(top, bool) or not isinstance(top, int) or not 1 <= top <= 1000:
         raise CnnlabError(f"top {top!r} is not an int in 1..1000; use e.g. 5")
@@ -241,7 +247,8 @@ def classify(images_or_paths, *, model="squeezenet1_1", weights=None, top: int =
     if not isinstance(images_or_paths, Sequence) or not images_or_paths:
         raise CnnlabError(f"images_or_paths {images_or_paths!r} is empty or not a list of photos")
     x = torch.stack([preprocess(im, style=style) for im in images_or_paths])  # (N, 3, 224, 224)
-    net = model if isinstance(model, nn.Module) else load_pretrained(model, weights=weights, progress=progress)
+    net = model if isinstance(model, nn.Module) else load_pretrained(model, weights=weights, progress=progress,
+                                                                     winograd=winograd)
     with torch.inference_mode():
         logits = torch.cat([net(chunk) for chunk in x.split(batch_size)])  # (N, 1000)
     if logits.ndim != 2 or logits.shape[1] != 1000:

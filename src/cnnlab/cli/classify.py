@@ -23,6 +23,8 @@ def register(sub) -> None:
     p.add_argument("--caffe", action="store_true",
                    help="Caffe/Keras preprocessing (BGR, 0-255, mean subtracted) for weights converted from Keras")
     p.add_argument("--out", type=Path, default=None, metavar="CHART.png", help="also save a bar chart here")
+    p.add_argument("--winograd", action="store_true",
+                   help="compute the wide 3x3 convolutions with Winograd F(4x4, 3x3): faster on a CPU (VGG-16 ~1.3x)")
     p.add_argument("--no-progress", action="store_true", help="no download progress bar")
     p.set_defaults(func=run)
 
@@ -31,7 +33,8 @@ def run(args) -> int:
     # classify() reads every photo before it loads (or downloads) the network, so a bad
     # photo fails fast.
     results = classify(args.photos, model=args.model, weights=args.weights, top=args.top,
-                       style="caffe" if args.caffe else "torchvision", progress=not args.no_progress)
+                       style="caffe" if args.caffe else "torchvision", progress=not args.no_progress,
+                       winograd=args.winograd)
     titles = [Path(p).name for p in args.photos]
     figure = plot_predictions(results, images=args.photos, titles=titles) if args.out else None
     for photo, preds in zip(args.photos, results, strict=True):
