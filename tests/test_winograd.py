@@ -77,6 +77,18 @@ def test_winograd_inference_converts_wide_layers_and_leaves_the_model_alone():
     assert type(model[2]).__name__ == "WinogradConv2d"
 
 
+def test_works_in_and_out_of_inference_mode_but_refuses_to_train():
+    conv = nn.Conv2d(4, 4, 3, padding=1)
+    x = torch.randn(1, 4, 6, 6)
+    layer = WinogradConv2d(conv)
+    winograd._WORKSPACES.clear()
+    with torch.inference_mode():
+        inside = layer(x)  # the shared workspace is made here...
+    torch.testing.assert_close(layer(x), inside)  # ...and written to again outside inference mode
+    with pytest.raises(CnnlabError, match="WinogradConv2d is for inference"):
+        layer(x.requires_grad_())
+
+
 def test_bad_layers_and_inputs_get_one_line_errors():
     with pytest.raises(CnnlabError, match="stride 1 and padding 1"):
         WinogradConv2d(nn.Conv2d(4, 4, 3, stride=2, padding=1))

@@ -81,6 +81,8 @@ class WinogradConv2d(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.ndim != 4 or x.shape[1] != self.in_channels:
             raise CnnlabError(f"expected input (N, {self.in_channels}, H, W), got {tuple(x.shape)}")
+        if x.requires_grad and torch.is_grad_enabled():
+            raise CnnlabError("WinogradConv2d is for inference: run it under torch.inference_mode() or no_grad()")
         n_img, c, h, w = x.shape
         k = self.out_channels
         th, tw = -(-h // 4), -(-w // 4)  # 4×4 output tiles
@@ -122,7 +124,8 @@ def _workspace(numel: int, dtype: torch.dtype, device: torch.device) -> torch.Te
     key = (dtype, device)
     buf = _WORKSPACES.get(key)
     if buf is None or buf.numel() < numel:
-        buf = _WORKSPACES[key] = torch.empty(numel, dtype=dtype, device=device)
+        with torch.inference_mode(False):  # a normal tensor: writable in and out of inference mode
+            buf = _WORKSPACES[key] = torch.empty(numel, dtype=dtype, device=device)
     return buf
 
 
