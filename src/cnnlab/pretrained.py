@@ -30,6 +30,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from cnnlab.errors import CnnlabError
+from cnnlab.memory import keep_freed_memory
 from cnnlab.models import MODELS
 from cnnlab.winograd import winograd_inference
 
@@ -154,6 +155,7 @@ def load_pretrained(name: str = "squeezenet1_1", *, weights=None, progress: bool
     """
     if name not in URLS:
         raise CnnlabError(f"no pretrained network {name!r}; choose one of {', '.join(URLS)}")
+    keep_freed_memory()  # inference reallocates every activation (cnnlab.memory)
     path = download_weights(URLS[name], progress=progress) if weights is None else Path(weights)
     state = load_state_dict(path)
     with torch.device("meta"):

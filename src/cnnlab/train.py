@@ -25,6 +25,7 @@ from cnnlab import distributed as dist
 from cnnlab.data.transforms import Augment, to_tensor
 from cnnlab.device import resolve_device
 from cnnlab.errors import CnnlabError
+from cnnlab.memory import keep_freed_memory
 from cnnlab.optim import lr_factor, make_optimizer
 from cnnlab.step import PRECISIONS, EagerStep, GraphStep, autocast
 
@@ -275,6 +276,8 @@ def fit(
             f"batch size {cfg.batch_size} is not divisible by the world size {world}; "
             "the batch size is global, use a multiple of the number of processes"
         )
+    if device.type == "cpu":
+        keep_freed_memory()  # a step reallocates every activation: keep them off the page-fault path
     torch.manual_seed(cfg.seed)
     x, y = as_inputs(x, y, device)
     val = as_inputs(*validation, device) if validation is not None else None
