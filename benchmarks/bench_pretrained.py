@@ -20,6 +20,7 @@ import time
 import numpy as np
 import torch
 
+from cnnlab.memory import keep_freed_memory
 from cnnlab.models import build
 from cnnlab.winograd import winograd_inference
 
@@ -63,7 +64,11 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {args.rounds} rounds, median")
+    # What cnnlab.pretrained.load_pretrained does for every cnnlab user (cnnlab.memory); it is
+    # per process, so the Keras peer runs under it too (TensorFlow has its own allocator).
+    kept = keep_freed_memory()
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {args.rounds} rounds, median; "
+          f"freed memory kept in the process: {kept}")
     models = {name: build(name).eval() for name in args.models}
     variants = {}  # (model, batch, layout) -> run()
     for batch in args.batches:
