@@ -17,12 +17,15 @@ file, never half of a new one. Checkpoints are loaded with ``weights_only=True``
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import math
 import os
 import shutil
+import signal
 import tempfile
+import threading
 from collections.abc import Callable
 from pathlib import Path
 
@@ -110,6 +113,25 @@ def save_metrics(run_path: Path, metrics: dict) -> None:
     save_json(Path(run_path) / "metrics.json", metrics)
 
 
+@contextlib.contextmanager
+def interrupts_deferred():
+    """Hold a Ctrl-C (SIGINT) that arrives inside the block and raise it at the end.
+
+    Outside the main thread, where Python cannot install signal handlers, it holds nothing.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    caught = []
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: caught.append(signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if caught:
+        raise KeyboardInterrupt
+
+
 def checkpointer(run_path: Path) -> Callable:
     """A fit() callback: after every epoch write last.pt, history.csv and (if improved) best.pt.
 
@@ -121,10 +143,11 @@ def checkpointer(run_path: Path) -> Callable:
     def on_epoch_end(end) -> None:
         if dist.is_main():
             state = end.state()
-            if end.improved or not (run_path / "best.pt").exists():
-                save_checkpoint(run_path / "best.pt", state["model"])
-            save_checkpoint(run_path / "last.pt", state)
-            write_history(run_path / "history.csv", state["history"])
+            with interrupts_deferred():  # Ctrl-C between two files would leave them disagreeing
+                if end.improved or not (run_path / "best.pt").exists():
+                    save_checkpoint(run_path / "best.pt", state["model"])
+                save_checkpoint(run_path / "last.pt", state)
+                write_history(run_path / "history.csv", state["history"])
         dist.barrier()
 
     return on_epoch_end
