@@ -179,3 +179,16 @@ def test_precision_option_is_checked_and_bf16_trains_on_the_cpu():
     torch.manual_seed(0)
     history = fit(tiny_net(), x, y, config=TrainConfig(epochs=40, batch_size=64, lr=0.01, verbose=0, precision="bf16"))
     assert history.epochs[-1]["accuracy"] >= 0.95  # bf16 autocast on the CPU, fp32 master weights
+
+
+def test_a_graph_step_refuses_cpu_data_and_bad_batches():
+    from cnnlab.step import EagerStep, GraphStep
+
+    x, y = data(8)
+    model = tiny_net()
+    step = EagerStep(model, torch.optim.SGD(model.parameters(), lr=0.1), x, y, aug=Augment(),
+                     aug_gen=torch.Generator())
+    with pytest.raises(CnnlabError, match="a batch of 1 to 8 examples, got 9"):
+        GraphStep(step, 9)
+    with pytest.raises(CnnlabError, match="need the data on a CUDA device, got cpu"):
+        GraphStep(step, 4)

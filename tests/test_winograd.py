@@ -98,6 +98,8 @@ def test_bad_layers_and_inputs_get_one_line_errors():
         transform_filters(torch.zeros(4, 4, 5, 5))
     with pytest.raises(CnnlabError, match=r"expected input \(N, 4, H, W\), got \(1, 3, 8, 8\)"):
         WinogradConv2d(nn.Conv2d(4, 4, 3, padding=1))(torch.zeros(1, 3, 8, 8))
+    with pytest.raises(CnnlabError, match="needs a torch.nn.Module, got str"):
+        winograd_inference("vgg16")
     with pytest.raises(CnnlabError, match="channel thresholds must be at least 1, got 0 and 256"):
         winograd_inference(nn.Sequential(), min_in_channels=0)
 

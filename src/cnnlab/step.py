@@ -71,6 +71,10 @@ class GraphStep:
     """
 
     def __init__(self, eager: EagerStep, batch: int) -> None:
+        if not 1 <= batch <= len(eager.x):
+            raise CnnlabError(f"a CUDA graph step needs a batch of 1 to {len(eager.x)} examples, got {batch}")
+        if eager.x.device.type != "cuda":
+            raise CnnlabError(f"CUDA graphs need the data on a CUDA device, got {eager.x.device}")
         dev = eager.x.device
         self.eager, self.batch = eager, batch
         self.model, self.sums = eager.model, eager.sums

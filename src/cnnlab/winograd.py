@@ -154,6 +154,8 @@ def winograd_inference(model: nn.Module, *, min_in_channels: int = 128, min_out_
     layer in an ``nn.Sequential`` is folded into it. Returns the model in eval mode: a
     converted copy, or ``model`` itself when ``inplace`` (sparing a copy of VGG-16's 528 MB).
     """
+    if not isinstance(model, nn.Module):
+        raise CnnlabError(f"winograd_inference needs a torch.nn.Module, got {type(model).__name__}")
     if min_in_channels < 1 or min_out_channels < 1:
         raise CnnlabError(f"channel thresholds must be at least 1, got {min_in_channels} and {min_out_channels}")
     fast = model if inplace else copy.deepcopy(model)
