@@ -65,3 +65,35 @@ def offline_data_env(tmp_path, monkeypatch):
         raise urllib.error.URLError("Name or service not known (network disabled in tests)")
 
     monkeypatch.setattr("urllib.request.urlopen", offline)
+
+
+def _full_and_resumed(model_fn, x, y, cfg, *, validation=None, interrupt_at: int = 2):
+    """Train ``cfg`` straight through, and again interrupted after epoch ``interrupt_at`` and
+    resumed from its saved state; returns (full model, resumed model, resumed history)."""
+    import torch
+
+    from cnnlab.train import fit
+
+    torch.manual_seed(0)
+    full = model_fn()
+    fit(full, x, y, config=cfg, validation=validation)
+    saved = {}
+
+    def interrupt(end) -> None:
+        if end.epoch == interrupt_at:
+            saved.update(end.state())
+            raise KeyboardInterrupt
+
+    torch.manual_seed(0)
+    with pytest.raises(KeyboardInterrupt):
+        fit(model_fn(), x, y, config=cfg, validation=validation, callbacks=[interrupt])
+    torch.manual_seed(123)  # a fresh process would not share the RNG state; resume restores it
+    resumed = model_fn()
+    history = fit(resumed, x, y, config=cfg, validation=validation, resume=saved)
+    return full, resumed, history
+
+
+@pytest.fixture
+def full_and_resumed():
+    """The interrupt-and-resume experiment, shared by the CPU and CUDA training tests."""
+    return _full_and_resumed

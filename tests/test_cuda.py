@@ -141,33 +141,18 @@ def test_a_step_that_cannot_be_recorded_trains_op_by_op_from_where_it_stood():
         torch.testing.assert_close(w_try[k], v, rtol=1e-4, atol=1e-5, msg=k)
 
 
-def test_resume_on_cuda_continues_the_same_run():
+def test_resume_on_cuda_continues_the_same_run(full_and_resumed):
     torch.backends.cudnn.deterministic = True
     try:
         x, y = data(device="cuda")
         cfg = TrainConfig(epochs=4, batch_size=48, steps_per_epoch=3, seed=3, schedule="cosine", verbose=0,
                           device="cuda", precision="fp32", augment=Augment(crop=2))
-        torch.manual_seed(0)
-        full = net()
-        fit(full, x, y, config=cfg)
-        saved = {}
-
-        def interrupt_after_two(end: EpochEnd) -> None:
-            if end.epoch == 2:
-                saved.update(end.state())
-                raise KeyboardInterrupt
-
-        torch.manual_seed(0)
-        with pytest.raises(KeyboardInterrupt):
-            fit(net(), x, y, config=cfg, callbacks=[interrupt_after_two])
-        torch.manual_seed(123)
-        resumed = net()
-        history = fit(resumed, x, y, config=cfg, resume=saved)
-        assert len(history) == 4
-        for k, v in full.state_dict().items():
-            torch.testing.assert_close(resumed.state_dict()[k], v, rtol=1e-4, atol=1e-5, msg=k)
+        full, resumed, history = full_and_resumed(net, x, y, cfg)
     finally:
         torch.backends.cudnn.deterministic = False
+    assert len(history) == 4
+    for k, v in full.state_dict().items():
+        torch.testing.assert_close(resumed.state_dict()[k], v, rtol=1e-4, atol=1e-5, msg=k)
 
 
 def test_a_cuda_run_resumes_and_evaluates_on_the_cpu():

@@ -10,7 +10,7 @@ from torch import nn
 
 from cnnlab.data.transforms import Augment
 from cnnlab.errors import CnnlabError
-from cnnlab.train import EpochEnd, TrainConfig, TrainingError, fit, training_view
+from cnnlab.train import TrainConfig, TrainingError, fit, training_view
 
 
 def tiny_net(classes: int = 10) -> nn.Sequential:
@@ -56,28 +56,10 @@ def test_same_seed_same_history_and_weights():
         assert torch.equal(v, results[1][1][k]), k
 
 
-def test_resume_equals_uninterrupted_run():
+def test_resume_equals_uninterrupted_run(full_and_resumed):
     x, y = data()
-    val = data(64, seed=1)
     cfg = TrainConfig(epochs=4, batch_size=48, steps_per_epoch=3, seed=3, schedule="cosine", verbose=0)
-    torch.manual_seed(0)
-    full = tiny_net()
-    fit(full, x, y, config=cfg, validation=val)
-
-    saved = {}
-
-    def interrupt_after_two(end: EpochEnd) -> None:
-        if end.epoch == 2:
-            saved.update(end.state())
-            raise KeyboardInterrupt
-
-    torch.manual_seed(0)
-    first = tiny_net()
-    with pytest.raises(KeyboardInterrupt):
-        fit(first, x, y, config=cfg, validation=val, callbacks=[interrupt_after_two])
-    torch.manual_seed(123)  # a fresh process would not share the RNG state; resume restores it
-    resumed = tiny_net()
-    history = fit(resumed, x, y, config=cfg, validation=val, resume=saved)
+    full, resumed, history = full_and_resumed(tiny_net, x, y, cfg, validation=data(64, seed=1))
     assert len(history) == 4
     for k, v in full.state_dict().items():
         assert torch.equal(v, resumed.state_dict()[k]), k
