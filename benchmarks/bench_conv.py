@@ -1,4 +1,4 @@
-"""Speed of cnnlab.conv.correlate2d beside scipy.signal.correlate2d and the tutorial's loop.
+"""Speed of cnnlab.scratch.conv.correlate2d beside scipy.signal.correlate2d and the tutorial's loop.
 
     python benchmarks/bench_conv.py [--size 512] [--reps 21]
 
@@ -20,8 +20,8 @@ import time
 import numpy as np
 import scipy.signal
 
-from cnnlab.conv import correlate2d
-from cnnlab.kernels import get_kernel
+from cnnlab.scratch.conv import correlate2d
+from cnnlab.scratch.kernels import get_kernel
 
 LOOP_CROP = 64  # side of the crop the tutorial's loop runs on
 

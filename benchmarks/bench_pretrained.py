@@ -2,7 +2,7 @@
 
 Measures images/s of cnnlab's VGG-16 and SqueezeNet 1.1 at batch 1 and 8, in the default
 (NCHW contiguous) and channels_last memory layouts, and channels_last with the wide 3×3
-convolutions computed by Winograd F(4×4, 3×3) (``cnnlab.winograd``), under torch.inference_mode. When
+convolutions computed by Winograd F(4×4, 3×3) (``cnnlab.models.winograd``), under torch.inference_mode. When
 TensorFlow/Keras is importable, Keras' VGG16 (weights=None: same FLOPs as ImageNet
 weights, as in shared/bench/peer_keras_vgg16.py) runs in the same rounds. Variants are
 timed alternately, round after round, and the median is reported; weights are random
@@ -20,9 +20,9 @@ import time
 import numpy as np
 import torch
 
-from cnnlab.memory import keep_freed_memory
 from cnnlab.models import build
-from cnnlab.winograd import winograd_inference
+from cnnlab.models.winograd import winograd_inference
+from cnnlab.train.memory import keep_freed_memory
 
 
 def torch_runner(model, batch: int, channels_last: bool, winograd: bool = False):
@@ -64,7 +64,7 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    # What cnnlab.pretrained.load_pretrained does for every cnnlab user (cnnlab.memory); it is
+    # What cnnlab.models.pretrained.load_pretrained does for every cnnlab user (cnnlab.train.memory); it is
     # per process, so the Keras peer runs under it too (TensorFlow has its own allocator).
     kept = keep_freed_memory()
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {args.rounds} rounds, median; "

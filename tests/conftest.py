@@ -72,7 +72,7 @@ def _full_and_resumed(model_fn, x, y, cfg, *, validation=None, interrupt_at: int
     resumed from its saved state; returns (full model, resumed model, resumed history)."""
     import torch
 
-    from cnnlab.train import fit
+    from cnnlab.train.loop import fit
 
     torch.manual_seed(0)
     full = model_fn()

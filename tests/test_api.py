@@ -3,6 +3,8 @@
 import subprocess
 import sys
 
+import pytest
+
 import cnnlab
 
 
@@ -12,7 +14,7 @@ def test_every_public_name_resolves():
 
 
 def test_import_does_not_pull_in_torch():
-    code = "import cnnlab, cnnlab.conv, cnnlab.data, sys; print('torch' in sys.modules)"
+    code = "import cnnlab, cnnlab.scratch.conv, cnnlab.data, sys; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "False"
 
@@ -34,3 +36,14 @@ def test_a_command_imports_only_its_own_module():
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert "sobel-x" in proc.stdout
     assert proc.stderr.strip() == "False"
+
+
+@pytest.mark.parametrize("old, new", [("cnnlab.conv", "cnnlab.scratch.conv"), ("cnnlab.plots", "cnnlab.report.plots"),
+                                      ("cnnlab.runs", "cnnlab.train.runs")])
+def test_old_flat_import_paths_still_work_and_name_the_new_one(old, new):
+    import importlib
+    import sys
+    sys.modules.pop(old, None)
+    with pytest.warns(FutureWarning, match=f"{old} moved to {new}"):
+        module = importlib.import_module(old)
+    assert module is importlib.import_module(new)

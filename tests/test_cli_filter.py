@@ -10,8 +10,8 @@ import pytest
 from PIL import Image
 
 from cnnlab.cli import main
-from cnnlab.images import read_image
-from cnnlab.kernels import KERNELS
+from cnnlab.scratch.images import read_image
+from cnnlab.scratch.kernels import KERNELS
 
 
 def test_filter_writes_a_gallery(tmp_path, capsys):

@@ -8,8 +8,8 @@ import urllib.error
 
 import pytest
 
-from cnnlab import pretrained
 from cnnlab.cli import main
+from cnnlab.models import pretrained
 
 
 def test_models_lists_names_params_and_descriptions(capsys):

@@ -14,8 +14,8 @@ import torch
 from torch import nn
 
 from cnnlab.data.transforms import Augment
-from cnnlab.optim import make_optimizer
-from cnnlab.train import EpochEnd, TrainConfig, evaluate_loss_accuracy, fit
+from cnnlab.train.loop import EpochEnd, TrainConfig, evaluate_loss_accuracy, fit
+from cnnlab.train.optim import make_optimizer
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (CI has none)")
 
@@ -180,7 +180,7 @@ def test_a_cuda_run_resumes_and_evaluates_on_the_cpu():
 
 def test_cli_trains_on_cuda_end_to_end(tmp_path, datasets_root, monkeypatch):
     from cnnlab.cli import main
-    from cnnlab.runs import load_run
+    from cnnlab.train.runs import load_run
 
     monkeypatch.setenv("CNNLAB_DATA", str(datasets_root))
     out = tmp_path / "run"

@@ -1,4 +1,4 @@
-"""cnnlab.images: reading every common kind of file, writing, tiling, samples, the gallery."""
+"""cnnlab.scratch.images: reading every common kind of file, writing, tiling, samples, the gallery."""
 
 from __future__ import annotations
 
@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from cnnlab.conv import correlate2d
 from cnnlab.errors import CnnlabError
-from cnnlab.images import (
+from cnnlab.scratch.conv import correlate2d
+from cnnlab.scratch.images import (
     apply_kernel,
     gallery,
     grace_hopper,
@@ -18,7 +18,7 @@ from cnnlab.images import (
     tile,
     write_image,
 )
-from cnnlab.kernels import get_kernel
+from cnnlab.scratch.kernels import get_kernel
 
 RNG = np.random.default_rng(0)
 RGB8 = RNG.integers(0, 256, (5, 7, 3), dtype=np.uint8)

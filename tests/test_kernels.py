@@ -1,13 +1,13 @@
-"""cnnlab.kernels: the named kernels' values and conventions, lookup and random banks."""
+"""cnnlab.scratch.kernels: the named kernels' values and conventions, lookup and random banks."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from cnnlab.conv import correlate2d
 from cnnlab.errors import CnnlabError
-from cnnlab.kernels import ALIASES, KERNELS, get_kernel, random_kernels, resolve_name
+from cnnlab.scratch.conv import correlate2d
+from cnnlab.scratch.kernels import ALIASES, KERNELS, get_kernel, random_kernels, resolve_name
 
 EXPECTED_NAMES = [
     "identity", "box-blur", "gaussian-blur", "sharpen", "laplacian-4", "laplacian-8",

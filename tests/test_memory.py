@@ -1,4 +1,4 @@
-"""cnnlab.memory: freed activations stay in the process, so a training step costs no page faults."""
+"""cnnlab.train.memory: freed activations stay in the process, so a training step costs no page faults."""
 
 from __future__ import annotations
 
@@ -8,14 +8,14 @@ import sys
 
 import pytest
 
-from cnnlab.memory import keep_freed_memory
+from cnnlab.train.memory import keep_freed_memory
 
 # A small CNN's training step on the CPU, in a fresh process (malloc settings are per process):
 # prints whether the setting took effect and the page faults of one step after warm-up.
 STEP = """
 import resource, torch
 from torch import nn
-from cnnlab.memory import keep_freed_memory
+from cnnlab.train.memory import keep_freed_memory
 print(keep_freed_memory())
 torch.manual_seed(0)
 net = nn.Sequential(nn.Conv2d(1, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2), nn.Conv2d(32, 64, 3, padding=1),

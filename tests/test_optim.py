@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from cnnlab.errors import CnnlabError
-from cnnlab.optim import lr_factor, make_optimizer
+from cnnlab.train.optim import lr_factor, make_optimizer
 
 
 def test_keras_time_based_decay():

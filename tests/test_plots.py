@@ -1,4 +1,4 @@
-"""cnnlab.plots: every function returns a Figure with the expected axes; tiling is exact."""
+"""cnnlab.report.plots: every function returns a Figure with the expected axes; tiling is exact."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 from matplotlib.figure import Figure
 
-from cnnlab import plots
 from cnnlab.errors import CnnlabError
-from cnnlab.evaluate import confusion_matrix, top_losses
+from cnnlab.insight.evaluate import confusion_matrix, top_losses
+from cnnlab.report import plots
 
 RNG = np.random.default_rng(0)
 CLASSES = [f"class{i}" for i in range(4)]

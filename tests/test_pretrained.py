@@ -15,12 +15,11 @@ import torch
 from matplotlib.figure import Figure
 from PIL import Image
 
-from cnnlab import pretrained
 from cnnlab.errors import CnnlabError
-from cnnlab.models import count_params
+from cnnlab.models import count_params, pretrained
 from cnnlab.models.squeezenet import squeezenet1_1
 from cnnlab.models.vgg import vgg16
-from cnnlab.winograd import winograd_inference
+from cnnlab.models.winograd import winograd_inference
 
 CLOTHING = {"military_uniform", "suit", "Windsor_tie", "bow_tie", "academic_gown", "mortarboard", "jersey",
             "lab_coat", "trench_coat", "cardigan", "pajama", "sweatshirt", "bulletproof_vest", "cloak"}

@@ -19,10 +19,10 @@ import pytest
 import torch
 from PIL import Image
 
-from cnnlab import runs
 from cnnlab.errors import CnnlabError
 from cnnlab.models import build
-from cnnlab.report import ReportOptions, write_filters_page, write_report
+from cnnlab.report.html import ReportOptions, write_filters_page, write_report
+from cnnlab.train import runs
 
 SPEC = "conv4k3-relu,maxpool2,conv6k3-relu,flatten"
 SECTIONS = ("config", "summary", "curves", "metrics", "per-class", "confusion", "most-confused",
@@ -82,14 +82,14 @@ def test_report_has_every_section_and_images_decode(tiny_run):
     # self-contained: nothing fetched from elsewhere
     assert not re.search(r'(src|href)="(https?:|//|file:)', html)
     assert "<script" not in html and "<link" not in html
-    assert "Total params" in html  # cnnlab.summary's table
+    assert "Total params" in html  # cnnlab.models.summary's table
     assert "p(predicted)" in html and "p(actual)" in html
     metrics = json.loads((tiny_run / "metrics.json").read_text())
     assert metrics["n"] == 60 and len(metrics["per_class"]) == 3
 
 
 def test_report_given_evaluation_and_out(tiny_run, tmp_path):
-    from cnnlab.evaluate import evaluate_run
+    from cnnlab.insight.evaluate import evaluate_run
 
     run = runs.load_run(tiny_run)
     ev = evaluate_run(run)

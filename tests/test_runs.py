@@ -9,8 +9,8 @@ import pytest
 import torch
 from torch import nn
 
-from cnnlab import runs
-from cnnlab.train import TrainConfig, fit
+from cnnlab.train import runs
+from cnnlab.train.loop import TrainConfig, fit
 
 
 def test_ctrl_c_while_an_epoch_is_saved_lands_after_all_its_files(tmp_path, monkeypatch):

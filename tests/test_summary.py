@@ -10,7 +10,7 @@ from torch import nn
 
 from cnnlab.errors import CnnlabError
 from cnnlab.models import build
-from cnnlab.summary import summarize
+from cnnlab.models.summary import summarize
 
 
 def test_intro_cnn_table_reads_like_keras():

@@ -10,7 +10,7 @@ from torch import nn
 
 from cnnlab.data.transforms import Augment
 from cnnlab.errors import CnnlabError
-from cnnlab.train import TrainConfig, TrainingError, fit, training_view
+from cnnlab.train.loop import TrainConfig, TrainingError, fit, training_view
 
 
 def tiny_net(classes: int = 10) -> nn.Sequential:
@@ -132,7 +132,7 @@ def test_training_view_reorders_relu_pool_with_identical_outputs():
 
 
 def test_flip_evaluation_averages_an_image_and_its_mirror():
-    from cnnlab.train import evaluate_loss_accuracy
+    from cnnlab.train.loop import evaluate_loss_accuracy
 
     torch.manual_seed(0)
     model = tiny_net().eval()
@@ -145,7 +145,7 @@ def test_flip_evaluation_averages_an_image_and_its_mirror():
 
 
 def test_evaluation_rejects_bad_batch_size_and_mismatched_labels():
-    from cnnlab.train import evaluate_loss_accuracy
+    from cnnlab.train.loop import evaluate_loss_accuracy
 
     x, y = data(8)
     with pytest.raises(CnnlabError, match="batch_size must be at least 1, got 0"):
@@ -164,7 +164,7 @@ def test_precision_option_is_checked_and_bf16_trains_on_the_cpu():
 
 
 def test_a_graph_step_refuses_cpu_data_and_bad_batches():
-    from cnnlab.step import EagerStep, GraphStep
+    from cnnlab.train.step import EagerStep, GraphStep
 
     x, y = data(8)
     model = tiny_net()

@@ -7,9 +7,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-import cnnlab.winograd as winograd
+import cnnlab.models.winograd as winograd
 from cnnlab.errors import CnnlabError
-from cnnlab.winograd import WinogradConv2d, transform_filters, winograd_inference
+from cnnlab.models.winograd import WinogradConv2d, transform_filters, winograd_inference
 
 
 def rel_err(out: torch.Tensor, ref: torch.Tensor) -> float:

@@ -1,7 +1,7 @@
 """cnnlab: learn, train and look inside convolutional neural networks.
 
 The curated public API. Names are imported lazily (PEP 562), so ``import cnnlab`` and the
-NumPy-only parts (``cnnlab.conv``, ``cnnlab.data``) do not pay for importing torch.
+NumPy-only parts (``cnnlab.scratch.conv``, ``cnnlab.data``) do not pay for importing torch.
 
     >>> import cnnlab
     >>> ds = cnnlab.load_dataset("mnist", train_size=20_000)
@@ -14,44 +14,48 @@ from __future__ import annotations
 
 import importlib
 
+from cnnlab import _moved
+
 __version__ = "0.1.0"
 
 # public name -> (module, attribute)
 _API = {
     "CnnlabError": ("cnnlab.errors", "CnnlabError"),
     # from scratch (NumPy)
-    "correlate2d": ("cnnlab.conv", "correlate2d"),
-    "convolve2d": ("cnnlab.conv", "convolve2d"),
-    "max_pool2d": ("cnnlab.conv", "max_pool2d"),
-    "avg_pool2d": ("cnnlab.conv", "avg_pool2d"),
-    "output_size": ("cnnlab.conv", "output_size"),
-    "get_kernel": ("cnnlab.kernels", "get_kernel"),
-    "random_kernels": ("cnnlab.kernels", "random_kernels"),
-    "load_image": ("cnnlab.images", "load_image"),
+    "correlate2d": ("cnnlab.scratch.conv", "correlate2d"),
+    "convolve2d": ("cnnlab.scratch.conv", "convolve2d"),
+    "max_pool2d": ("cnnlab.scratch.conv", "max_pool2d"),
+    "avg_pool2d": ("cnnlab.scratch.conv", "avg_pool2d"),
+    "output_size": ("cnnlab.scratch.conv", "output_size"),
+    "get_kernel": ("cnnlab.scratch.kernels", "get_kernel"),
+    "random_kernels": ("cnnlab.scratch.kernels", "random_kernels"),
+    "load_image": ("cnnlab.scratch.images", "load_image"),
     # data and models
     "load_dataset": ("cnnlab.data", "load"),
     "build_model": ("cnnlab.models", "build"),
     "MODELS": ("cnnlab.models", "MODELS"),
-    "summarize": ("cnnlab.summary", "summarize"),
+    "summarize": ("cnnlab.models.summary", "summarize"),
     # training and runs
-    "fit": ("cnnlab.train", "fit"),
-    "TrainConfig": ("cnnlab.train", "TrainConfig"),
+    "fit": ("cnnlab.train.loop", "fit"),
+    "TrainConfig": ("cnnlab.train.loop", "TrainConfig"),
     "Augment": ("cnnlab.data.transforms", "Augment"),
-    "RunConfig": ("cnnlab.experiment", "RunConfig"),
-    "train_run": ("cnnlab.experiment", "train_run"),
-    "resume_run": ("cnnlab.experiment", "resume_run"),
-    "RECIPES": ("cnnlab.recipes", "RECIPES"),
-    "load_run": ("cnnlab.runs", "load_run"),
+    "RunConfig": ("cnnlab.train.experiment", "RunConfig"),
+    "train_run": ("cnnlab.train.experiment", "train_run"),
+    "resume_run": ("cnnlab.train.experiment", "resume_run"),
+    "RECIPES": ("cnnlab.train.recipes", "RECIPES"),
+    "load_run": ("cnnlab.train.runs", "load_run"),
     # insight
-    "evaluate_run": ("cnnlab.evaluate", "evaluate_run"),
-    "activations": ("cnnlab.inspect", "activations"),
-    "filters": ("cnnlab.inspect", "filters"),
-    "write_report": ("cnnlab.report", "write_report"),
-    "classify": ("cnnlab.pretrained", "classify"),
-    "load_pretrained": ("cnnlab.pretrained", "load_pretrained"),
+    "evaluate_run": ("cnnlab.insight.evaluate", "evaluate_run"),
+    "activations": ("cnnlab.insight.inspect", "activations"),
+    "filters": ("cnnlab.insight.inspect", "filters"),
+    "write_report": ("cnnlab.report.html", "write_report"),
+    "classify": ("cnnlab.models.pretrained", "classify"),
+    "load_pretrained": ("cnnlab.models.pretrained", "load_pretrained"),
 }
 
 __all__ = sorted(_API)
+
+_moved.install()  # old flat import paths (cnnlab.conv, cnnlab.plots, ...) still work, with a warning
 
 
 def __getattr__(name: str):

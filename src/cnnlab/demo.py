@@ -16,8 +16,8 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from cnnlab.errors import CnnlabError
-from cnnlab.experiment import RunConfig
-from cnnlab.train import TrainConfig
+from cnnlab.train.experiment import RunConfig
+from cnnlab.train.loop import TrainConfig
 
 EDGE_KERNELS = ("sobel-x", "sobel-y", "laplacian-8", "edge-horizontal", "edge-vertical", "brown")
 
@@ -39,8 +39,8 @@ class DemoResult:
 
 def filter_tour(out: Path, *, seed: int = 0) -> tuple[Path, Path]:
     """Save two galleries of the Grace Hopper portrait: 9 random kernels, then edge kernels."""
-    from cnnlab.images import apply_kernel, gallery, grace_hopper
-    from cnnlab.kernels import get_kernel, random_kernels
+    from cnnlab.scratch.images import apply_kernel, gallery, grace_hopper
+    from cnnlab.scratch.kernels import get_kernel, random_kernels
 
     image = grace_hopper()  # (600, 512, 3) in [0, 1]
     randoms = {f"random {i + 1}": apply_kernel(image, k) for i, k in enumerate(random_kernels(9, channels=3, seed=seed))}
@@ -67,9 +67,9 @@ def choose_data(log: Callable[[str], None]) -> RunConfig:
 def run_demo(out="runs/demo", *, epochs: int | None = None, log: Callable[[str], None] = lambda line: None,
              verbose: int = 1) -> DemoResult:
     """Run the whole story into ``out`` (replacing an earlier demo there) and return its paths."""
-    from cnnlab.experiment import train_run
-    from cnnlab.report import write_report
-    from cnnlab.runs import load_run
+    from cnnlab.report.html import write_report
+    from cnnlab.train.experiment import train_run
+    from cnnlab.train.runs import load_run
 
     cfg = choose_data(log)
     train = replace(cfg.train, verbose=verbose, **({"epochs": epochs} if epochs is not None else {}))

@@ -13,8 +13,8 @@ import sys
 import torch
 from torch import nn
 
-from cnnlab import distributed as dist
-from cnnlab.train import TrainConfig, evaluate_loss_accuracy, fit
+from cnnlab.train import distributed as dist
+from cnnlab.train.loop import TrainConfig, evaluate_loss_accuracy, fit
 
 
 class Record(nn.Module):

@@ -13,7 +13,7 @@ import os
 import sys
 
 from cnnlab.errors import CnnlabError
-from cnnlab.memory import keep_freed_memory
+from cnnlab.train.memory import keep_freed_memory
 
 # Each command and the module that registers it, in the order `cnnlab --help` lists them.
 COMMANDS = {
@@ -57,7 +57,7 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
-    keep_freed_memory()  # every command's tensors: no page faults on each reallocation (cnnlab.memory)
+    keep_freed_memory()  # every command's tensors: no page faults on each reallocation (cnnlab.train.memory)
     try:
         return int(args.func(args) or 0)
     except CnnlabError as exc:

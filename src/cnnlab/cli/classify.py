@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from cnnlab.pretrained import URLS, classify, plot_predictions
+from cnnlab.models.pretrained import URLS, classify, plot_predictions
 
 
 def register(sub) -> None:

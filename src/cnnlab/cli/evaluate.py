@@ -58,8 +58,8 @@ def register(sub) -> None:
 
 
 def run_evaluate(args: argparse.Namespace) -> int:
-    from cnnlab.evaluate import evaluate_run, merged_metrics
-    from cnnlab.runs import load_run, save_metrics
+    from cnnlab.insight.evaluate import evaluate_run, merged_metrics
+    from cnnlab.train.runs import load_run, save_metrics
 
     run = load_run(args.run_dir)
     ev = evaluate_run(run, batch_size=args.batch_size, progress=args.progress, device=args.device)
@@ -106,7 +106,7 @@ def format_most_confused(pairs: list, top: int) -> str:
 
 def _read_images(run, paths: list[Path], invert: bool):
     """uint8 (N, H, W, C) images matching the run's input, with one note per image."""
-    from cnnlab.evaluate import read_image
+    from cnnlab.insight.evaluate import read_image
 
     for path in paths:
         if not path.is_file():
@@ -132,8 +132,8 @@ def _polarity_hint(run, images, invert: bool) -> str | None:
 
 
 def run_predict(args: argparse.Namespace) -> int:
-    from cnnlab.evaluate import predict
-    from cnnlab.runs import load_run
+    from cnnlab.insight.evaluate import predict
+    from cnnlab.train.runs import load_run
 
     if args.top < 1:
         raise CnnlabError(f"--top must be at least 1, got {args.top}")
@@ -144,7 +144,7 @@ def run_predict(args: argparse.Namespace) -> int:
     classes = run.classes
     fig = None
     if args.out:
-        from cnnlab.plots import plot_image_probabilities
+        from cnnlab.report.plots import plot_image_probabilities
 
         fig = plot_image_probabilities(images, probs, classes, top=max(args.top, min(10, len(classes))),
                                        titles=[p.name for p in args.images])
@@ -162,8 +162,8 @@ def run_predict(args: argparse.Namespace) -> int:
 
 
 def run_activations(args: argparse.Namespace) -> int:
-    from cnnlab.inspect import activations, activations_of, get_layer, layer_names
-    from cnnlab.runs import load_run
+    from cnnlab.insight.inspect import activations, activations_of, get_layer, layer_names
+    from cnnlab.train.runs import load_run
 
     run = load_run(args.run_dir)
     model = run.build_model(weights="best")
@@ -182,7 +182,7 @@ def run_activations(args: argparse.Namespace) -> int:
     maps = activations(model, x, name)[0]
     fig = None
     if args.out:
-        from cnnlab.plots import plot_feature_maps
+        from cnnlab.report.plots import plot_feature_maps
 
         fig = plot_feature_maps(maps, title=f"{name} ({type(module).__name__}) {tuple(maps.shape)}: {args.image.name}")
     print(f"{name} ({type(module).__name__}): output {tuple(maps.shape)}, "

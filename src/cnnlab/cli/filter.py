@@ -6,10 +6,10 @@ import argparse
 import io
 from pathlib import Path
 
-from cnnlab.conv import BOUNDARIES, MODES
 from cnnlab.errors import CnnlabError
-from cnnlab.images import SAMPLES, apply_kernel, gallery, load_image
-from cnnlab.kernels import ALIASES, KERNELS, get_kernel, random_kernels, resolve_name
+from cnnlab.scratch.conv import BOUNDARIES, MODES
+from cnnlab.scratch.images import SAMPLES, apply_kernel, gallery, load_image
+from cnnlab.scratch.kernels import ALIASES, KERNELS, get_kernel, random_kernels, resolve_name
 
 # Formats the gallery can be saved in (matplotlib's names, chosen by --out's extension).
 _FIGURE_FORMATS = ("png", "jpg", "jpeg", "pdf", "svg")
@@ -19,7 +19,7 @@ def register(sub) -> None:
     p = sub.add_parser(
         "filter",
         help="filter an image with named (or random) kernels and save a gallery",
-        description="Correlate an image with classic kernels (cnnlab.conv, NumPy only) and save "
+        description="Correlate an image with classic kernels (cnnlab.scratch.conv, NumPy only) and save "
         "the original beside each filtered map. Grey kernels filter the image's grey version; "
         "colour kernels such as 'brown' sum over R, G, B. See `cnnlab kernels` for names.",
     )
@@ -37,7 +37,7 @@ def register(sub) -> None:
     p.set_defaults(func=run_filter)
 
     k = sub.add_parser("kernels", help="list the named kernels", description="List the named kernels "
-                       "that `cnnlab filter --kernel` and cnnlab.kernels.get_kernel accept.")
+                       "that `cnnlab filter --kernel` and cnnlab.scratch.kernels.get_kernel accept.")
     k.set_defaults(func=run_kernels)
 
 

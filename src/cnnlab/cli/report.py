@@ -37,7 +37,7 @@ def register(sub) -> None:
 
 
 def run_report(args: argparse.Namespace) -> int:
-    from cnnlab.report import ReportOptions, write_report
+    from cnnlab.report.html import ReportOptions, write_report
 
     start = time.perf_counter()
     path = write_report(args.run_dir, out=args.out, options=ReportOptions(batch_size=args.batch_size, device=args.device),
@@ -48,7 +48,7 @@ def run_report(args: argparse.Namespace) -> int:
 
 
 def run_filters(args: argparse.Namespace) -> int:
-    from cnnlab.report import write_filters_page
+    from cnnlab.report.html import write_filters_page
 
     path = write_filters_page(args.run_dir, layer=args.layer, out=args.html)
     print(f"wrote {path}")

@@ -8,7 +8,7 @@ import torch
 
 from cnnlab.models import MODELS, build, count_params, default_input_shape, describe
 from cnnlab.models.spec import __doc__ as SPEC_DOC
-from cnnlab.summary import summarize
+from cnnlab.models.summary import summarize
 
 
 def parse_input_shape(text: str) -> tuple[int, int, int]:

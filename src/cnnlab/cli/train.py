@@ -17,7 +17,7 @@ def register(sub) -> None:
         "runs/NAME/ (config.json, history.csv, last.pt, best.pt, metrics.json, report.html). "
         "Under `torchrun --nproc-per-node=N -m cnnlab train ...` it trains data-parallel.",
     )
-    p.add_argument("--recipe", help="start from a named preset (see cnnlab.recipes): mnist-fast, tutorial-mnist-cnn, ...; "
+    p.add_argument("--recipe", help="start from a named preset (cnnlab.train.recipes): mnist-fast, tutorial-mnist-cnn, ...; "
                    "options given explicitly override it")
     p.add_argument("--data", default="mnist", help="mnist, fashion-mnist, cifar10 or folder:PATH (default mnist)")
     p.add_argument("--model", default="mnist-cnn", help="model name or spec (default mnist-cnn)")
@@ -73,7 +73,7 @@ _RUN_OVERRIDES = ("data", "model", "train_size", "val_size", "normalize")
 def _from_recipe(args: argparse.Namespace, device: str):
     from dataclasses import replace
 
-    from cnnlab.recipes import get_recipe
+    from cnnlab.train.recipes import get_recipe
 
     recipe = get_recipe(args.recipe)
     defaults = args.parser_defaults
@@ -85,14 +85,14 @@ def _from_recipe(args: argparse.Namespace, device: str):
 
 def _configs(args: argparse.Namespace, device: str):
     from cnnlab.data.transforms import Augment
-    from cnnlab.experiment import RunConfig
-    from cnnlab.train import TrainConfig
+    from cnnlab.train.experiment import RunConfig
+    from cnnlab.train.loop import TrainConfig
 
     if args.recipe:
         return _from_recipe(args, device)
     lr = args.lr
     if args.lr_scale_batch:
-        from cnnlab.optim import DEFAULT_LR
+        from cnnlab.train.optim import DEFAULT_LR
 
         lr = (lr or DEFAULT_LR[args.optimizer]) * args.batch_size / args.lr_scale_batch
     train = TrainConfig(
@@ -110,8 +110,8 @@ def _configs(args: argparse.Namespace, device: str):
 
 
 def run(args: argparse.Namespace) -> int:
-    from cnnlab import distributed as dist
-    from cnnlab.experiment import resume_run, train_run
+    from cnnlab.train import distributed as dist
+    from cnnlab.train.experiment import resume_run, train_run
 
     device = dist.setup(args.device)
     main = dist.is_main()  # remembered: after teardown every process looks like rank 0
@@ -142,7 +142,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _report(path: Path) -> None:
-    from cnnlab.report import write_report
+    from cnnlab.report.html import write_report
 
     try:
         report = write_report(path)

@@ -12,10 +12,10 @@ from pathlib import Path
 
 import torch
 
-from cnnlab import distributed as dist
-from cnnlab import runs
 from cnnlab.errors import CnnlabError
-from cnnlab.train import History, TrainConfig, evaluate_loss_accuracy, fit
+from cnnlab.train import distributed as dist
+from cnnlab.train import runs
+from cnnlab.train.loop import History, TrainConfig, evaluate_loss_accuracy, fit
 
 
 @dataclass(frozen=True)

@@ -30,9 +30,9 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from cnnlab.errors import CnnlabError
-from cnnlab.memory import keep_freed_memory
 from cnnlab.models import MODELS
-from cnnlab.winograd import winograd_inference
+from cnnlab.models.winograd import winograd_inference
+from cnnlab.train.memory import keep_freed_memory
 
 URLS = {
     "vgg16": "https://download.pytorch.org/models/vgg16-397923af.pth",
@@ -150,12 +150,12 @@ def load_pretrained(name: str = "squeezenet1_1", *, weights=None, progress: bool
     official file on first use (see ``download_weights``). The model is built on the meta
     device and takes the loaded tensors as they are (no random init of 138 M parameters).
     ``winograd``: compute the wide 3×3 convolutions with Winograd F(4×4, 3×3) for faster
-    CPU inference (``cnnlab.winograd``; VGG-16 about 1.3–1.4× faster on 2 cores); the
+    CPU inference (``cnnlab.models.winograd``; VGG-16 about 1.3–1.4× faster on 2 cores); the
     model's state-dict keys then differ from torchvision's.
     """
     if name not in URLS:
         raise CnnlabError(f"no pretrained network {name!r}; choose one of {', '.join(URLS)}")
-    keep_freed_memory()  # inference reallocates every activation (cnnlab.memory)
+    keep_freed_memory()  # inference reallocates every activation (cnnlab.train.memory)
     path = download_weights(URLS[name], progress=progress) if weights is None else Path(weights)
     state = load_state_dict(path)
     with torch.device("meta"):

@@ -32,8 +32,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from cnnlab import distributed as dist
 from cnnlab.errors import CnnlabError
+from cnnlab.train import distributed as dist
 
 HISTORY_FIELDS = ("epoch", "loss", "accuracy", "val_loss", "val_accuracy", "lr", "seconds")
 

@@ -24,12 +24,12 @@ from typing import Any
 
 import numpy as np
 
-from cnnlab import plots
-from cnnlab.device import resolve_device
 from cnnlab.errors import CnnlabError
-from cnnlab.evaluate import Evaluation, TopLoss, evaluate_images, merged_metrics
-from cnnlab.images import tile
-from cnnlab.inspect import activations_of, conv_layers, filter_images, filters, get_layer
+from cnnlab.insight.evaluate import Evaluation, TopLoss, evaluate_images, merged_metrics
+from cnnlab.insight.inspect import activations_of, conv_layers, filter_images, filters, get_layer
+from cnnlab.report import plots
+from cnnlab.scratch.images import tile
+from cnnlab.train.device import resolve_device
 
 __all__ = ["ReportOptions", "render_filters_page", "render_report", "write_filters_page", "write_report"]
 
@@ -174,7 +174,7 @@ def _load_data(run) -> tuple[Any, str | None]:
 
 def _summary_text(model, run) -> str | None:
     try:
-        from cnnlab.summary import summarize
+        from cnnlab.models.summary import summarize
 
         return str(summarize(model, tuple(run.config["input_shape"])))
     except (ImportError, CnnlabError):  # no summary module, or a model it cannot trace
@@ -193,7 +193,7 @@ def render_report(
     model=None,
     options: ReportOptions = ReportOptions(),
 ) -> str:
-    """The report of a loaded run (``cnnlab.runs.load_run``) as one HTML string.
+    """The report of a loaded run (``cnnlab.train.runs.load_run``) as one HTML string.
 
     ``evaluation`` and ``data`` (``run.load_data()``) are optional: with neither, metrics come
     from ``run.metrics`` and per-example sections are skipped with ``data_problem`` as reason.
@@ -207,7 +207,7 @@ def render_report(
     _config_section(page, run)
     summary = _summary_text(model, run)
     page.section("summary", "Model", f"<pre>{_e(summary)}</pre>" if summary else
-                 _note(f"{type(model).__name__}; the model summary (cnnlab.summary) is not available.")
+                 _note(f"{type(model).__name__}; the model summary (cnnlab.models.summary) is not available.")
                  + f"<pre>{_e(model)}</pre>")
     if run.history:
         curves = page.figure(plots.plot_history(run.history), "training curves")
@@ -389,7 +389,7 @@ def write_report(
     When the dataset is absent now, renders the saved metrics.json instead. Everything is
     computed before anything is written; the HTML is written atomically.
     """
-    from cnnlab.runs import load_run, save_metrics
+    from cnnlab.train.runs import load_run, save_metrics
 
     run = load_run(run_dir)
     out = _output_path(out, run.path / "report.html")
@@ -467,7 +467,7 @@ def write_filters_page(
 ) -> Path:
     """Write the page of every filter of ``layer`` (default: the first conv layer) and return
     its path (default ``RUN_DIR/filters-<layer>.html``)."""
-    from cnnlab.runs import load_run
+    from cnnlab.train.runs import load_run
 
     run = load_run(run_dir)
     model = run.build_model(weights="best")

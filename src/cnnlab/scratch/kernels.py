@@ -1,6 +1,6 @@
 """Named classic kernels, a plain dict: name -> Kernel(description, weights).
 
-Weights are written for :func:`cnnlab.conv.correlate2d`, which is what CNN layers compute
+Weights are written for :func:`cnnlab.scratch.conv.correlate2d`, which is what CNN layers compute
 (no flip): ``sobel-x`` is positive where brightness increases to the right, ``sobel-y``
 where it increases downwards. Grey kernels are ``(kh, kw)``; the colour kernel ``brown`` is
 ``(kh, kw, C)`` with the colour channel last and sums R, G, B into one map. The arrays are

@@ -21,8 +21,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from cnnlab.device import resolve_device
 from cnnlab.errors import CnnlabError
+from cnnlab.train.device import resolve_device
 
 __all__ = [
     "Evaluation",
@@ -343,10 +343,10 @@ def evaluate_run(
 ) -> Evaluation:
     """Evaluate a run's best weights on its dataset's test split.
 
-    ``run`` is a :class:`cnnlab.runs.Run` (``load_run(path)``). ``data`` is the run's dataset
+    ``run`` is a :class:`cnnlab.train.runs.Run` (``load_run(path)``). ``data`` is the run's dataset
     when the caller has loaded it already (``run.load_data()``). ``device``: where the model
     runs ("auto" picks CUDA when present). Does not write metrics.json; call
-    ``cnnlab.runs.save_metrics(run.path, evaluation.metrics)`` for that.
+    ``cnnlab.train.runs.save_metrics(run.path, evaluation.metrics)`` for that.
     """
     model = run.build_model(weights="best").to(resolve_device(device))
     data = run.load_data() if data is None else data

@@ -21,8 +21,8 @@ from matplotlib.ticker import MaxNLocator
 
 from cnnlab.data.preview import plot_dataset_grid  # noqa: F401  (one implementation, re-exported)
 from cnnlab.errors import CnnlabError
-from cnnlab.images import tile
-from cnnlab.inspect import filter_images
+from cnnlab.insight.inspect import filter_images
+from cnnlab.scratch.images import tile
 
 __all__ = [
     "plot_confidence_histograms",
@@ -279,7 +279,7 @@ def plot_wrong_predictions(
 def plot_top_losses(
     images: np.ndarray, losses: Sequence, classes: Sequence[str], *, ncols: int = 5
 ) -> Figure:
-    """The images of ``losses`` (:class:`cnnlab.evaluate.TopLoss`, indices into ``images``),
+    """The images of ``losses`` (:class:`cnnlab.insight.evaluate.TopLoss`, indices into ``images``),
     titled with the predicted class and its probability, the actual class and its
     probability, and the loss."""
     if not losses:

@@ -4,7 +4,7 @@ Data lives on the training device as one tensor; each step indexes a batch out o
 (no DataLoader, no per-sample Python). The same loop runs one process or many: under
 ``torchrun`` every process takes a disjoint slice of each global batch, the model is
 wrapped in DistributedDataParallel, and epoch metrics are all-reduced, so the history
-equals what one process computes on the same data (see ``cnnlab.distributed``).
+equals what one process computes on the same data (see ``cnnlab.train.distributed``).
 """
 
 from __future__ import annotations
@@ -21,13 +21,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from cnnlab import distributed as dist
 from cnnlab.data.transforms import Augment, to_tensor
-from cnnlab.device import resolve_device
 from cnnlab.errors import CnnlabError
-from cnnlab.memory import keep_freed_memory
-from cnnlab.optim import lr_factor, make_optimizer
-from cnnlab.step import PRECISIONS, EagerStep, GraphStep, autocast
+from cnnlab.train import distributed as dist
+from cnnlab.train.device import resolve_device
+from cnnlab.train.memory import keep_freed_memory
+from cnnlab.train.optim import lr_factor, make_optimizer
+from cnnlab.train.step import PRECISIONS, EagerStep, GraphStep, autocast
 
 
 class TrainingError(CnnlabError):
@@ -42,7 +42,7 @@ class TrainConfig:
     batch_size: int = 128  # global: split across processes under torchrun
     steps_per_epoch: int | None = None  # None: one pass over the data per epoch
     optimizer: str = "adam"
-    lr: float | None = None  # None: the optimiser's usual default (cnnlab.optim.DEFAULT_LR)
+    lr: float | None = None  # None: the optimiser's usual default (cnnlab.train.optim.DEFAULT_LR)
     momentum: float = 0.0
     nesterov: bool = False
     decay: float = 0.0  # Keras time-based decay: lr / (1 + decay * iteration)

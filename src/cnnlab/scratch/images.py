@@ -17,8 +17,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from cnnlab.conv import correlate2d
 from cnnlab.errors import CnnlabError
+from cnnlab.scratch.conv import correlate2d
 
 __all__ = [
     "COLOURS",
@@ -213,7 +213,7 @@ def tile(images, *, ncols: int | None = None, padding: int = 1, pad_value: float
 
 
 def apply_kernel(image, kernel, *, mode: str = "same", boundary: str = "symm", fillvalue: float = 0):
-    """Filter an image for display with :func:`cnnlab.conv.correlate2d` -> ``(H', W')``.
+    """Filter an image for display with :func:`cnnlab.scratch.conv.correlate2d` -> ``(H', W')``.
 
     A grey ``(kh, kw)`` kernel on a colour image filters the image's grey version; a colour
     ``(kh, kw, C)`` kernel sums over the channels (the tutorials' ``brown``) and needs a

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from cnnlab.data.transforms import Augment
 from cnnlab.errors import CnnlabError
-from cnnlab.experiment import RunConfig
-from cnnlab.train import TrainConfig
+from cnnlab.train.experiment import RunConfig
+from cnnlab.train.loop import TrainConfig
 
 RECIPES: dict[str, RunConfig] = {
     # The Keras tutorials, as they train (accuracy targets from their notebooks).

@@ -1,0 +1,18 @@
+"""Training: configuration and recipes, the loop (``fit``), the step, optimisers, the run
+directory (checkpoints, resume), torchrun, and where it runs (device, memory).
+
+``from cnnlab.train import fit, TrainConfig`` keeps working as before the package split. The
+names load lazily, so ``cnnlab.train.memory`` (used by every command) does not import torch.
+"""
+
+import importlib
+
+_LAZY = {name: "cnnlab.train.loop" for name in
+         ("EpochEnd", "History", "TrainConfig", "TrainingError", "evaluate_loss_accuracy", "fit")}
+__all__ = sorted(_LAZY)
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'cnnlab.train' has no attribute {name!r}")
