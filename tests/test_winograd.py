@@ -27,7 +27,8 @@ def test_matches_the_direct_convolution(n, c, k, h, w, bias):
     out = WinogradConv2d(conv)(x)
     assert out.shape == (n, k, h, w) and out.dtype == torch.float32
     assert rel_err(out, ref) < 1e-5  # float32 direct: ~2e-7; Winograd's transforms: ~2e-6
-    assert out.is_contiguous(memory_format=torch.channels_last)
+    assert out.is_contiguous()  # like nn.Conv2d's output for a contiguous input
+    assert out.view(n, -1).shape == (n, k * h * w)
 
 
 def test_relu_is_folded_in_and_channels_last_input_gives_the_same():
@@ -39,6 +40,8 @@ def test_relu_is_folded_in_and_channels_last_input_gives_the_same():
     for inp in (x, x.contiguous(memory_format=torch.channels_last)):
         out = layer(inp)
         assert (out >= 0).all() and rel_err(out, ref) < 1e-5
+        direct = F.conv2d(inp, conv.weight, conv.bias, padding=1)  # the memory format nn.Conv2d gives
+        assert out.stride() == direct.stride()
 
 
 @pytest.mark.parametrize("chunk_bytes", [1, 40_000, 10**9])  # bands of one tile row, of several, whole images
@@ -81,7 +84,7 @@ def test_works_in_and_out_of_inference_mode_but_refuses_to_train():
     conv = nn.Conv2d(4, 4, 3, padding=1)
     x = torch.randn(1, 4, 6, 6)
     layer = WinogradConv2d(conv)
-    winograd._WORKSPACES.clear()
+    winograd._LOCAL.__dict__.clear()
     with torch.inference_mode():
         inside = layer(x)  # the shared workspace is made here...
     torch.testing.assert_close(layer(x), inside)  # ...and written to again outside inference mode
@@ -118,3 +121,34 @@ def test_vgg16_converts_its_nine_widest_layers_and_keeps_its_answers():
     shapes = [(m.in_channels, m.out_channels) for m in converted]
     assert shapes == [(128, 256)] + [(256, 256)] * 2 + [(256, 512)] + [(512, 512)] * 5
     assert rel_err(out, ref) < 1e-5
+
+
+def test_two_threads_calling_one_model_at_once_get_right_answers():
+    """The lab calls models from several threads; a shared workspace mixed their tiles up."""
+    import threading
+
+    torch.manual_seed(4)
+    conv = nn.Conv2d(8, 16, 3, padding=1)
+    layer = WinogradConv2d(conv)
+    inputs = [torch.randn(2, 8, 13 + i % 3, 11) for i in range(6)]
+    with torch.inference_mode():
+        refs = [F.conv2d(x, conv.weight, conv.bias, padding=1) for x in inputs]
+    wrong: list[int] = []
+    start = threading.Barrier(2)
+
+    def work(offset: int) -> None:
+        start.wait()
+        with torch.inference_mode():
+            for call in range(40):
+                i = (call + offset) % len(inputs)
+                out = layer(inputs[i])
+                if rel_err(out, refs[i].double()) > 1e-5:
+                    wrong.append(call)
+                out.view(out.shape[0], -1)  # contiguous, as after nn.Conv2d
+
+    threads = [threading.Thread(target=work, args=(k,)) for k in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert wrong == []

@@ -20,6 +20,7 @@ convolution itself differs from float64 by about 2e-7).
 from __future__ import annotations
 
 import copy
+import threading
 
 import torch
 import torch.nn.functional as F
@@ -89,7 +90,11 @@ class WinogradConv2d(nn.Module):
         # Channels last (N, H, W, C): a tile's channels are contiguous, so gathering tiles
         # copies whole channel vectors. Zero padding: 1 pixel, plus up to a whole tile.
         xp = F.pad(x.permute(0, 2, 3, 1), (0, 0, 1, 4 * tw + 1 - w, 1, 4 * th + 1 - h))
-        out = x.new_empty(n_img, 4 * th, 4 * tw, k)
+        # The output's memory follows the input's, as nn.Conv2d's does: NCHW-contiguous for a
+        # contiguous input (so a following ``.view()`` works), channels_last for channels_last.
+        fmt = torch.channels_last if _is_channels_last(x) else torch.contiguous_format
+        out = x.new_empty(n_img, k, 4 * th, 4 * tw).contiguous(memory_format=fmt)
+        out_hwc = out.permute(0, 2, 3, 1)  # (N, H, W, K) view of the same memory
         rows_per_chunk = max(1, CHUNK_BYTES // (36 * tw * max(c, k) * x.element_size()))
         chunks = list(_chunks(n_img, th, rows_per_chunk))
         most = max((i1 - i0) * (t1 - t0) * tw for i0, i1, t0, t1 in chunks)  # tiles in the largest chunk
@@ -106,26 +111,36 @@ class WinogradConv2d(nn.Module):
             torch.bmm(v.view(36, p, c), self.u, out=m.view(36, p, k))  # the 36 products, summed over channels
             torch.mm(self.ka, m.view(36, p * k), out=y.view(16, p * k))  # back: 4×4 outputs per tile
             y = y.view(4, 4, n, rows, tw, k)
-            dst = out[i0:i1, 4 * t0 : 4 * t1].view(n, rows, 4, tw, 4, k)
+            dst = out_hwc[i0:i1, 4 * t0 : 4 * t1].view(n, rows, 4, tw, 4, k)
             dst.copy_(y.permute(2, 3, 0, 4, 1, 5))
             dst.add_(self.bias)
             if self.relu:
                 dst.clamp_(min=0)
         if 4 * th != h or 4 * tw != w:
-            out = out[:, :h, :w].contiguous()
-        return out.permute(0, 3, 1, 2)  # (N, K, H, W) in channels_last memory
+            out = out[:, :, :h, :w].contiguous(memory_format=fmt)
+        return out  # (N, K, H, W)
 
 
-_WORKSPACES: dict[tuple[torch.dtype, torch.device], torch.Tensor] = {}
+def _is_channels_last(x: torch.Tensor) -> bool:
+    # A tensor with C == 1 or H == W == 1 is both; nn.Conv2d then picks contiguous.
+    return x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
+
+
+# Workspaces are per thread: one shared buffer let two threads calling a model at once
+# (the lab serves requests from several) overwrite each other's tiles, silently.
+_LOCAL = threading.local()
 
 
 def _workspace(numel: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
-    """A flat buffer of at least ``numel`` elements, reused by every Winograd layer."""
+    """A flat buffer of at least ``numel`` elements, reused by every Winograd layer of this thread."""
+    spaces = getattr(_LOCAL, "spaces", None)
+    if spaces is None:
+        spaces = _LOCAL.spaces = {}
     key = (dtype, device)
-    buf = _WORKSPACES.get(key)
+    buf = spaces.get(key)
     if buf is None or buf.numel() < numel:
         with torch.inference_mode(False):  # a normal tensor: writable in and out of inference mode
-            buf = _WORKSPACES[key] = torch.empty(numel, dtype=dtype, device=device)
+            buf = spaces[key] = torch.empty(numel, dtype=dtype, device=device)
     return buf
 
 
