@@ -17,7 +17,10 @@ Output size per axis is the textbook formula in :func:`output_size`, with the pa
 ``mode`` implies (SciPy's meanings) plus any explicit ``padding``:
 
 - ``valid``: no padding, output = n - k + 1 (for stride 1, dilation 1);
-- ``same``: pad (k - 1) / 2 on each side, output = n (k must be odd: it needs a centre);
+- ``same``: pad k - 1 in all, output = n. An odd kernel gets (k - 1) / 2 on each side. An
+  even one has two middle taps; as in SciPy, correlation puts output pixel (r, c) under
+  tap (k - 1) // 2 (pad (k - 1) // 2 before, k // 2 after) and convolution, which flips
+  the kernel, the other way round (k // 2 before, (k - 1) // 2 after);
 - ``full``: pad k - 1 on each side, output = n + k - 1.
 
 How it is fast without a loop over pixels: the loop runs over the kernel's kh * kw taps
@@ -143,34 +146,42 @@ def _filter(in1, in2, mode, boundary, fillvalue, stride, dilation, padding, *, f
         raise CnnlabError(f"fillvalue must be a real number; got {fillvalue!r}")
     stride = _pair("stride", stride, 1)
     dilation = _pair("dilation", dilation, 1)
-    pad = _padding(mode, weights.shape[:2], dilation, _pair("padding", padding, 0), image.shape[:2])
-    out_shape = tuple(output_size(n, k, p, s, d) for n, k, p, s, d in
+    pad = _padding(mode, weights.shape[:2], dilation, _pair("padding", padding, 0), image.shape[:2], flip=flip)
+    # output_size takes equal padding on both sides; an uneven pair adds its difference to n.
+    out_shape = tuple(output_size(n + abs(b - a), k, min(b, a), s, d) for n, k, (b, a), s, d in
                       zip(image.shape[:2], weights.shape[:2], pad, stride, dilation, strict=True))
 
     dtype = np.float32 if image.dtype == weights.dtype == np.float32 else np.float64
     x = image.astype(dtype, copy=False)
-    if pad != (0, 0):
-        widths = ((pad[0], pad[0]), (pad[1], pad[1])) + ((0, 0),) * (x.ndim - 2)
+    if pad != ((0, 0), (0, 0)):
+        widths = pad + ((0, 0),) * (x.ndim - 2)
         extra = {"constant_values": fillvalue} if boundary == "fill" else {}
-        x = np.pad(x, widths, mode=_NP_PAD_MODE[boundary], **extra)  # (H + 2ph, W + 2pw[, C])
+        x = np.pad(x, widths, mode=_NP_PAD_MODE[boundary], **extra)  # (H + top + bottom, W + left + right[, C])
     out = _sum_of_taps(x, weights.astype(dtype, copy=False), out_shape, stride, dilation)  # (H', W', F)
     return out if is_bank else out[:, :, 0]
 
 
-def _padding(mode, kernel_hw, dilation, padding, image_hw):
-    """Rows and columns to pad on each side: what ``mode`` implies plus the explicit padding."""
+def _padding(mode, kernel_hw, dilation, padding, image_hw, *, flip):
+    """((top, bottom), (left, right)): what ``mode`` implies plus the explicit padding."""
     if mode not in MODES:
         raise CnnlabError(f"mode must be one of {', '.join(map(repr, MODES))}; got {mode!r}")
     spans = tuple(d * (k - 1) + 1 for k, d in zip(kernel_hw, dilation, strict=True))  # dilated size
-    described = f"kernel of shape {tuple(kernel_hw)} (spanning {spans} pixels with dilation {dilation})"
     if mode == "valid" and padding == (0, 0) and (spans[0] > image_hw[0] or spans[1] > image_hw[1]):
-        raise CnnlabError(f"{described} is larger than the image {tuple(image_hw)} in mode='valid'; "
+        raise CnnlabError(f"kernel of shape {tuple(kernel_hw)} (spanning {spans} pixels with dilation "
+                          f"{dilation}) is larger than the image {tuple(image_hw)} in mode='valid'; "
                           "use mode='same' or 'full', or a smaller kernel")
-    if mode == "same" and (spans[0] % 2 == 0 or spans[1] % 2 == 0):
-        raise CnnlabError(f"{described} has no centre for mode='same'; use an odd size")
-    # same: half the span minus the centre on each side; full: all but one pixel of the span.
-    mode_pad = {"valid": (0, 0), "same": tuple((n - 1) // 2 for n in spans), "full": tuple(n - 1 for n in spans)}
-    return tuple(m + p for m, p in zip(mode_pad[mode], padding, strict=True))
+    pads = []
+    for span, extra in zip(spans, padding, strict=True):
+        if mode == "valid":
+            before = after = 0
+        elif mode == "full":
+            before = after = span - 1
+        else:  # same: span - 1 in all; SciPy's extra pixel for an even span goes where full's cut is
+            before, after = (span - 1) // 2, span // 2
+            if flip:  # convolution's kernel is flipped, so its centre is on the other side
+                before, after = after, before
+        pads.append((before + extra, after + extra))
+    return tuple(pads)
 
 
 def _taps(x, kh, kw, out_shape, stride, dilation):
