@@ -16,6 +16,8 @@ from torch import nn
 from cnnlab.errors import CnnlabError
 from cnnlab.models.check import as_input_shape, as_num_classes, probe_output_shape
 from cnnlab.models.fast import FAST_MODELS
+from cnnlab.models.mobilenet import mobilenet_v3_small
+from cnnlab.models.resnet import resnet18
 from cnnlab.models.seed import SEED_MODELS
 from cnnlab.models.spec import DEFAULT_INPUT_SHAPE, build_spec, parse_spec
 from cnnlab.models.squeezenet import squeezenet1_1
@@ -25,6 +27,8 @@ MODELS = {
     **SEED_MODELS,
     "vgg16": vgg16,
     "squeezenet1_1": squeezenet1_1,
+    "resnet18": resnet18,
+    "mobilenet_v3_small": mobilenet_v3_small,
     **FAST_MODELS,
 }
 

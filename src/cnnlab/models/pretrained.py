@@ -1,10 +1,14 @@
 """Pretrained ImageNet networks: weights, preprocessing, class names, top-k predictions.
 
-``vgg16`` and ``squeezenet1_1`` are keyed exactly like torchvision, so torchvision's
-official weight files load unchanged. Weights come from a file you name (``weights=PATH``)
-or are downloaded once from torchvision's URLs into ``$XDG_CACHE_HOME/cnnlab/models``
-(default ``~/.cache/cnnlab/models``), verified against the sha256 prefix in the file
-name (as ``torch.hub`` does) and written atomically. Files are always read with
+``vgg16``, ``squeezenet1_1``, ``resnet18`` and ``mobilenet_v3_small`` are keyed exactly
+like torchvision, so torchvision's official weight files load unchanged. Weights come
+from a file you name (``weights=PATH``), else from torch hub's cache
+(``$TORCH_HOME/hub/checkpoints``, default ``~/.cache/torch/hub/checkpoints``: where
+``torch.hub.load_state_dict_from_url`` and torchvision keep them, so files a user already
+has are not fetched again), else they are downloaded once from torchvision's URLs into
+``$XDG_CACHE_HOME/cnnlab/models`` (default ``~/.cache/cnnlab/models``), verified against
+the sha256 prefix in the file name (as ``torch.hub`` does with ``check_hash=True``) and
+written atomically. Files are always read with
 ``torch.load(..., weights_only=True)``: a weights file cannot run code.
 """
 
@@ -37,6 +41,8 @@ from cnnlab.train.memory import keep_freed_memory
 URLS = {
     "vgg16": "https://download.pytorch.org/models/vgg16-397923af.pth",
     "squeezenet1_1": "https://download.pytorch.org/models/squeezenet1_1-b8a52dc0.pth",
+    "resnet18": "https://download.pytorch.org/models/resnet18-f37072fd.pth",
+    "mobilenet_v3_small": "https://download.pytorch.org/models/mobilenet_v3_small-047dcff4.pth",
 }
 # torchvision's ImageNet statistics (RGB, images scaled to [0, 1]).
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -68,8 +74,13 @@ def cache_dir() -> Path:
     return Path(base) / "cnnlab" / "models"
 
 
+def hub_checkpoint(url: str) -> Path:
+    """Where ``torch.hub.load_state_dict_from_url(url)`` keeps its copy of ``url``."""
+    return Path(torch.hub.get_dir()) / "checkpoints" / url.rsplit("/", 1)[-1]
+
+
 def download_weights(url: str, *, progress: bool = True) -> Path:
-    """Return the cached copy of ``url``, downloading it first if needed.
+    """Return a cached copy of ``url`` (torch hub's, else cnnlab's), downloading it first if needed.
 
     The file name must carry a sha256 prefix (``name-<hex>.pth``, torch.hub's convention);
     the download is verified against it and renamed into place only when it matches, so
@@ -79,9 +90,10 @@ def download_weights(url: str, *, progress: bool = True) -> Path:
     match = re.search(r"-([a-f0-9]+)\.", filename)
     if match is None:
         raise CnnlabError(f"weights URL {url!r} has no sha256 prefix in its file name (name-<hex>.pth)")
+    for cached in (hub_checkpoint(url), cache_dir() / filename):
+        if cached.is_file():
+            return cached
     target = cache_dir() / filename
-    if target.is_file():
-        return target
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = tempfile.NamedTemporaryFile(dir=target.parent, prefix=f".{filename}.", suffix=".part", delete=False)
     try:
@@ -144,7 +156,7 @@ def _check_keys(model: nn.Module, state: dict[str, torch.Tensor], name: str, sou
 
 def load_pretrained(name: str = "squeezenet1_1", *, weights=None, progress: bool = True,
                     winograd: bool = False) -> nn.Module:
-    """The ImageNet network ``name`` ('squeezenet1_1' or 'vgg16') with weights, in eval mode.
+    """The ImageNet network ``name`` (one of ``URLS``) with its weights, in eval mode.
 
     ``weights``: a state-dict file keyed like torchvision; None downloads torchvision's
     official file on first use (see ``download_weights``). The model is built on the meta
