@@ -16,6 +16,7 @@ from torch import nn
 from cnnlab.errors import CnnlabError
 from cnnlab.models.check import as_input_shape, as_num_classes, probe_output_shape
 from cnnlab.models.fast import FAST_MODELS
+from cnnlab.models.init import INITS, check_init, initialize
 from cnnlab.models.mobilenet import mobilenet_v3_small
 from cnnlab.models.resnet import resnet18
 from cnnlab.models.seed import SEED_MODELS
@@ -32,7 +33,7 @@ MODELS = {
     **FAST_MODELS,
 }
 
-__all__ = ["MODELS", "build", "build_spec", "count_params", "default_input_shape", "describe", "parse_spec"]
+__all__ = ["INITS", "MODELS", "build", "build_spec", "count_params", "default_input_shape", "describe", "parse_spec"]
 
 
 def _looks_like_spec(text: str) -> bool:
@@ -66,7 +67,7 @@ def count_params(model: nn.Module, *, trainable_only: bool = False) -> int:
     return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)
 
 
-def build(name_or_spec: str, *, input_shape=None, num_classes: int | None = None) -> nn.Module:
+def build(name_or_spec: str, *, input_shape=None, num_classes: int | None = None, init: str | None = None) -> nn.Module:
     """Build a model by name (see ``MODELS``) or from a spec string (see ``cnnlab.models.spec``).
 
     ``input_shape`` is (H, W, C) in Keras order and ``num_classes`` the number of logits; left
@@ -74,7 +75,19 @@ def build(name_or_spec: str, *, input_shape=None, num_classes: int | None = None
     cannot take raises a CnnlabError naming the layer. Built on the current default device
     (so ``with torch.device("meta"): build("vgg16")`` gives a weightless model at once, e.g.
     to count parameters or summarise it).
+
+    ``init`` re-initialises the convolution and dense layers: ``"keras"`` (Glorot-uniform
+    kernels, zero biases) or ``"torch"`` (PyTorch's layer defaults). Left out, each model
+    keeps its own: Keras' for the seed models and spec strings (the tutorials are Keras
+    models), the published schemes for vgg16, squeezenet1_1 and the fast nets.
     """
+    if init is not None:
+        check_init(init)
+    model = _build(name_or_spec, input_shape, num_classes)
+    return model if init is None else initialize(model, init=init)
+
+
+def _build(name_or_spec, input_shape, num_classes) -> nn.Module:
     if not isinstance(name_or_spec, str):
         raise CnnlabError(f"model {name_or_spec!r} is not a name or a spec string; "
                           f"use one of {', '.join(MODELS)}")

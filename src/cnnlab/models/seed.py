@@ -11,13 +11,20 @@ are easy to reach with hooks. ``ReLU`` is never in-place: an in-place ReLU would
 the convolution's output that a forward hook has just captured.
 
 Shape comments give (N, C, H, W) in general and, after ``#``, the numbers for the
-tutorial's own input. Initialisation is PyTorch's default (Kaiming-uniform, close to
-Keras' Glorot-uniform in scale), which trains these small nets just as well.
+tutorial's own input. Initialisation is Keras' (Glorot-uniform kernels, zero biases: see
+``cnnlab.models.init``), as in the tutorials; ``build(name, init="torch")`` gives PyTorch's.
 """
 
 from __future__ import annotations
 
 from torch import nn
+
+from cnnlab.models.init import initialize
+
+
+def _keras(*layers: nn.Module) -> nn.Sequential:
+    """The layers as one ``nn.Sequential``, initialised as Keras initialises them."""
+    return initialize(nn.Sequential(*layers), init="keras")
 
 
 def _pooled(size: int, window: int = 2) -> int:
@@ -29,7 +36,7 @@ def intro_cnn(input_shape=(28, 28, 1), num_classes=10) -> nn.Sequential:
     """Smallest tutorial CNN: one 3x3 conv, max-pool, dropout, dense (MNIST, 54,410 params)."""
     h, w, c = input_shape
     h, w = _pooled(h - 2), _pooled(w - 2)
-    return nn.Sequential(
+    return _keras(
         nn.Conv2d(c, 32, 3),  # (N, 32, H-2, W-2)         26x26x32 on 28x28x1
         nn.ReLU(),
         nn.MaxPool2d(2),  # (N, 32, (H-2)/2, (W-2)/2)     13x13x32
@@ -44,7 +51,7 @@ def mnist_cnn(input_shape=(28, 28, 1), num_classes=10) -> nn.Sequential:
     """Two 'same' 3x3 conv + pool blocks, dense 64 (no activation), dropout (MNIST, 220,234 params)."""
     h, w, c = input_shape
     h, w = _pooled(_pooled(h)), _pooled(_pooled(w))
-    return nn.Sequential(
+    return _keras(
         nn.Conv2d(c, 32, 3, padding=1),  # (N, 32, H, W)      28x28x32
         nn.ReLU(),
         nn.MaxPool2d(2),  # (N, 32, H/2, W/2)                 14x14x32
@@ -64,7 +71,7 @@ def mnist_deep(input_shape=(28, 28, 1), num_classes=10) -> nn.Sequential:
     """Keras' mnist_cnn example: two valid 3x3 convs, pool, dense 128 (MNIST, 600,810 params)."""
     h, w, c = input_shape
     h, w = _pooled(h - 4), _pooled(w - 4)
-    return nn.Sequential(
+    return _keras(
         nn.Conv2d(c, 32, 3),  # (N, 32, H-2, W-2)             26x26x32
         nn.ReLU(),
         nn.Conv2d(32, 32, 3),  # (N, 32, H-4, W-4)            24x24x32
@@ -83,7 +90,7 @@ def cifar_cnn(input_shape=(32, 32, 3), num_classes=10) -> nn.Sequential:
     """TensorFlow's CIFAR-10 tutorial: three valid 3x3 convs, two pools, dense 64 (94,890 params)."""
     h, w, c = input_shape
     h, w = _pooled(_pooled(h - 2) - 2) - 2, _pooled(_pooled(w - 2) - 2) - 2
-    return nn.Sequential(
+    return _keras(
         nn.Conv2d(c, 32, 3),  # (N, 32, H-2, W-2)             30x30x32 on 32x32x3
         nn.ReLU(),
         nn.MaxPool2d(2),  # (N, 32, ., .)                     15x15x32
@@ -103,7 +110,7 @@ def cifar_6layer(input_shape=(32, 32, 3), num_classes=10) -> nn.Sequential:
     """Keras' cifar10_cnn example: 2x(same conv, valid conv, pool, dropout), dense 512 (1,250,858 params)."""
     h, w, c = input_shape
     h, w = _pooled(_pooled(h - 2) - 2), _pooled(_pooled(w - 2) - 2)
-    return nn.Sequential(
+    return _keras(
         nn.Conv2d(c, 32, 3, padding=1),  # (N, 32, H, W)      32x32x32
         nn.ReLU(),
         nn.Conv2d(32, 32, 3),  # (N, 32, H-2, W-2)            30x30x32

@@ -39,6 +39,7 @@ from torch import nn
 
 from cnnlab.errors import CnnlabError
 from cnnlab.models.check import as_input_shape, as_num_classes
+from cnnlab.models.init import initialize
 
 DEFAULT_INPUT_SHAPE = (28, 28, 1)
 DEFAULT_NUM_CLASSES = 10
@@ -198,6 +199,8 @@ def build_spec(spec: str, *, input_shape=None, num_classes: int | None = None) -
 
     ``input_shape`` is (H, W, C), default (28, 28, 1); the model takes NCHW input and
     returns logits (N, classes). See the module docstring for how ``num_classes`` is met.
+    Convolution and dense layers start from Keras' initialisation (``cnnlab.models.init``),
+    since specs are written the way the Keras tutorials write their layers.
     """
     input_shape = as_input_shape(DEFAULT_INPUT_SHAPE if input_shape is None else input_shape)
     if num_classes is not None:
@@ -220,4 +223,4 @@ def build_spec(spec: str, *, input_shape=None, num_classes: int | None = None) -
             head = [replace(layer, position=layer.position + layers[-1].position)
                     for layer in parse_spec(",".join(extra))]
             modules += _trace(head, shape, where)[0]
-    return nn.Sequential(*modules)
+    return initialize(nn.Sequential(*modules), init="keras")
