@@ -35,6 +35,7 @@ from tqdm.auto import tqdm
 
 from cnnlab.errors import CnnlabError
 from cnnlab.models import MODELS
+from cnnlab.models.weights import check_state_dict
 from cnnlab.models.winograd import winograd_inference
 from cnnlab.train.memory import keep_freed_memory
 
@@ -140,20 +141,6 @@ def load_state_dict(path) -> dict[str, torch.Tensor]:
     return state
 
 
-def _check_keys(model: nn.Module, state: dict[str, torch.Tensor], name: str, source: str) -> None:
-    expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
-    missing = [k for k in expected if k not in state]
-    unexpected = [k for k in state if k not in expected]
-    misshaped = [f"{k} {tuple(state[k].shape)} vs {expected[k]}" for k in expected
-                 if k in state and tuple(state[k].shape) != expected[k]]
-    if missing or unexpected or misshaped:
-        parts = [f"{label} ({len(items)}): {', '.join(items[:3])}{', ...' if len(items) > 3 else ''}"
-                 for label, items in (("missing", missing), ("unexpected", unexpected),
-                                      ("mis-shaped", misshaped)) if items]
-        raise CnnlabError(f"weights {source} do not fit {name}: {'; '.join(parts)}; "
-                          f"pass {name} weights (torchvision keys) or pick the matching --model")
-
-
 def load_pretrained(name: str = "squeezenet1_1", *, weights=None, progress: bool = True,
                     winograd: bool = False) -> nn.Module:
     """The ImageNet network ``name`` (one of ``URLS``) with its weights, in eval mode.
@@ -172,7 +159,8 @@ def load_pretrained(name: str = "squeezenet1_1", *, weights=None, progress: bool
     state = load_state_dict(path)
     with torch.device("meta"):
         model = MODELS[name]()
-    _check_keys(model, state, name, repr(str(path)))
+    check_state_dict(model, state, source=repr(str(path)), name=name,
+                     fix=f"pass {name} weights (torchvision keys) or pick the matching --model")
     state = {k: v.float() if v.is_floating_point() else v for k, v in state.items()}
     model.load_state_dict(state, assign=True)
     return winograd_inference(model, inplace=True) if winograd else model.eval()

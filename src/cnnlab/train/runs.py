@@ -188,8 +188,15 @@ class Run:
         from cnnlab.models import build
 
         model = build(self.config["model"], input_shape=self.input_shape, num_classes=self.config["num_classes"])
-        state = load_checkpoint(self.weights_path(weights))
-        model.load_state_dict(state["model"] if "model" in state and "optimizer" in state else state)
+        from cnnlab.models.weights import check_state_dict
+
+        path = self.weights_path(weights)
+        state = load_checkpoint(path)
+        if isinstance(state, dict) and "model" in state and "optimizer" in state:  # last.pt: the full state
+            state = state["model"]
+        check_state_dict(model, state, source=str(path), name=self.config["model"],
+                         fix="delete it to fall back to the other checkpoint, or train the run again")
+        model.load_state_dict(state)
         return model.eval()
 
     def load_data(self, download: bool = False):
