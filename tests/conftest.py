@@ -97,3 +97,19 @@ def _full_and_resumed(model_fn, x, y, cfg, *, validation=None, interrupt_at: int
 def full_and_resumed():
     """The interrupt-and-resume experiment, shared by the CPU and CUDA training tests."""
     return _full_and_resumed
+
+
+@pytest.fixture(scope="session")
+def tiny_mnist_run(tmp_path_factory, datasets_root):
+    """A real run directory: mnist-cnn trained by train_run for 1 epoch on 300 MNIST images
+    (50 held out for validation). Shared by the lab's API and browser tests."""
+    from cnnlab.train.experiment import RunConfig, train_run
+    from cnnlab.train.loop import TrainConfig
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("CNNLAB_DATA", str(datasets_root))
+        mp.setenv("XDG_CACHE_HOME", str(tmp_path_factory.mktemp("xdg")))
+        cfg = RunConfig(data="mnist", model="mnist-cnn", train_size=300, val_size=50,
+                        train=TrainConfig(epochs=1, batch_size=64, verbose=0, seed=0))
+        path, _ = train_run(cfg, tmp_path_factory.mktemp("runs") / "tiny", download=False)
+    return path

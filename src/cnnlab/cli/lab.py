@@ -1,0 +1,94 @@
+"""`cnnlab lab`: serve the lab page for runs and pretrained networks until Ctrl-C."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import threading
+import webbrowser
+from pathlib import Path
+
+from cnnlab.errors import CnnlabError
+
+PRETRAINED = ("squeezenet1_1", "vgg16")
+
+
+def register(sub) -> None:
+    p = sub.add_parser(
+        "lab",
+        help="an interactive page for looking inside your own network (local web server)",
+        description="Serve a local page with the network's layers, predictions while you draw, the "
+        "arithmetic of a convolution, errors, filters, attributions and training curves, for run "
+        "directories made by `cnnlab train` and/or a pretrained ImageNet network. Without RUN_DIR or "
+        "--model it serves the runs under ./runs. Needs the `lab` extra: pip install 'cnnlab[lab]'.",
+    )
+    p.add_argument("runs", nargs="*", type=Path, metavar="RUN_DIR", help="run directories (default: those under ./runs)")
+    p.add_argument("--model", choices=PRETRAINED, help="also serve this pretrained ImageNet network")
+    p.add_argument("--weights", type=Path, metavar="PATH",
+                   help="its state-dict file (default: download torchvision's official weights once)")
+    p.add_argument("--host", default="127.0.0.1",
+                   help="address to listen on (default 127.0.0.1: only this computer can connect)")
+    p.add_argument("--port", type=int, default=8765, help="port (default 8765; 0 picks a free one)")
+    p.add_argument("--open", action="store_true", help="open the page in the web browser")
+    p.add_argument("--max-test", type=int, metavar="N", help="use only the first N test images (default all)")
+    p.set_defaults(func=run)
+
+
+def build_targets(args: argparse.Namespace) -> list:
+    from cnnlab.lab.targets import PretrainedTarget, RunTarget, discover_runs
+
+    if args.weights is not None and args.model is None:
+        raise CnnlabError(f"--weights {args.weights} needs --model {'|'.join(PRETRAINED)} to say which network it is")
+    paths = list(args.runs)
+    if not paths and args.model is None:
+        paths = discover_runs(Path("runs"))
+        if not paths:
+            raise CnnlabError("no run directories under ./runs; pass RUN_DIR, train one with `cnnlab demo` or "
+                              "`cnnlab train`, or use --model squeezenet1_1")
+    for path in paths:
+        if not (path / "config.json").is_file():
+            raise CnnlabError(f"{path} is not a run directory (no config.json); pass one made by `cnnlab train`")
+    targets = [RunTarget(path, max_test=args.max_test) for path in paths]
+    if args.model is not None:
+        targets.append(PretrainedTarget(args.model, weights=args.weights))
+    return targets
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        import uvicorn
+
+        from cnnlab.lab.server import LOOPBACK_HOSTS, create_app
+    except ModuleNotFoundError as exc:
+        raise CnnlabError(f"the lab needs {exc.name}; install it with: pip install 'cnnlab[lab]'") from exc
+    targets = build_targets(args)
+    loopback = args.host in LOOPBACK_HOSTS
+    if not loopback:
+        print(f"warning: listening on {args.host}: anyone who can reach this machine can use the lab "
+              "and see your runs; there is no password", file=sys.stderr)
+    app = create_app(targets, allowed_hosts=LOOPBACK_HOSTS if loopback else None)
+    config = uvicorn.Config(app, host=args.host, port=args.port, log_level="warning", access_log=False)
+    server = uvicorn.Server(config)
+    for i, target in enumerate(targets):
+        print(f"  [{i}] {target.name} ({target.kind})")
+
+    stopped = threading.Event()
+
+    def announce() -> None:
+        # The port is known only once uvicorn has bound it (--port 0 picks one).
+        while not server.started:
+            if stopped.wait(0.05):
+                return
+        port = server.servers[0].sockets[0].getsockname()[1]
+        host = "127.0.0.1" if args.host in ("0.0.0.0", "::") else args.host
+        url = f"http://{host}:{port}/"
+        print(f"cnnlab lab: serving {url}  (Ctrl-C to stop)", flush=True)
+        if args.open:
+            webbrowser.open(url)
+
+    threading.Thread(target=announce, daemon=True).start()
+    try:
+        server.run()
+    finally:
+        stopped.set()
+    return 0

@@ -1,0 +1,159 @@
+"""Pixels in and out of the lab: safe decoding of uploads, PNG encoding, atlases, colour maps.
+
+Uploads are decoded from memory (never written anywhere) after two caps: the byte size of
+the request body, and the pixel count the image header announces, checked *before* the
+pixels are decoded, so a decompression bomb (a small file that decodes to gigapixels) is
+refused with a clear message instead of filling the memory.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import math
+import re
+import warnings
+from functools import lru_cache
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+MAX_UPLOAD_BYTES = 10 * 1024 * 1024  # a phone photo is 2-6 MB
+MAX_UPLOAD_PIXELS = 40_000_000  # 40 MP: the largest phone cameras; decoded RGB that is 120 MB
+
+
+class LabError(Exception):
+    """A request the lab refuses: an HTTP status and a one-line message for the page."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+def decode_upload(data: bytes, *, max_pixels: int = MAX_UPLOAD_PIXELS) -> Image.Image:
+    """Bytes of an image file -> an RGB PIL image, refusing bombs and non-images.
+
+    Raises LabError 413 for too many pixels, 400 for bytes Pillow cannot read.
+    """
+    if not data:
+        raise LabError(400, "the upload is empty; choose an image file (PNG, JPEG, BMP, GIF, WebP)")
+    try:
+        with warnings.catch_warnings():
+            # Pillow warns past MAX_IMAGE_PIXELS and refuses past twice that; both mean "too big".
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            img = Image.open(io.BytesIO(data))  # reads the header only
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        announced = re.search(r"\d+", str(exc))
+        raise _too_many_pixels(int(announced.group()) if announced else None, max_pixels) from exc
+    except (UnidentifiedImageError, OSError) as exc:
+        raise LabError(400, "the upload is not an image Pillow can read; use PNG, JPEG, BMP, GIF or WebP") from exc
+    width, height = img.size
+    if width * height > max_pixels:
+        raise _too_many_pixels(width * height, max_pixels)
+    if img.format == "JPEG":
+        # Let libjpeg decode at 1/2, 1/4 or 1/8 scale when the photo is far larger than any
+        # model input: a 12 MP photo then decodes in a fraction of the time and memory.
+        img.draft("RGB", (512, 512))
+    try:
+        img = ImageOps.exif_transpose(img)  # phones store portrait photos sideways plus a tag
+        return img.convert("RGB")  # convert() decodes: a truncated file fails here
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
+        raise LabError(400, f"the image could not be decoded ({exc}); it is truncated or damaged") from exc
+
+
+def _too_many_pixels(pixels: int | None, limit: int) -> LabError:
+    size = f"{pixels:,} pixels" if pixels else "too many pixels"
+    return LabError(413, f"the image announces {size}, more than the lab's limit of {limit:,}; scale it down first")
+
+
+def fit_to_input(img: Image.Image, input_shape) -> tuple[np.ndarray, str]:
+    """An RGB photo -> uint8 (H, W, C) for a run's model: grey or RGB, resized (bilinear).
+
+    For a one-channel model trained on white-on-black digits (MNIST's convention), a photo
+    of dark ink on light paper is inverted; the returned note says so.
+    """
+    h, w, c = (int(v) for v in input_shape)
+    notes = [f"resized {img.size[0]}x{img.size[1]} -> {w}x{h}"] if img.size != (w, h) else []
+    img = img.resize((w, h), Image.Resampling.BILINEAR)
+    if c == 1:
+        img = img.convert("L")
+        arr = np.asarray(img, dtype=np.uint8)
+        border = np.concatenate([arr[0], arr[-1], arr[:, 0], arr[:, -1]])
+        if border.mean() > 127:  # light background: flip to the training data's dark background
+            arr = 255 - arr
+            notes.append("inverted (dark ink on light paper -> white on black)")
+        return arr[:, :, None], ", ".join(notes)
+    arr = np.asarray(img, dtype=np.uint8)
+    if c != 3:
+        arr = np.repeat(arr.mean(axis=2, keepdims=True).astype(np.uint8), c, axis=2)
+    return arr, ", ".join(notes)
+
+
+def png_bytes(array: np.ndarray) -> bytes:
+    """uint8 (H, W), (H, W, 1), (H, W, 3) or (H, W, 4) -> PNG bytes (fast, lightly compressed)."""
+    arr = np.asarray(array)
+    if arr.ndim == 3 and arr.shape[2] == 1:
+        arr = arr[:, :, 0]
+    buf = io.BytesIO()
+    # Level 1: the images are small and sent once; encoding time matters more than bytes.
+    Image.fromarray(np.ascontiguousarray(arr)).save(buf, format="PNG", compress_level=1)
+    return buf.getvalue()
+
+
+def png_b64(array: np.ndarray) -> str:
+    return base64.b64encode(png_bytes(array)).decode("ascii")
+
+
+def to_uint8(values: np.ndarray, *, lo: float | None = None, hi: float | None = None) -> np.ndarray:
+    """Min-max scale to 0..255 (a constant array becomes mid grey)."""
+    v = np.asarray(values, dtype=np.float32)
+    lo = float(v.min()) if lo is None else lo
+    hi = float(v.max()) if hi is None else hi
+    if not hi > lo:
+        return np.full(v.shape, 128, dtype=np.uint8)
+    return np.clip((v - lo) * (255.0 / (hi - lo)), 0, 255).astype(np.uint8)
+
+
+def atlas(maps: np.ndarray) -> tuple[np.ndarray, int, list[float], list[float]]:
+    """Maps (n, h, w) -> one grey uint8 image tiling them (each scaled to its own range).
+
+    Returns (image (rows*h, cols*w), cols, per-map minima, per-map maxima). One PNG per
+    layer instead of one per channel keeps a whole overview to a single request.
+    """
+    n, h, w = maps.shape
+    cols = max(1, min(n, 8 if n <= 64 else 16))
+    rows = math.ceil(n / cols)
+    flat = maps.reshape(n, -1)
+    lo, hi = flat.min(axis=1), flat.max(axis=1)
+    span = np.where(hi > lo, hi - lo, 1.0)
+    scaled = np.where((hi > lo)[:, None], (flat - lo[:, None]) * (255.0 / span)[:, None], 128.0)
+    tiles = np.zeros((rows * cols, h, w), dtype=np.uint8)
+    tiles[:n] = np.clip(scaled, 0, 255).astype(np.uint8).reshape(n, h, w)
+    grid = tiles.reshape(rows, cols, h, w).transpose(0, 2, 1, 3).reshape(rows * h, cols * w)
+    return grid, cols, lo.tolist(), hi.tolist()
+
+
+@lru_cache(maxsize=4)
+def _lut(name: str) -> np.ndarray:
+    from matplotlib import colormaps
+
+    return (colormaps[name](np.linspace(0, 1, 256))[:, :3] * 255).astype(np.uint8)  # (256, 3)
+
+
+def colorize(values: np.ndarray, *, cmap: str = "inferno", alpha: bool = False) -> np.ndarray:
+    """(H, W) values -> uint8 RGB (H, W, 3), min-max scaled through a matplotlib colour map.
+
+    ``alpha=True`` adds an alpha channel equal to the scaled value (for heat-map overlays,
+    so cold pixels let the photo show through).
+    """
+    u8 = to_uint8(values)
+    rgb = _lut(cmap)[u8]
+    return np.dstack([rgb, u8]) if alpha else rgb
+
+
+def diverging(values: np.ndarray) -> np.ndarray:
+    """(H, W) signed values -> uint8 RGB, zero white, negative blue, positive red (symmetric)."""
+    v = np.asarray(values, dtype=np.float32)
+    m = float(np.abs(v).max()) or 1.0
+    return _lut("RdBu_r")[to_uint8(v, lo=-m, hi=m)]

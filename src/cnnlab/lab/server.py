@@ -1,0 +1,298 @@
+"""The lab's ASGI app (Starlette): JSON endpoints, PNG images, the static page.
+
+Every request names its target by its index in the fixed list given at start
+(``/api/t/0/...``) and its input by ``test:<index>`` or a token from the InputStore: no
+request parameter ever becomes a file path. Computation runs in the thread pool so the
+event loop keeps serving; each target's lock keeps two requests off one model at a time.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from pathlib import Path
+
+import numpy as np
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import FileResponse, JSONResponse, Response
+from starlette.routing import Mount, Route
+from starlette.staticfiles import StaticFiles
+
+from cnnlab.errors import CnnlabError
+from cnnlab.lab import analysis
+from cnnlab.lab.compute import overview
+from cnnlab.lab.imaging import MAX_UPLOAD_BYTES, LabError, decode_upload, png_bytes
+from cnnlab.lab.store import InputStore
+from cnnlab.lab.targets import Input
+
+STATIC = Path(__file__).with_name("static")
+LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "[::1]", "::1")
+
+
+class Lab:
+    """The state behind the app: the fixed list of targets and the in-memory inputs."""
+
+    def __init__(self, targets: list) -> None:
+        if not targets:
+            raise CnnlabError("the lab needs at least one run directory or --model")
+        self.targets = list(targets)
+        self.inputs = InputStore()
+
+    def target(self, request: Request):
+        tid = request.path_params["tid"]
+        if not 0 <= tid < len(self.targets):
+            raise LabError(404, f"no target {tid}; the lab serves targets 0..{len(self.targets) - 1}")
+        return tid, self.targets[tid]
+
+    def input_of(self, request: Request, ref: str | None = None) -> tuple[object, Input]:
+        tid, target = self.target(request)
+        ref = request.query_params.get("input") if ref is None else ref
+        return target, self.inputs.resolve(tid, target, ref)
+
+
+def int_param(request: Request, name: str, default: int | None = None) -> int:
+    raw = request.query_params.get(name)
+    if raw is None:
+        if default is None:
+            raise LabError(400, f"missing query parameter {name!r}")
+        return default
+    try:
+        return int(raw)
+    except ValueError:
+        raise LabError(400, f"{name} must be an integer, got {raw[:40]!r}") from None
+
+
+async def read_body(request: Request, limit: int = MAX_UPLOAD_BYTES) -> bytes:
+    """The request body, refused (413) as soon as it passes ``limit`` bytes: never buffered whole."""
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > limit:
+        raise LabError(413, f"the upload is {int(declared):,} bytes, more than the lab's limit of {limit:,}")
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise LabError(413, f"the upload is more than the lab's limit of {limit:,} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+async def read_json(request: Request, limit: int = 1 << 20) -> dict:
+    try:
+        body = json.loads(await read_body(request, limit))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise LabError(400, f"the request body is not JSON ({exc})") from exc
+    if not isinstance(body, dict):
+        raise LabError(400, "the request body must be a JSON object")
+    return body
+
+
+def png(array: np.ndarray) -> Response:
+    return Response(png_bytes(array), media_type="image/png")
+
+
+def locked(target, fn, *args, **kwargs):
+    """Run ``fn`` under the target's lock, in the thread pool."""
+
+    def call():
+        with target.lock:
+            return fn(*args, **kwargs)
+
+    return run_in_threadpool(call)
+
+
+# --------------------------------------------------------------------------- endpoints
+
+
+def build_routes(lab: Lab) -> list:
+    async def targets(request: Request):
+        return JSONResponse([{"id": i, "name": t.name, "kind": t.kind} for i, t in enumerate(lab.targets)])
+
+    async def info(request: Request):
+        _, target = lab.target(request)
+        return JSONResponse(await locked(target, analysis.info, target))
+
+    async def draw(request: Request):
+        tid, target = lab.target(request)
+        body = await read_json(request)
+        h, w, c = target.input_shape
+        try:
+            pixels = np.frombuffer(base64.b64decode(body.get("pixels", ""), validate=True), dtype=np.uint8)
+        except (binascii.Error, TypeError, ValueError) as exc:
+            raise LabError(400, "pixels must be base64 of H*W grey bytes") from exc
+        if pixels.size != h * w:
+            raise LabError(400, f"a drawing for this model has {h}x{w} = {h * w} grey pixels, got {pixels.size}")
+        image = np.repeat(pixels.reshape(h, w, 1), c, axis=2)  # grey strokes fill every channel
+        item = Input(image, target.preprocess(image), note="drawn")
+        token = lab.inputs.add(tid, item)
+        result = await locked(target, overview, target.model, item.x, target.classes)
+        return JSONResponse({"input": token, **result})
+
+    async def upload(request: Request):
+        tid, target = lab.target(request)
+        data = await read_body(request)
+
+        def decode():
+            return target.from_pil(decode_upload(data))
+
+        item = await run_in_threadpool(decode)
+        return JSONResponse({"input": lab.inputs.add(tid, item), "note": item.note})
+
+    async def sample(request: Request):
+        from cnnlab.models.pretrained import open_image
+
+        tid, target = lab.target(request)
+        item = await run_in_threadpool(lambda: target.from_pil(open_image("grace_hopper")))
+        return JSONResponse({"input": lab.inputs.add(tid, item), "note": "Grace Hopper (matplotlib's sample)"})
+
+    async def analyze(request: Request):
+        target, item = lab.input_of(request)
+        result = await locked(target, overview, target.model, item.x, target.classes)
+        label = None if item.label is None else {"index": item.label, "name": target.classes[item.label]}
+        return JSONResponse({**result, "label": label, "note": item.note})
+
+    async def input_png(request: Request):
+        _, item = lab.input_of(request)
+        return png(item.image)
+
+    async def map_png(request: Request):
+        target, item = lab.input_of(request)
+        return png(await locked(target, analysis.map_image, target, item, request.query_params.get("layer", ""),
+                                int_param(request, "channel")))
+
+    async def dot(request: Request):
+        from cnnlab.lab.arithmetic import dot_product
+
+        target, item = lab.input_of(request)
+        args = [int_param(request, k) for k in ("channel", "y", "x")]
+        return JSONResponse(await locked(target, dot_product, target.model, item.x,
+                                         request.query_params.get("layer", ""), *args))
+
+    async def test_png(request: Request):
+        _, target = lab.target(request)
+        return png((await locked(target, target.test_input, request.path_params["index"])).image)
+
+    async def pick(request: Request):
+        _, target = lab.target(request)
+        kind = request.query_params.get("kind", "random")
+        return JSONResponse(await locked(target, analysis.pick, target, kind, int_param(request, "seed", 0)))
+
+    async def confusion(request: Request):
+        _, target = lab.target(request)
+        return JSONResponse(await locked(target, analysis.confusion, target))
+
+    async def cell(request: Request):
+        _, target = lab.target(request)
+        return JSONResponse(await locked(target, analysis.cell, target, int_param(request, "actual"),
+                                         int_param(request, "predicted"), int_param(request, "limit", 60)))
+
+    async def playground(request: Request):
+        from cnnlab.lab.arithmetic import playground as run_playground
+
+        body = await read_json(request)
+        target, item = lab.input_of(request, str(body.get("input", "")))
+        return JSONResponse(await run_in_threadpool(
+            run_playground, item.image, body.get("kernel", "sobel-x"), padding=body.get("padding", 0),
+            stride=body.get("stride", 1), dilation=body.get("dilation", 1)))
+
+    async def history(request: Request):
+        _, target = lab.target(request)
+        return JSONResponse(await run_in_threadpool(target.history))
+
+    async def filters(request: Request):
+        _, target = lab.target(request)
+        return JSONResponse(await locked(target, analysis.filters_view, target, request.query_params.get("layer")))
+
+    async def index(request: Request):
+        return FileResponse(STATIC / "index.html", headers={"Cache-Control": "no-cache"})
+
+    api = "/api/t/{tid:int}"
+    return [
+        Route("/", index),
+        Route("/api/targets", targets),
+        Route(f"{api}/info", info),
+        Route(f"{api}/draw", draw, methods=["POST"]),
+        Route(f"{api}/upload", upload, methods=["POST"]),
+        Route(f"{api}/sample", sample, methods=["POST"]),
+        Route(f"{api}/analyze", analyze),
+        Route(f"{api}/input.png", input_png),
+        Route(f"{api}/map.png", map_png),
+        Route(f"{api}/dot", dot),
+        Route(f"{api}/test/{{index:int}}.png", test_png),
+        Route(f"{api}/pick", pick),
+        Route(f"{api}/confusion", confusion),
+        Route(f"{api}/cell", cell),
+        Route(f"{api}/playground", playground, methods=["POST"]),
+        Route(f"{api}/history", history),
+        Route(f"{api}/filters", filters),
+        *analysis.extra_routes(lab, api, locked, int_param),
+        Mount("/static", StaticFiles(directory=STATIC), name="static"),
+    ]
+
+
+# --------------------------------------------------------------------------- safety
+
+
+class Guard:
+    """ASGI middleware: refuse foreign Host headers (DNS rebinding) and cross-origin requests,
+    and send headers that keep the page to its own origin."""
+
+    def __init__(self, app, *, allowed_hosts: tuple[str, ...] | None) -> None:
+        self.app = app
+        self.allowed_hosts = allowed_hosts  # None: any (the user chose to listen beyond loopback)
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
+        host = headers.get("host", "")
+        hostname = host.rsplit(":", 1)[0] if not host.endswith("]") else host
+        if self.allowed_hosts is not None and hostname not in self.allowed_hosts:
+            return await error_response(403, f"host {host!r} is not this lab's address")(scope, receive, send)
+        origin = headers.get("origin")
+        if origin is not None and origin not in (f"http://{host}", f"https://{host}"):
+            return await error_response(403, "cross-origin requests are refused")(scope, receive, send)
+
+        async def send_with_headers(message):
+            if message["type"] == "http.response.start":
+                message.setdefault("headers", [])
+                message["headers"] = [*message["headers"], *SECURITY_HEADERS]
+            await send(message)
+
+        return await self.app(scope, receive, send_with_headers)
+
+
+SECURITY_HEADERS = [
+    (b"x-content-type-options", b"nosniff"),
+    (b"referrer-policy", b"no-referrer"),
+    (b"content-security-policy",
+     b"default-src 'self'; img-src 'self' data: blob:; style-src 'self'; script-src 'self'; "
+     b"connect-src 'self'; frame-ancestors 'none'"),
+]
+
+
+def error_response(status: int, message: str) -> JSONResponse:
+    return JSONResponse({"error": message}, status_code=status)
+
+
+async def lab_error(request: Request, exc: LabError):
+    return error_response(exc.status, exc.message)
+
+
+async def cnnlab_error(request: Request, exc: CnnlabError):
+    return error_response(400, str(exc))
+
+
+def create_app(targets: list, *, allowed_hosts: tuple[str, ...] | None = LOOPBACK_HOSTS) -> Guard:
+    """The lab's ASGI app over a fixed list of targets (see ``cnnlab.lab.targets``).
+
+    ``allowed_hosts``: the Host headers served (the loopback names by default; None: any).
+    """
+    lab = Lab(targets)
+    app = Starlette(routes=build_routes(lab),
+                    exception_handlers={LabError: lab_error, CnnlabError: cnnlab_error})
+    guard = Guard(app, allowed_hosts=allowed_hosts)
+    guard.lab = lab
+    return guard

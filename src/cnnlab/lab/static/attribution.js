@@ -1,0 +1,40 @@
+// The Why panel: Grad-CAM, saliency or integrated gradients for any class and conv layer,
+// overlaid on the input with an opacity slider.
+import { state, onInput, getJSON, apiUrl, pngSrc, showError } from "./api.js";
+
+export function initAttribution(info) {
+  const cls = document.getElementById("attr-class");
+  cls.append(new Option("predicted class", ""));
+  info.classes.forEach((name, i) => cls.append(new Option(name, String(i))));
+  const layer = document.getElementById("attr-layer");
+  layer.append(new Option("layer: auto", "auto"));
+  for (const name of info.conv_layers) layer.append(new Option(name, name));
+  const opacity = document.getElementById("attr-opacity");
+  const heat = document.getElementById("attr-heat");
+  opacity.oninput = () => { heat.style.opacity = opacity.value; };
+  heat.style.opacity = opacity.value;
+  if (!info.features.attribution) {
+    document.getElementById("attr-caption").textContent = "needs cnnlab.insight.attribution, which this cnnlab does not have yet";
+    for (const id of ["attr-method", "attr-class", "attr-layer"]) document.getElementById(id).disabled = true;
+    return;
+  }
+  for (const id of ["attr-method", "attr-class", "attr-layer"]) document.getElementById(id).onchange = run;
+  onInput(run);
+}
+
+async function run() {
+  if (!state.input) return;
+  showError("attr-error", null);
+  const params = { input: state.input, method: document.getElementById("attr-method").value,
+                   layer: document.getElementById("attr-layer").value };
+  const target = document.getElementById("attr-class").value;
+  if (target !== "") params.target = target;
+  try {
+    const r = await getJSON("attribution", params);
+    if (r.input !== state.input) return;
+    document.getElementById("attr-base").src = apiUrl("input.png", { input: state.input });
+    document.getElementById("attr-heat").src = pngSrc(r.png);
+    document.getElementById("attr-caption").textContent = r.caption;
+    document.getElementById("attribution-panel").dataset.ready = r.input;
+  } catch (err) { showError("attr-error", err); }
+}

@@ -1,0 +1,74 @@
+// The Map panel: the test set's embedding coloured by class, wrong predictions marked;
+// hovering shows the image and prediction, clicking makes it the input.
+import { getJSON, setInput, apiUrl, showError, el } from "./api.js";
+
+const PALETTE = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf"];
+let points = null;
+
+export function initEmbedding(info) {
+  const caption = document.getElementById("embed-caption");
+  if (!info.features.embedding) {
+    caption.textContent = info.has_test ? "needs cnnlab.insight.embedding, which this cnnlab does not have yet"
+                                        : "a pretrained network has no test set here";
+    document.getElementById("embed-go").disabled = true;
+    return;
+  }
+  document.getElementById("embed-go").onclick = () => load(document.getElementById("embed-method").value, info);
+  const canvas = document.getElementById("embed-canvas");
+  canvas.addEventListener("mousemove", (e) => hover(e, info));
+  canvas.addEventListener("mouseleave", () => { document.getElementById("embed-tip").hidden = true; });
+  canvas.addEventListener("click", (e) => {
+    const p = nearest(e);
+    if (p) setInput(`test:${p.index}`).catch((err) => showError("embed-error", err));
+  });
+  load("pca", info);
+}
+
+async function load(method, info) {
+  showError("embed-error", null);
+  document.getElementById("embed-caption").textContent = `computing ${method} (cached in the run directory)…`;
+  try {
+    const r = await getJSON("embedding", { method });
+    points = r.points;
+    draw(r, info);
+    document.getElementById("embed-caption").textContent = r.caption;
+    document.getElementById("embedding-panel").dataset.ready = method;
+  } catch (err) { showError("embed-error", err); document.getElementById("embed-caption").textContent = ""; }
+}
+
+function draw(r, info) {
+  const canvas = document.getElementById("embed-canvas");
+  const ctx = canvas.getContext("2d");
+  ctx.clearRect(0, 0, canvas.width, canvas.height);
+  for (const p of r.points) {
+    ctx.fillStyle = PALETTE[p.label % PALETTE.length];
+    const x = 10 + p.x * (canvas.width - 20), y = 10 + p.y * (canvas.height - 20);
+    if (p.label === p.pred) ctx.fillRect(x - 1.5, y - 1.5, 3, 3);
+    else { ctx.strokeStyle = ctx.fillStyle; ctx.lineWidth = 1.5; ctx.beginPath(); ctx.moveTo(x - 3, y - 3); ctx.lineTo(x + 3, y + 3);
+           ctx.moveTo(x + 3, y - 3); ctx.lineTo(x - 3, y + 3); ctx.stroke(); }
+  }
+}
+
+function nearest(e) {
+  if (!points) return null;
+  const canvas = document.getElementById("embed-canvas");
+  const r = canvas.getBoundingClientRect();
+  const mx = (e.clientX - r.left) * canvas.width / r.width, my = (e.clientY - r.top) * canvas.height / r.height;
+  let best = null, bestD = 64;
+  for (const p of points) {
+    const dx = 10 + p.x * (canvas.width - 20) - mx, dy = 10 + p.y * (canvas.height - 20) - my;
+    const d = dx * dx + dy * dy;
+    if (d < bestD) { best = p; bestD = d; }
+  }
+  return best;
+}
+
+function hover(e, info) {
+  const tip = document.getElementById("embed-tip");
+  const p = nearest(e);
+  if (!p) { tip.hidden = true; return; }
+  tip.replaceChildren(el("img", { src: apiUrl(`test/${p.index}.png`), alt: "" }),
+    el("div", { textContent: `#${p.index}: ${info.classes[p.label]} → ${info.classes[p.pred]}` }));
+  tip.style.left = `${e.offsetX + 12}px`; tip.style.top = `${e.offsetY + 12}px`;
+  tip.hidden = false;
+}

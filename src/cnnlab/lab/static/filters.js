@@ -1,0 +1,35 @@
+// The Filters panel: a conv layer's learned filters, and feature visualisations of its channels.
+import { getJSON, pngSrc, showError, el } from "./api.js";
+
+export function initFilters(info) {
+  const select = document.getElementById("filter-layer");
+  for (const name of info.conv_layers) select.append(new Option(name, name));
+  select.onchange = () => load(select.value);
+  if (info.conv_layers.length) load(info.conv_layers[0]);
+  const button = document.getElementById("featvis-go");
+  if (!info.features.featurevis) {
+    button.disabled = true;
+    document.getElementById("featvis-caption").textContent = "(needs cnnlab.insight.featurevis, not in this cnnlab)";
+  }
+  button.onclick = () => featvis(select.value).catch((err) => showError("filters-error", err));
+}
+
+async function load(layer) {
+  showError("filters-error", null);
+  try {
+    const f = await getJSON("filters", { layer });
+    document.getElementById("filter-grid").src = pngSrc(f.png);
+    document.getElementById("filter-caption").textContent =
+      `weights ${f.shape.join("×")} (out, in, kh, kw), ${f.shown} patches shown, scaled from ${f.min.toFixed(3)} to ${f.max.toFixed(3)}`;
+  } catch (err) { showError("filters-error", err); }
+}
+
+async function featvis(layer) {
+  showError("filters-error", null);
+  document.getElementById("featvis-caption").textContent = "optimising inputs…";
+  const r = await getJSON("featurevis", { layer });
+  document.getElementById("featvis-caption").textContent = r.caption || "";
+  document.getElementById("featvis").replaceChildren(...r.images.map((im) =>
+    el("figure", {}, el("img", { src: pngSrc(im.png), alt: `channel ${im.channel}` }),
+      el("figcaption", { textContent: `channel ${im.channel}` }))));
+}

@@ -1,0 +1,187 @@
+"""What the lab looks at: a run directory or a pretrained ImageNet network.
+
+A target holds its model (loaded once, reloaded only when a training run writes new
+weights), its class names, its input shape, and for runs the test set and the test-set
+predictions (computed once per set of weights). Every model call goes through the target's
+lock: overview hooks and gradients must not interleave between two requests.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from cnnlab.errors import CnnlabError
+from cnnlab.lab.imaging import LabError, fit_to_input
+
+
+@dataclass(frozen=True)
+class Input:
+    """One input image: ``image`` uint8 (H, W, C) as shown, ``x`` float (1, C, H, W) as the model sees it."""
+
+    image: np.ndarray
+    x: torch.Tensor
+    label: int | None = None  # the true class, for test images
+    note: str = ""
+
+
+def discover_runs(root: Path, *, depth: int = 3) -> list[Path]:
+    """Run directories (holding config.json) under ``root``, sorted, at most ``depth`` levels down."""
+    root = Path(root)
+    if not root.is_dir():
+        return []
+    found = []
+    level = [root]
+    for _ in range(depth):
+        nxt = []
+        for folder in level:
+            for child in sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")):
+                (found if (child / "config.json").is_file() else nxt).append(child)
+        level = nxt
+    return sorted(found)
+
+
+class RunTarget:
+    """A run directory made by ``cnnlab train``; the model follows its best weights."""
+
+    kind = "run"
+
+    def __init__(self, path: Path, *, max_test: int | None = None) -> None:
+        from cnnlab.train.runs import load_run
+
+        self.path = Path(path).resolve()
+        self.run = load_run(self.path)
+        self.name = f"{self.path.parent.name}/{self.path.name}"
+        self.max_test = max_test
+        self.lock = threading.RLock()
+        self._model: torch.nn.Module | None = None
+        self._stamp: tuple | None = None
+        self._test = None
+        self._probs: np.ndarray | None = None
+
+    @property
+    def classes(self) -> list[str]:
+        return self.run.classes
+
+    @property
+    def input_shape(self) -> tuple[int, int, int]:
+        return self.run.input_shape
+
+    @property
+    def model_name(self) -> str:
+        return str(self.run.config.get("model"))
+
+    def _weights_stamp(self) -> tuple:
+        try:
+            path = self.run.weights_path()
+        except CnnlabError as exc:
+            raise LabError(409, str(exc)) from exc
+        stat = path.stat()
+        return (str(path), stat.st_mtime_ns, stat.st_size)
+
+    @property
+    def model(self) -> torch.nn.Module:
+        """The trained network; reloaded when `cnnlab train` has written newer weights."""
+        with self.lock:
+            stamp = self._weights_stamp()
+            if stamp != self._stamp:
+                self._model = self.run.build_model()
+                self._stamp, self._probs = stamp, None
+            return self._model
+
+    def preprocess(self, image: np.ndarray) -> torch.Tensor:
+        return self.run.preprocess(image[None])  # (1, C, H, W)
+
+    def from_pil(self, img) -> Input:
+        image, note = fit_to_input(img, self.input_shape)
+        return Input(image, self.preprocess(image), note=note)
+
+    @property
+    def test(self):
+        """The run's test split (first ``max_test`` images), loaded once; None when not found."""
+        with self.lock:
+            if self._test is None:
+                try:
+                    split = self.run.load_data(download=False).test
+                except CnnlabError as exc:
+                    raise LabError(409, f"the test set of {self.name} is not available here ({exc})") from exc
+                n = len(split.labels) if self.max_test is None else min(self.max_test, len(split.labels))
+                self._test = (split.images[:n], np.asarray(split.labels[:n], dtype=np.int64))
+            return self._test
+
+    def test_input(self, index: int) -> Input:
+        images, labels = self.test
+        if not 0 <= index < len(labels):
+            raise LabError(404, f"test image {index} does not exist; pick 0..{len(labels) - 1}")
+        return Input(images[index], self.preprocess(images[index]), label=int(labels[index]))
+
+    def probs(self) -> np.ndarray:
+        """Test-set probabilities (N, K), computed once per set of weights."""
+        from cnnlab.insight.evaluate import predict
+
+        with self.lock:
+            model = self.model
+            if self._probs is None:
+                images, _ = self.test
+                chunks = [predict(model, self.run.preprocess(images[s:s + 1000]), 1000)
+                          for s in range(0, len(images), 1000)]
+                self._probs = np.concatenate(chunks)
+            return self._probs
+
+    def history(self) -> dict:
+        from cnnlab.train.runs import read_history
+
+        rows = read_history(self.path / "history.csv")
+        clean = [{k: (None if v != v else v) for k, v in row.items()} for row in rows]  # NaN -> null
+        total = self.run.config.get("train", {}).get("epochs")
+        return {"epochs": clean, "total_epochs": total, "finished": (self.path / "metrics.json").is_file()}
+
+
+class PretrainedTarget:
+    """An ImageNet network (squeezenet1_1 or vgg16) with its weights; photos as input."""
+
+    kind = "pretrained"
+    input_shape = (224, 224, 3)
+    max_test = None
+
+    def __init__(self, name: str, *, weights=None) -> None:
+        from cnnlab.models.pretrained import imagenet_classes, load_pretrained
+
+        self.name = name
+        self.model_name = name
+        self.model = load_pretrained(name, weights=weights, progress=False)
+        self.classes = imagenet_classes()
+        self.lock = threading.RLock()
+
+    def from_pil(self, img) -> Input:
+        from cnnlab.models.pretrained import IMAGENET_MEAN, IMAGENET_STD, preprocess
+
+        x = preprocess(img)  # (3, 224, 224): the resize, crop and normalisation of `cnnlab classify`
+        mean, std = torch.tensor(IMAGENET_MEAN).view(3, 1, 1), torch.tensor(IMAGENET_STD).view(3, 1, 1)
+        shown = ((x * std + mean) * 255).round().clamp(0, 255).to(torch.uint8).permute(1, 2, 0).numpy()
+        return Input(shown, x[None], note="resized to 256 on the short side, centre 224x224 cropped")
+
+    def preprocess(self, image: np.ndarray) -> torch.Tensor:
+        from cnnlab.models.pretrained import IMAGENET_MEAN, IMAGENET_STD
+
+        x = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).float() / 255  # (3, H, W)
+        return ((x - torch.tensor(IMAGENET_MEAN).view(3, 1, 1)) / torch.tensor(IMAGENET_STD).view(3, 1, 1))[None]
+
+    @property
+    def test(self):
+        raise LabError(409, f"{self.name} is a pretrained ImageNet network: the lab has no test set for it; "
+                            "upload photos instead")
+
+    def test_input(self, index: int) -> Input:
+        return self.test
+
+    def probs(self) -> np.ndarray:
+        return self.test
+
+    def history(self) -> dict:
+        return {"epochs": [], "total_epochs": None, "finished": True,
+                "note": f"{self.name} was trained elsewhere (ImageNet); the lab has no training curves for it"}

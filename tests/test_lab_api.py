@@ -1,0 +1,359 @@
+"""cnnlab.lab's JSON endpoints with Starlette's test client, on a tiny MNIST run trained here.
+
+Every number the lab shows is checked against an independent computation: the model's own
+forward pass (predictions, activations, the conv output behind the dot product),
+cnnlab.insight.evaluate (confusion), torch's conv2d (the playground). The safety tests try
+path traversal, foreign hosts and origins, oversize uploads, a decompression bomb and a
+checkpoint that would run code.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import struct
+import warnings
+import zlib
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from torch import nn
+
+from cnnlab.insight.evaluate import confusion_matrix, predict
+from cnnlab.insight.inspect import activations
+from cnnlab.lab import arithmetic
+from cnnlab.lab.server import create_app
+from cnnlab.lab.targets import PretrainedTarget, RunTarget
+from cnnlab.train import runs
+
+with warnings.catch_warnings():  # starlette asks for httpx2 over httpx; the client works the same
+    warnings.simplefilter("ignore")
+    from starlette.testclient import TestClient
+
+N_TEST = 300
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tiny_mnist_run, datasets_root):
+    """The shared tiny MNIST run (conftest); its test set is found through CNNLAB_DATA."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("CNNLAB_DATA", str(datasets_root))
+        yield tiny_mnist_run
+
+
+@pytest.fixture
+def client(tiny_run):
+    app = create_app([RunTarget(tiny_run, max_test=N_TEST)])
+    with TestClient(app, base_url="http://127.0.0.1") as c:
+        yield c
+
+
+@pytest.fixture
+def reference(tiny_run):
+    """The run's model, test images and labels, loaded the plain cnnlab way."""
+    run = runs.load_run(tiny_run)
+    split = run.load_data().test
+    return run, run.build_model(), split.images[:N_TEST], split.labels[:N_TEST]
+
+
+def test_info_and_targets(client):
+    assert client.get("/api/targets").json() == [{"id": 0, "name": f"{client.app.lab.targets[0].name}", "kind": "run"}]
+    info = client.get("/api/t/0/info").json()
+    assert info["model"] == "mnist-cnn" and info["input_shape"] == [28, 28, 1]
+    assert info["classes"] == [str(i) for i in range(10)] and info["conv_layers"] == ["0", "3"]
+    assert [layer["name"] for layer in info["layers"]] == [str(i) for i in range(10)]
+    assert "sobel-x" in info["kernels"]
+
+
+def test_analyze_matches_the_model(client, reference):
+    run, model, images, labels = reference
+    body = client.get("/api/t/0/analyze", params={"input": "test:7"}).json()
+    x = run.preprocess(images[7:8])
+    probs = predict(model, x)[0]
+    assert [p["index"] for p in body["prediction"]] == list(np.argsort(-probs, kind="stable")[:10])
+    np.testing.assert_allclose([p["prob"] for p in body["prediction"]], np.sort(probs)[::-1], rtol=1e-5, atol=1e-7)
+    assert body["label"] == {"index": int(labels[7]), "name": str(labels[7])}
+    conv = next(layer for layer in body["layers"] if layer["name"] == "3")
+    acts = activations(model, x, "3")[0]  # (64, 14, 14)
+    assert conv["shape"] == list(acts.shape) and conv["shown"] == 64 and conv["tile"] == [14, 14]
+    grid = np.asarray(Image.open(io.BytesIO(base64.b64decode(conv["atlas"]))))
+    c = 9
+    row, col = divmod(c, conv["cols"])
+    tile = grid[row * 14:(row + 1) * 14, col * 14:(col + 1) * 14].astype(float)
+    lo, hi = acts[c].min(), acts[c].max()
+    np.testing.assert_allclose([conv["min"][c], conv["max"][c]], [lo, hi], rtol=1e-5)
+    np.testing.assert_allclose(tile, np.clip((acts[c] - lo) * 255 / (hi - lo), 0, 255).astype(np.uint8), atol=1)
+    last = body["layers"][-1]
+    assert last["kind"] == "vector"
+    np.testing.assert_allclose(torch.softmax(torch.tensor(last["values"]), 0).numpy(), probs, atol=1e-4)
+
+
+def test_draw_predicts_like_the_same_test_image(client):
+    from cnnlab.train.runs import load_run
+
+    target = client.app.lab.targets[0]
+    image = target.test_input(11).image
+    pixels = base64.b64encode(image[:, :, 0].tobytes()).decode()
+    drawn = client.post("/api/t/0/draw", json={"pixels": pixels}).json()
+    shown = client.get("/api/t/0/analyze", params={"input": "test:11"}).json()
+    assert drawn["prediction"] == shown["prediction"] and len(drawn["layers"]) == 10
+    again = client.get("/api/t/0/analyze", params={"input": drawn["input"]}).json()
+    assert again["prediction"] == drawn["prediction"]
+    assert load_run(target.path).input_shape == (28, 28, 1)
+    for bad, words in [({"pixels": "AAAA"}, "784"), ({"pixels": "not base64!"}, "base64"), ({}, "784")]:
+        r = client.post("/api/t/0/draw", json=bad)
+        assert r.status_code == 400 and words in r.json()["error"]
+
+
+@pytest.mark.parametrize(("layer", "channel", "y", "x"),
+                         [("0", 3, 0, 0), ("0", 31, 13, 27), ("3", 5, 6, 9), ("3", 63, 13, 0)])
+def test_dot_product_equals_the_models_value(client, reference, layer, channel, y, x):
+    run, model, images, _ = reference
+    d = client.get("/api/t/0/dot", params={"input": "test:3", "layer": layer, "channel": channel, "y": y, "x": x}).json()
+    expected = activations(model, run.preprocess(images[3:4]), layer)[0, channel, y, x]
+    assert d["torch"] == pytest.approx(float(expected), abs=1e-6)
+    assert d["result"] == pytest.approx(float(expected), rel=1e-5, abs=1e-5)
+    assert d["result"] == pytest.approx(sum(d["channel_sums"]) + d["bias"])
+    assert len(d["channel_sums"]) == (1 if layer == "0" else 32)
+    assert d["field"] == {"top": y - 1, "left": x - 1, "height": 3, "width": 3}  # padding 1, 3x3, stride 1
+    top = d["detail"][0]
+    assert np.sum(np.array(top["inputs"]) * np.array(top["weights"])) == pytest.approx(top["sum"])
+
+
+@pytest.mark.parametrize("conv", [
+    nn.Conv2d(4, 6, 3, stride=2, padding=1, dilation=2),
+    nn.Conv2d(4, 6, (3, 2), stride=(1, 2), padding="valid", groups=2),
+    nn.Conv2d(4, 4, 3, padding="same", dilation=2, bias=False),
+    nn.Conv2d(4, 2, 1),
+])
+def test_dot_product_strides_dilations_groups_padding(conv):
+    torch.manual_seed(0)
+    model = nn.Sequential(conv).eval()
+    x = torch.randn(1, 4, 9, 10)
+    out = model(x).detach()[0]
+    for c, y, xx in [(0, 0, 0), (out.shape[0] - 1, out.shape[1] - 1, out.shape[2] - 1), (1, out.shape[1] // 2, 1)]:
+        d = arithmetic.dot_product(model, x, "0", c, y, xx)
+        assert d["result"] == pytest.approx(float(out[c, y, xx]), abs=1e-5)
+        assert d["torch"] == pytest.approx(float(out[c, y, xx]))
+
+
+def test_confusion_and_cells_match_insight(client, reference):
+    run, model, images, labels = reference
+    probs = predict(model, run.preprocess(images))
+    preds = probs.argmax(1)
+    body = client.get("/api/t/0/confusion").json()
+    assert body["matrix"] == confusion_matrix(labels, preds, 10).tolist() and body["n"] == N_TEST
+    assert body["accuracy"] == pytest.approx(float((preds == labels).mean()))
+    a, p = max(((a, p) for a in range(10) for p in range(10) if a != p), key=lambda ap: body["matrix"][ap[0]][ap[1]])
+    cell = client.get("/api/t/0/cell", params={"actual": a, "predicted": p}).json()
+    expected = set(np.flatnonzero((labels == a) & (preds == p)).tolist())
+    assert {item["index"] for item in cell["items"]} == expected and cell["count"] == len(expected) > 0
+    for item in cell["items"]:
+        assert item["predicted_prob"] == pytest.approx(float(probs[item["index"], p]), rel=1e-5)
+        assert item["actual_prob"] == pytest.approx(float(probs[item["index"], a]), rel=1e-5)
+    wrong = client.get("/api/t/0/pick", params={"kind": "wrong", "seed": 3}).json()["input"]
+    index = int(wrong.split(":")[1])
+    assert preds[index] != labels[index]
+    png = client.get(f"/api/t/0/test/{index}.png")
+    assert png.headers["content-type"] == "image/png"
+    assert np.array_equal(np.asarray(Image.open(io.BytesIO(png.content))), images[index][:, :, 0])
+
+
+@pytest.mark.parametrize(("padding", "stride", "dilation"), [(0, 1, 1), (2, 3, 1), (1, 2, 2)])
+def test_playground_equals_torch_conv2d(client, padding, stride, dilation):
+    kernel = [[1, 0, -1], [2, 0, -2], [1, 0.5, -1]]
+    body = {"input": "test:2", "kernel": kernel, "padding": padding, "stride": stride, "dilation": dilation}
+    r = client.post("/api/t/0/playground", json=body).json()
+    image = client.app.lab.targets[0].test_input(2).image[:, :, 0].astype(np.float64) / 255
+    expected = F.conv2d(torch.tensor(image)[None, None], torch.tensor(kernel, dtype=torch.float64)[None, None],
+                        padding=padding, stride=stride, dilation=dilation)[0, 0].numpy()
+    assert r["output_shape"] == list(expected.shape)
+    assert r["min"] == pytest.approx(expected.min()) and r["max"] == pytest.approx(expected.max())
+    assert r["formula"][0].endswith(f"= {expected.shape[0]}") and f"(28 + 2·{padding}" in r["formula"][0]
+    named = client.post("/api/t/0/playground", json={"input": "test:2", "kernel": "Sobel_X"}).json()
+    assert named["label"] == "sobel-x" and named["output_shape"] == [26, 26]
+
+
+@pytest.mark.parametrize(("body", "words"), [
+    ({"kernel": "sobol"}, "did you mean"),
+    ({"kernel": "brown"}, "colour kernel"),
+    ({"kernel": [[1, 2], [3]]}, "rows"),
+    ({"kernel": [[1] * 20]}, "1 to 15"),
+    ({"kernel": "box-blur", "stride": 0}, "stride"),
+    ({"kernel": "box-blur", "padding": True}, "padding"),
+    ({"kernel": [[1] * 15] * 15, "dilation": 3}, "spans"),
+])
+def test_playground_refuses_bad_parameters(client, body, words):
+    r = client.post("/api/t/0/playground", json={"input": "test:0", **body})
+    assert r.status_code == 400 and words in r.json()["error"]
+
+
+def test_history_grows_and_model_follows_new_weights(tiny_run, tmp_path):
+    import shutil
+
+    path = tmp_path / "live"
+    shutil.copytree(tiny_run, path)
+    app = create_app([RunTarget(path, max_test=20)])
+    with TestClient(app, base_url="http://127.0.0.1") as c:
+        first = c.get("/api/t/0/history").json()
+        assert len(first["epochs"]) == 1 and first["total_epochs"] == 1 and first["finished"]
+        before = c.get("/api/t/0/analyze", params={"input": "test:0"}).json()["prediction"]
+        # What `cnnlab train` does after an epoch: rewrite history.csv and best.pt in place.
+        rows = runs.read_history(path / "history.csv")
+        runs.write_history(path / "history.csv", rows + [{**rows[0], "epoch": 2, "loss": 0.5}])
+        state = torch.load(path / "best.pt", weights_only=True)
+        runs.save_checkpoint(path / "best.pt", {k: v * 0 if k == "9.bias" else v for k, v in state.items()}
+                             | {"9.weight": state["9.weight"] * 0})
+        second = c.get("/api/t/0/history").json()
+        assert [e["epoch"] for e in second["epochs"]] == [1, 2] and second["epochs"][1]["loss"] == 0.5
+        after = c.get("/api/t/0/analyze", params={"input": "test:0"}).json()["prediction"]
+        assert after != before and after[0]["prob"] == pytest.approx(0.1)  # zero logits: uniform
+
+
+# --------------------------------------------------------------------------- safety
+
+
+@pytest.mark.parametrize("url", [
+    "/api/t/0/test/../../config.json", "/static/../server.py", "/static/..%2f..%2fserver.py",
+    "/api/t/1/info", "/api/t/-1/info", "/api/t/0/test/99999.png",
+])
+def test_no_path_reaches_the_file_system(client, url):
+    r = client.get(url)
+    assert r.status_code == 404
+    assert b"mnist-cnn" not in r.content and b"import" not in r.content
+
+
+@pytest.mark.parametrize("ref", ["../../etc/passwd", "/etc/passwd", "test:../1", "config.json", "0" * 16, "test:"])
+def test_inputs_are_only_tokens_or_test_indices(client, ref):
+    r = client.get("/api/t/0/analyze", params={"input": ref})
+    assert r.status_code in (400, 404) and "error" in r.json()
+
+
+@pytest.mark.parametrize("layer", ["../..", "/etc/passwd", "9", ""])
+def test_unknown_layers_are_refused(client, layer):
+    r = client.get("/api/t/0/dot", params={"input": "test:0", "layer": layer, "channel": 0, "y": 0, "x": 0})
+    assert r.status_code == 404 and "error" in r.json()
+    assert client.get("/api/t/0/filters", params={"layer": layer or "x"}).status_code == 404
+
+
+def test_foreign_hosts_and_origins_are_refused_and_no_cors(client):
+    assert client.get("/api/targets", headers={"host": "evil.example:8765"}).status_code == 403
+    r = client.get("/api/targets", headers={"origin": "http://evil.example"})
+    assert r.status_code == 403
+    ok = client.get("/api/targets", headers={"origin": "http://127.0.0.1"})
+    assert ok.status_code == 200
+    pre = client.options("/api/t/0/draw", headers={"origin": "http://evil.example",
+                                                    "access-control-request-method": "POST"})
+    for response in (ok, pre, r):
+        assert not any(h.lower().startswith("access-control-") for h in response.headers)
+    assert "default-src 'self'" in ok.headers["content-security-policy"]
+
+
+def _png_header_only(width: int, height: int) -> bytes:
+    """A PNG whose header announces width x height pixels, with (almost) no pixel data."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 16)) + chunk(b"IEND", b"")
+
+
+def test_uploads_are_capped(client):
+    bomb = client.post("/api/t/0/upload", content=_png_header_only(100_000, 100_000))
+    assert bomb.status_code == 413 and "10,000,000,000 pixels" in bomb.json()["error"]
+    big = client.post("/api/t/0/upload", content=b"\0" * (10 * 1024 * 1024 + 1))
+    assert big.status_code == 413 and "limit" in big.json()["error"]
+    junk = client.post("/api/t/0/upload", content=b"GIF89a not really")
+    assert junk.status_code == 400 and "not an image" in junk.json()["error"]
+    truncated = io.BytesIO()
+    Image.new("L", (64, 64), 200).save(truncated, format="JPEG")
+    cut = client.post("/api/t/0/upload", content=truncated.getvalue()[:200])
+    assert cut.status_code == 400
+    assert client.post("/api/t/0/upload", content=b"").status_code == 400
+
+
+def test_upload_of_a_light_photo_is_inverted_and_predicted(client):
+    buf = io.BytesIO()
+    digit = np.full((120, 90), 250, np.uint8)
+    digit[20:100, 40:50] = 10  # a dark "1" on white paper
+    Image.fromarray(digit).save(buf, format="PNG")
+    up = client.post("/api/t/0/upload", content=buf.getvalue()).json()
+    assert "inverted" in up["note"] and "resized 90x120 -> 28x28" in up["note"]
+    shown = np.asarray(Image.open(io.BytesIO(client.get("/api/t/0/input.png", params={"input": up["input"]}).content)))
+    assert shown.shape == (28, 28) and shown[14, 14] > 200 and shown[0, 0] < 20
+
+
+def test_a_checkpoint_that_would_run_code_is_refused(tiny_run, tmp_path):
+    import shutil
+
+    path = tmp_path / "evil"
+    shutil.copytree(tiny_run, path)
+    marker = tmp_path / "ran"
+    (path / "best.pt").unlink()
+
+    class Evil:
+        def __reduce__(self):
+            return (open, (str(marker), "w"))
+
+    torch.save({"model": Evil()}, path / "last.pt")
+    with TestClient(create_app([RunTarget(path)]), base_url="http://127.0.0.1") as c:
+        r = c.get("/api/t/0/analyze", params={"input": "test:0"})
+    assert r.status_code == 400 and "cannot read checkpoint" in r.json()["error"]
+    assert not marker.exists()
+
+
+def test_cat_photo_on_squeezenet(shared_dir):
+    weights = shared_dir / "models" / "squeezenet1_1-imagenet.pth"
+    if not weights.is_file():
+        pytest.skip(f"{weights} not found")
+    target = PretrainedTarget("squeezenet1_1", weights=weights)
+    with TestClient(create_app([target]), base_url="http://127.0.0.1") as c:
+        up = c.post("/api/t/0/upload", content=(shared_dir / "images" / "cat.jpg").read_bytes()).json()
+        body = c.get("/api/t/0/analyze", params={"input": up["input"]}).json()
+        assert body["prediction"][0]["name"] == "Egyptian_cat"
+        assert {p["name"] for p in body["prediction"][:3]} == {"Egyptian_cat", "tabby", "tiger_cat"}
+        from cnnlab.models.pretrained import classify
+
+        expected = classify(str(shared_dir / "images" / "cat.jpg"), model=target.model, top=1)[0][0]
+        assert body["prediction"][0]["prob"] == pytest.approx(expected[2], rel=1e-4)
+        assert c.get("/api/t/0/confusion").status_code == 409
+        assert json.loads(c.get("/api/t/0/history").content)["epochs"] == []
+        where = {"input": up["input"], "layer": "features.0", "channel": 7, "y": 50, "x": 60}
+        d = c.get("/api/t/0/dot", params=where).json()
+        assert d["result"] == pytest.approx(d["torch"], abs=1e-4) and d["stride"] == [2, 2]
+
+
+# --------------------------------------------------------------------------- the command
+
+
+def test_cli_refuses_bad_arguments(tmp_path, monkeypatch, capsys):
+    from cnnlab.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    assert main(["lab"]) == 2 and "no run directories under ./runs" in capsys.readouterr().err
+    assert main(["lab", str(tmp_path)]) == 2 and "not a run directory" in capsys.readouterr().err
+    assert main(["lab", "--weights", "w.pth"]) == 2 and "needs --model" in capsys.readouterr().err
+
+
+def test_cli_serves_discovered_runs_and_warns_off_loopback(tiny_run, tmp_path, monkeypatch, capsys):
+    import shutil
+
+    import uvicorn
+
+    from cnnlab.cli import main
+
+    shutil.copytree(tiny_run, tmp_path / "runs" / "demo" / "run")
+    monkeypatch.chdir(tmp_path)
+    served = []
+    monkeypatch.setattr(uvicorn.Server, "run", lambda self: served.append(self.config))
+    assert main(["lab", "--port", "0"]) == 0
+    out = capsys.readouterr()
+    assert "[0] demo/run (run)" in out.out and "warning" not in out.err
+    assert served[-1].host == "127.0.0.1" and served[-1].app.allowed_hosts is not None
+    assert main(["lab", "runs/demo/run", "--host", "0.0.0.0"]) == 0
+    assert "warning: listening on 0.0.0.0" in capsys.readouterr().err
+    assert served[-1].app.allowed_hosts is None
