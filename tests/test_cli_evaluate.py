@@ -88,7 +88,7 @@ def test_predict_refuses_what_is_not_an_image(run_dir, env, capsys):
     text.write_text("hello")
     assert main(["predict", str(run_dir), str(text)]) == 2
     err = capsys.readouterr().err.strip()
-    assert err.startswith("cnnlab predict: error:") and "not an image" in err and "\n" not in err
+    assert err.startswith("cnnlab predict: error:") and "not a readable image" in err and "\n" not in err
     assert main(["predict", str(run_dir), str(env["base"] / "missing.png")]) == 2
     assert "does not exist" in capsys.readouterr().err
 

@@ -202,7 +202,7 @@ def test_read_image_converts_and_resizes(tmp_path):
 def test_read_image_refuses_what_it_cannot_use(tmp_path):
     bad = tmp_path / "notes.txt"
     bad.write_text("not an image")
-    with pytest.raises(CnnlabError, match="not an image"):
+    with pytest.raises(CnnlabError, match="not a readable image"):
         read_image(bad, (8, 8, 1))
     with pytest.raises(CnnlabError, match="4 input channels"):
         read_image(bad, (8, 8, 4))

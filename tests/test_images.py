@@ -98,7 +98,7 @@ def test_grace_hopper_sample():
     (lambda d: d / "missing.png", r"image file '.*missing\.png' not found; give a PNG"),
     (lambda d: d, r"is a directory"),
     (lambda d: (d / "notes.png").write_text("not an image") and d / "notes.png",
-     r"'.*notes\.png' is not an image Pillow can read"),
+     r"'.*notes\.png' is not a readable image"),
 ])
 def test_read_errors_name_the_file(tmp_path, make, message):
     with pytest.raises(CnnlabError, match=message) as info:

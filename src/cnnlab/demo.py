@@ -16,6 +16,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from cnnlab.errors import CnnlabError
+from cnnlab.files import save_figure
 from cnnlab.train.experiment import RunConfig
 from cnnlab.train.loop import TrainConfig
 
@@ -48,7 +49,7 @@ def filter_tour(out: Path, *, seed: int = 0) -> tuple[Path, Path]:
     paths = (out / "filters-random.png", out / "filters-edges.png")
     for path, maps in zip(paths, (randoms, edges), strict=True):
         fig = gallery(image, maps, image_title="Grace Hopper", panel_inches=2.2)
-        fig.savefig(path, dpi=70)
+        save_figure(fig, path, dpi=70)
     return paths
 
 

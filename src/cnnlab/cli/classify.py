@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from cnnlab.files import save_figure
 from cnnlab.models.pretrained import URLS, classify, plot_predictions
 
 
@@ -42,6 +43,6 @@ def run(args) -> int:
         for rank, (index, name, prob) in enumerate(preds, start=1):
             print(f"  {rank}. {name:<28} {prob:7.2%}  (class {index})")
     if figure is not None:
-        figure.savefig(args.out, dpi=100)
+        save_figure(figure, args.out, dpi=100)
         print(f"chart saved to {args.out}")
     return 0

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from cnnlab import data
 from cnnlab.errors import CnnlabError
+from cnnlab.files import save_figure
 
 EPILOG = """examples:
   cnnlab data list
@@ -173,6 +174,6 @@ def run_show(args) -> int:
     fmt = out.suffix.lstrip(".").lower()
     if fmt not in fig.canvas.get_supported_filetypes():
         raise CnnlabError(f"--out {out}: matplotlib cannot write .{fmt} files; use .png, .pdf or .svg")
-    fig.savefig(out, dpi=100)
+    save_figure(fig, out, dpi=100)
     print(f"wrote {out} ({min(args.n, len(split))} {args.split} images of {ds.name})")
     return 0

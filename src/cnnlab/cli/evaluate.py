@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from cnnlab.errors import CnnlabError
+from cnnlab.files import save_figure
 
 
 def register(sub) -> None:
@@ -156,7 +157,7 @@ def run_predict(args: argparse.Namespace) -> int:
     if hint:
         print(hint)
     if fig is not None:
-        fig.savefig(args.out, dpi=100)
+        save_figure(fig, args.out, dpi=100)
         print(f"wrote {args.out}")
     return 0
 
@@ -188,6 +189,6 @@ def run_activations(args: argparse.Namespace) -> int:
     print(f"{name} ({type(module).__name__}): output {tuple(maps.shape)}, "
           f"min {maps.min():.3f}, mean {maps.mean():.3f}, max {maps.max():.3f}")
     if fig is not None:
-        fig.savefig(args.out, dpi=100)
+        save_figure(fig, args.out, dpi=100)
         print(f"wrote {args.out}")
     return 0

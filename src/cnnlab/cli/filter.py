@@ -7,6 +7,7 @@ import io
 from pathlib import Path
 
 from cnnlab.errors import CnnlabError
+from cnnlab.files import write_bytes
 from cnnlab.scratch.conv import BOUNDARIES, MODES
 from cnnlab.scratch.images import SAMPLES, apply_kernel, gallery, load_image
 from cnnlab.scratch.kernels import ALIASES, KERNELS, get_kernel, random_kernels, resolve_name
@@ -68,7 +69,7 @@ def run_filter(args: argparse.Namespace) -> int:
     buffer = io.BytesIO()
     figure.savefig(buffer, format=suffix, dpi=100)
 
-    out.write_bytes(buffer.getvalue())
+    write_bytes(out, buffer.getvalue())  # atomic: an existing gallery is never left half-written
     print(f"wrote {out} (original + {len(maps)} filtered map{'s' * (len(maps) != 1)})")
     return 0
 

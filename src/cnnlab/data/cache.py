@@ -23,12 +23,11 @@ import json
 import os
 import re
 import shutil
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
-from cnnlab.data.sources import cache_dir
+from cnnlab.files import cache_dir, make_temporary_folder
 
 VERSION = 1
 
@@ -65,7 +64,7 @@ def write(name: str, key: str, arrays: dict[str, np.ndarray], meta: dict) -> boo
     tmp = None
     try:
         entry.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{entry.name}.", dir=entry.parent))
+        tmp = make_temporary_folder(entry.parent, entry.name)  # normal permissions, unlike mkdtemp
         for k, array in arrays.items():
             np.save(tmp / f"{k}.npy", np.ascontiguousarray(array), allow_pickle=False)
         meta = {**meta, "version": VERSION, "name": name, "arrays": list(arrays)}
@@ -73,7 +72,7 @@ def write(name: str, key: str, arrays: dict[str, np.ndarray], meta: dict) -> boo
         if entry.exists():
             if read(name, key) is not None:  # someone else just wrote it
                 return True
-            trash = Path(tempfile.mkdtemp(prefix=".trash-", dir=entry.parent))
+            trash = make_temporary_folder(entry.parent, "trash")
             os.rename(entry, trash / "old")
             shutil.rmtree(trash, ignore_errors=True)
         os.rename(tmp, entry)

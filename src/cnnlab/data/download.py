@@ -1,21 +1,21 @@
 """Downloads from the official locations into the user cache, checksum-verified and atomic.
 
-Each file streams into a hidden ``.NAME.*.part`` file beside its destination while its MD5 is
-computed; only when the whole file has arrived and its MD5 matches the published one is it
-renamed (``os.replace``, atomic on one filesystem) to its final name. Any failure, including
-Ctrl-C, deletes the part file, so the cache only ever holds complete, verified files.
+Each file streams into a hidden temporary file beside its destination while its MD5 is
+computed (``cnnlab.files.atomic_open``); only when the whole file has arrived and its MD5
+matches the published one is it renamed (atomic on one filesystem) to its final name. Any
+failure, including Ctrl-C, deletes the temporary file, so the cache only ever holds complete,
+verified files.
 """
 
 from __future__ import annotations
 
 import hashlib
 import http.client
-import os
-import tempfile
 import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 
+from cnnlab import files
 from cnnlab.data import sources
 from cnnlab.data.archive import extract_archive
 from cnnlab.data.registry import Download, get_spec
@@ -56,20 +56,15 @@ def _stream(url: str, out, opener: Callable, progress: bool, desc: str) -> str:
 
 
 def _download_one(url: str, dest: Path, md5: str, opener: Callable, progress: bool) -> None:
-    fd, part = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent)
     try:
-        with os.fdopen(fd, "wb") as out:
+        with files.atomic_open(dest) as out:  # renamed into place only when complete and verified
             got = _stream(url, out, opener, progress, dest.name)
-        if got != md5:
-            raise DownloadError(f"checksum mismatch (md5 {got}, published {md5})")
-        os.replace(part, dest)
-    except DownloadError:
+            if got != md5:
+                raise DownloadError(f"checksum mismatch (md5 {got}, published {md5})")
+    except CnnlabError:  # a checksum mismatch, or a full disk: already one line
         raise
     except (OSError, http.client.HTTPException, ValueError) as exc:
         raise DownloadError(f"{type(exc).__name__}: {exc}") from None
-    finally:
-        if os.path.exists(part):
-            os.unlink(part)
 
 
 def download_file(download: Download, folder: Path, *, progress: bool = True,

@@ -17,22 +17,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from cnnlab.data.registry import ARCHIVES, DATASETS, DatasetSpec, get_spec
+from cnnlab.files import cache_dir  # the one definition; re-exported as cnnlab.data.cache_dir
 
 SYSTEM_DIR = Path("/usr/share/datasets")
 CIFAR_BIN_DIR = "cifar-10-batches-bin"
 CIFAR_PY_DIR = "cifar-10-batches-py"
 CIFAR_BIN_FILES = tuple(f"data_batch_{i}.bin" for i in range(1, 6)) + ("test_batch.bin",)
 CIFAR_PY_FILES = tuple(f"data_batch_{i}" for i in range(1, 6)) + ("test_batch",)
-
-
-def cache_dir() -> Path:
-    """The user cache: ``$XDG_CACHE_HOME/cnnlab``, else ``~/.cache/cnnlab``.
-
-    The XDG spec says a relative ``XDG_CACHE_HOME`` is invalid and must be ignored.
-    """
-    base = os.environ.get("XDG_CACHE_HOME", "")
-    root = Path(base) if base and os.path.isabs(base) else Path.home() / ".cache"
-    return root / "cnnlab"
 
 
 def search_roots(root: str | os.PathLike | None = None) -> list[tuple[str, Path]]:

@@ -19,7 +19,6 @@ import json
 import os
 import pickle
 import re
-import tempfile
 import urllib.error
 import urllib.request
 import zipfile
@@ -29,10 +28,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 from torch import nn
 from tqdm.auto import tqdm
 
+from cnnlab import files
 from cnnlab.errors import CnnlabError
 from cnnlab.models import MODELS
 from cnnlab.models.weights import check_state_dict
@@ -70,9 +70,8 @@ def imagenet_classes() -> list[str]:
 
 
 def cache_dir() -> Path:
-    """Where downloaded weights live: $XDG_CACHE_HOME/cnnlab/models or ~/.cache/cnnlab/models."""
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "cnnlab" / "models"
+    """Where downloaded weights live: ``cnnlab.files.cache_dir("models")``."""
+    return files.cache_dir("models")
 
 
 def hub_checkpoint(url: str) -> Path:
@@ -96,28 +95,30 @@ def download_weights(url: str, *, progress: bool = True) -> Path:
             return cached
     target = cache_dir() / filename
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = tempfile.NamedTemporaryFile(dir=target.parent, prefix=f".{filename}.", suffix=".part", delete=False)
     try:
-        sha = hashlib.sha256()
-        with tmp, _urlopen(url, timeout=30) as response:
-            size = response.headers.get("Content-Length")
-            with tqdm(total=int(size) if size else None, unit="B", unit_scale=True, unit_divisor=1024,
-                      desc=filename, disable=not progress) as bar:
-                while chunk := response.read(1 << 20):
-                    tmp.write(chunk)
-                    sha.update(chunk)
-                    bar.update(len(chunk))
-        if not sha.hexdigest().startswith(match.group(1)):
-            raise CnnlabError(f"download of {url} is corrupt: sha256 {sha.hexdigest()[:16]}... does not start "
-                              f"with {match.group(1)}; try again, or pass a file with --weights PATH")
-        os.replace(tmp.name, target)
+        with files.atomic_open(target) as tmp, _urlopen(url, timeout=30) as response:
+            sha = _stream_into(tmp, response, filename, progress)
+            if not sha.startswith(match.group(1)):
+                raise CnnlabError(f"download of {url} is corrupt: sha256 {sha[:16]}... does not start "
+                                  f"with {match.group(1)}; try again, or pass a file with --weights PATH")
     except (urllib.error.URLError, OSError) as exc:
         reason = getattr(exc, "reason", None) or exc
         raise CnnlabError(f"cannot download {url} ({reason}); offline? fetch that file elsewhere and pass it "
                           "with --weights PATH (weights=PATH in Python)") from exc
-    finally:
-        Path(tmp.name).unlink(missing_ok=True)
     return target
+
+
+def _stream_into(out, response, desc: str, progress: bool) -> str:
+    """Copy ``response`` into ``out`` with a progress bar; return the sha256 hex digest."""
+    sha = hashlib.sha256()
+    size = response.headers.get("Content-Length")
+    with tqdm(total=int(size) if size else None, unit="B", unit_scale=True, unit_divisor=1024,
+              desc=desc, disable=not progress) as bar:
+        while chunk := response.read(1 << 20):
+            out.write(chunk)
+            sha.update(chunk)
+            bar.update(len(chunk))
+    return sha.hexdigest()
 
 
 def load_state_dict(path) -> dict[str, torch.Tensor]:
@@ -171,7 +172,10 @@ def load_pretrained(name: str = "squeezenet1_1", *, weights=None, progress: bool
 
 def open_image(image) -> Image.Image:
     """A path (str/Path; 'grace_hopper' names matplotlib's sample portrait), a PIL image or a
-    uint8 array (H, W) / (H, W, 3) -> RGB PIL image. CnnlabError names a file that is not an image."""
+    uint8 array (H, W) / (H, W, 3) -> RGB PIL image. Files are read by cnnlab's one reader
+    (``cnnlab.scratch.images.load_image``); CnnlabError names a file that is not an image."""
+    from cnnlab.scratch.images import load_image, to_uint8
+
     if isinstance(image, Image.Image):
         return image.convert("RGB")
     if isinstance(image, np.ndarray):
@@ -181,18 +185,7 @@ def open_image(image) -> Image.Image:
         return Image.fromarray(image).convert("RGB")
     if not isinstance(image, (str, os.PathLike)):
         raise CnnlabError(f"image {image!r} is not a path, PIL image or uint8 array")
-    path = Path(image)
-    if str(image) == "grace_hopper" and not path.exists():
-        import matplotlib.cbook
-
-        path = Path(matplotlib.cbook.get_sample_data("grace_hopper.jpg", asfileobj=False))
-    if not path.is_file():
-        raise CnnlabError(f"photo {str(image)!r} not found")
-    try:
-        with Image.open(path) as img:
-            return img.convert("RGB")  # convert() loads the pixels: truncation shows up here
-    except (UnidentifiedImageError, OSError, SyntaxError) as exc:
-        raise CnnlabError(f"{str(image)!r} is not a readable image ({exc}); give a PNG, JPEG or BMP photo") from exc
+    return Image.fromarray(to_uint8(load_image(image, colour="rgb")))
 
 
 def preprocess(image, *, style: str = "torchvision", size: int = 224) -> torch.Tensor:

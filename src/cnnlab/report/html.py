@@ -15,8 +15,6 @@ import datetime
 import html
 import io
 import json
-import os
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from cnnlab import files
 from cnnlab.errors import CnnlabError
 from cnnlab.insight.evaluate import Evaluation, TopLoss, evaluate_images, merged_metrics
 from cnnlab.insight.inspect import activations_of, conv_layers, filter_images, filters, get_layer
@@ -150,18 +149,6 @@ def _table(
 
 def _note(text: str, cls: str = "note") -> str:
     return f'<p class="{cls}">{_e(text)}</p>'
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    """Write to a temporary file beside ``path`` and rename it into place."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _load_data(run) -> tuple[Any, str | None]:
@@ -402,7 +389,7 @@ def write_report(
                          options=options)
     if evaluation is not None:
         save_metrics(run.path, merged_metrics(run.metrics, evaluation.metrics))
-    _atomic_write_text(out, text)
+    files.write_text(out, text)
     return out
 
 
@@ -473,5 +460,5 @@ def write_filters_page(
     model = run.build_model(weights="best")
     text = render_filters_page(run, model, layer)
     out = _output_path(out, run.path / f"filters-{_filter_layer(model, layer)}.html")
-    _atomic_write_text(out, text)
+    files.write_text(out, text)
     return out

@@ -18,6 +18,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from cnnlab.errors import CnnlabError
+from cnnlab.files import write_bytes
 from cnnlab.scratch.conv import correlate2d
 
 __all__ = [
@@ -30,6 +31,7 @@ __all__ = [
     "read_image",
     "rgb_to_grey",
     "tile",
+    "to_uint8",
     "write_image",
 ]
 
@@ -52,6 +54,10 @@ SAMPLES = {"grace_hopper": _grace_hopper_path}
 def read_image(path, *, colour: str = "auto", alpha: bool = False) -> np.ndarray:
     """Read a PNG, JPEG, BMP (anything Pillow decodes) into float64 in [0, 1].
 
+    cnnlab's one image-file reader: commands that need uint8 at a model's size
+    (``cnnlab.insight.evaluate.read_image``, ``cnnlab.models.pretrained.open_image``) start
+    from it, so every command reads a file the same way and fails with the same message.
+
     ``colour="auto"`` keeps what the file holds: ``(H, W)`` for grey, ``(H, W, 3)`` for
     colour (palette, CMYK and YCbCr become RGB); ``"grey"`` forces ``(H, W)`` (BT.601 luma),
     ``"rgb"`` forces ``(H, W, 3)``. Alpha is dropped unless ``alpha=True``, which appends it
@@ -70,7 +76,7 @@ def read_image(path, *, colour: str = "auto", alpha: bool = False) -> np.ndarray
             im = ImageOps.exif_transpose(im)
             pixels, has_alpha = _to_float(im)
     except (UnidentifiedImageError, OSError, SyntaxError) as exc:
-        raise CnnlabError(f"'{path}' is not an image Pillow can read ({_one_line(exc)}); "
+        raise CnnlabError(f"'{path}' is not a readable image ({_one_line(exc)}); "
                           "give a PNG, JPEG or BMP file") from exc
     if has_alpha:
         pixels, opacity = pixels[..., :-1], pixels[..., -1]
@@ -138,7 +144,8 @@ def write_image(path, image, *, scale: str = "clip") -> Path:
     ``(H, W, 4)`` RGBA. uint8 arrays are written unchanged. Anything else is scaled to
     0..255: ``scale="clip"`` takes values as [0, 1] and clips the rest, ``"minmax"``
     stretches the array's min..max to 0..255 (a constant array becomes 0). The file is
-    encoded in memory first, so a failure leaves nothing on disk. Returns the path.
+    encoded in memory first and written atomically (``cnnlab.files``), so a failure leaves
+    nothing on disk and an existing file is replaced only by a complete one. Returns the path.
     """
     if scale not in ("clip", "minmax"):
         raise CnnlabError(f"scale must be 'clip' or 'minmax'; got {scale!r}")
@@ -159,8 +166,14 @@ def write_image(path, image, *, scale: str = "clip") -> Path:
     except (KeyError, ValueError, OSError) as exc:
         raise CnnlabError(f"cannot write {x.shape} image as '{path}' ({_one_line(exc)}); "
                           "use a .png file name") from exc
-    path.write_bytes(buffer.getvalue())
-    return path
+    return write_bytes(path, buffer.getvalue())
+
+
+def to_uint8(image) -> np.ndarray:
+    """Float image in [0, 1] (what :func:`read_image` returns) -> uint8 0..255, rounded, clipped.
+
+    The way from the one reader's contract to what Pillow and the data pipeline use."""
+    return _to_uint8(np.asarray(image), "clip")
 
 
 def _to_uint8(x: np.ndarray, scale: str) -> np.ndarray:

@@ -10,9 +10,10 @@ A run directory (``runs/<name>/``) holds::
     metrics.json   test metrics, written by evaluation
     report.html    the report
 
-Every file is written to a temporary name in the same directory and renamed into place,
-so an interruption (Ctrl-C, a killed process, a full disk) leaves the previous complete
-file, never half of a new one. Checkpoints are loaded with ``weights_only=True``.
+Every file is written with :func:`cnnlab.files.atomic_open` (temporary name in the same
+directory, fsync, rename, fsync of the folder), so an interruption (Ctrl-C, a killed
+process, a power loss, a full disk) leaves the previous complete file, never half of a new one.
+Checkpoints are loaded with ``weights_only=True``.
 """
 
 from __future__ import annotations
@@ -21,10 +22,8 @@ import contextlib
 import csv
 import json
 import math
-import os
 import shutil
 import signal
-import tempfile
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -32,35 +31,20 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from cnnlab import files
 from cnnlab.errors import CnnlabError
 from cnnlab.train import distributed as dist
 
 HISTORY_FIELDS = ("epoch", "loss", "accuracy", "val_loss", "val_accuracy", "lr", "seconds")
 
 
-def _atomic_write(path: Path, write: Callable[[str], None]) -> None:
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def save_json(path: Path, obj) -> None:
-    def write(tmp: str) -> None:
-        with open(tmp, "w") as f:
-            json.dump(obj, f, indent=2, allow_nan=True)
-            f.write("\n")
-
-    _atomic_write(path, write)
+    text = json.dumps(obj, indent=2, allow_nan=True) + "\n"
+    files.write_text(path, text)
 
 
 def save_checkpoint(path: Path, obj) -> None:
-    _atomic_write(path, lambda tmp: torch.save(obj, tmp))
+    files.write_with(path, lambda f: torch.save(obj, f))
 
 
 def load_checkpoint(path: Path) -> dict:
@@ -76,14 +60,11 @@ def load_checkpoint(path: Path) -> dict:
 
 
 def write_history(path: Path, epochs: list[dict]) -> None:
-    def write(tmp: str) -> None:
-        with open(tmp, "w", newline="") as f:
-            w = csv.DictWriter(f, fieldnames=HISTORY_FIELDS, extrasaction="ignore")
-            w.writeheader()
-            for e in epochs:
-                w.writerow({k: e.get(k, "") for k in HISTORY_FIELDS})
-
-    _atomic_write(path, write)
+    with files.atomic_open(path, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=HISTORY_FIELDS, extrasaction="ignore")
+        w.writeheader()
+        for e in epochs:
+            w.writerow({k: e.get(k, "") for k in HISTORY_FIELDS})
 
 
 def read_history(path: Path) -> list[dict]:
