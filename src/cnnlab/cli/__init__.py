@@ -31,6 +31,7 @@ COMMANDS = {
     "filters": "report",
     "classify": "classify",
     "lab": "lab",
+    "export": "export",
 }
 
 

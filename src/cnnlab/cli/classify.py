@@ -17,9 +17,11 @@ def register(sub) -> None:
                     "downloaded once into ~/.cache/cnnlab/models.",
     )
     p.add_argument("photos", nargs="+", metavar="PHOTO", help="image files")
-    p.add_argument("--model", choices=list(URLS), default="squeezenet1_1", help="network (default squeezenet1_1)")
+    p.add_argument("--model", choices=list(URLS), default=None,
+                   help="network (default: the one a .safetensors --weights file names, else squeezenet1_1)")
     p.add_argument("--weights", type=Path, default=None, metavar="PATH",
-                   help="state-dict file keyed like torchvision (default: download the official weights)")
+                   help="state-dict file keyed like torchvision, or a .safetensors file from `cnnlab export` "
+                        "(default: download the official weights)")
     p.add_argument("--top", type=int, default=5, metavar="K", help="classes to show per photo (default 5)")
     p.add_argument("--caffe", action="store_true",
                    help="Caffe/Keras preprocessing (BGR, 0-255, mean subtracted) for weights converted from Keras")
@@ -33,7 +35,7 @@ def register(sub) -> None:
 def run(args) -> int:
     # classify() reads every photo before it loads (or downloads) the network, so a bad
     # photo fails fast.
-    results = classify(args.photos, model=args.model, weights=args.weights, top=args.top,
+    results = classify(args.photos, model=args.model or _architecture(args.weights), weights=args.weights, top=args.top,
                        style="caffe" if args.caffe else "torchvision", progress=not args.no_progress,
                        winograd=args.winograd)
     titles = [Path(p).name for p in args.photos]
@@ -46,3 +48,14 @@ def run(args) -> int:
         save_figure(figure, args.out, dpi=100)
         print(f"chart saved to {args.out}")
     return 0
+
+
+def _architecture(weights: Path | None) -> str:
+    """The network a .safetensors file from `cnnlab export` names; squeezenet1_1 otherwise."""
+    if weights is not None and weights.suffix == ".safetensors" and weights.is_file():
+        from cnnlab.export.weights import read_safetensors
+
+        name = read_safetensors(weights)[1].get("architecture")
+        if name in URLS:
+            return name
+    return "squeezenet1_1"

@@ -33,7 +33,8 @@ def register(sub) -> None:
         description="Classify image files (any format Pillow reads). Each is converted to the model's "
         "channels (grey or RGB) and resized to its input size, then normalised as in training.",
     )
-    p.add_argument("run_dir", type=Path, metavar="RUN_DIR")
+    p.add_argument("run_dir", type=Path, metavar="RUN_DIR",
+                   help="a run directory, or a .safetensors file written by `cnnlab export`")
     p.add_argument("images", type=Path, nargs="+", metavar="IMAGE")
     p.add_argument("--top", type=int, default=3, help="classes to print per image (default 3)")
     p.add_argument("--out", type=Path, help="also write each image beside its probability chart (PNG)")
@@ -133,12 +134,12 @@ def _polarity_hint(run, images, invert: bool) -> str | None:
 
 
 def run_predict(args: argparse.Namespace) -> int:
+    from cnnlab.export.weights import open_model
     from cnnlab.insight.evaluate import predict
-    from cnnlab.train.runs import load_run
 
     if args.top < 1:
         raise CnnlabError(f"--top must be at least 1, got {args.top}")
-    run = load_run(args.run_dir)
+    run = open_model(args.run_dir)  # a run directory or exported .safetensors weights
     model = run.build_model(weights="best")
     images, notes = _read_images(run, args.images, args.invert)
     probs = predict(model, run.preprocess(images))

@@ -124,10 +124,13 @@ def _stream_into(out, response, desc: str, progress: bool) -> str:
 def load_state_dict(path) -> dict[str, torch.Tensor]:
     """Read a state dict with ``torch.load(weights_only=True)``; CnnlabError if unreadable.
 
-    Accepts a plain state dict or a checkpoint holding one under ``"state_dict"``."""
+    Accepts a plain state dict, a checkpoint holding one under ``"state_dict"``, or a
+    ``.safetensors`` file (as ``cnnlab export --format safetensors`` writes)."""
     path = Path(path)
     if not path.is_file():
         raise CnnlabError(f"weights file {str(path)!r} not found; pass an existing .pth file")
+    if path.suffix == ".safetensors":
+        return _load_safetensors(path)
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except (RuntimeError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile, ValueError, OSError) as exc:
@@ -140,6 +143,17 @@ def load_state_dict(path) -> dict[str, torch.Tensor]:
         raise CnnlabError(f"weights {str(path)!r} hold a {type(state).__name__}, not a state dict of tensors; "
                           "save them with torch.save(model.state_dict(), path)")
     return state
+
+
+def _load_safetensors(path: Path) -> dict[str, torch.Tensor]:
+    from cnnlab.extras import require
+
+    st = require("safetensors.torch", extra="export", package="safetensors", purpose="reading .safetensors weights")
+    try:
+        return st.load_file(str(path))
+    except Exception as exc:  # safetensors' own SafetensorError for a damaged header
+        raise CnnlabError(f"cannot read weights {str(path)!r} as safetensors ({str(exc).splitlines()[0][:150]}); "
+                          "the file is truncated or not a .safetensors file") from exc
 
 
 def load_pretrained(name: str = "squeezenet1_1", *, weights=None, progress: bool = True,
