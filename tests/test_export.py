@@ -5,6 +5,7 @@ cannot be exported. The network is a tiny mnist-cnn trained on real MNIST."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import textwrap
@@ -105,6 +106,9 @@ def test_safetensors_round_trip_and_predict(mnist_run, tmp_path, capsys):
     from cnnlab.export.weights import ExportedWeights, read_safetensors
 
     path = export_run(mnist_run["path"], format="safetensors", out=tmp_path / "m.safetensors")
+    umask = os.umask(0)
+    os.umask(umask)
+    assert path.stat().st_mode & 0o777 == 0o666 & ~umask  # as open(path, "w") would make it
     state, meta = read_safetensors(path)
     assert meta["architecture"] == "mnist-cnn" and meta["classes"] == [str(i) for i in range(10)]
     assert meta["input_shape"] == [28, 28, 1] and meta["format"] == "cnnlab-weights-1"

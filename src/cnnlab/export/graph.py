@@ -21,8 +21,8 @@ import torch
 from torch import nn
 
 from cnnlab.errors import CnnlabError
-from cnnlab.export._atomic import write_with
 from cnnlab.extras import require
+from cnnlab.files import write_with
 
 INPUT_NAME, OUTPUT_NAME = "images", "logits"
 META_FILE = "cnnlab.json"  # the metadata inside a .pt2 / TorchScript archive

@@ -19,8 +19,8 @@ import torch
 from torch import nn
 
 from cnnlab.errors import CnnlabError
-from cnnlab.export._atomic import write_with
 from cnnlab.extras import require
+from cnnlab.files import write_bytes
 
 FORMAT_TAG = "cnnlab-weights-1"
 _JSON_KEYS = ("input_shape", "num_classes", "classes", "mean", "std")
@@ -33,7 +33,7 @@ def write_safetensors(model: nn.Module, path: Path, meta: dict) -> None:
     tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     strings = {"format": FORMAT_TAG, **{k: v if isinstance(v, str) else json.dumps(v) for k, v in meta.items()}}
     data = st.save(tensors, metadata=strings)
-    write_with(path, lambda f: f.write(data))
+    write_bytes(path, data)
 
 
 def read_safetensors(path) -> tuple[dict[str, torch.Tensor], dict]:
