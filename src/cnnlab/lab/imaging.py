@@ -78,13 +78,13 @@ def fit_to_input(img: Image.Image, input_shape) -> tuple[np.ndarray, str]:
     img = img.resize((w, h), Image.Resampling.BILINEAR)
     if c == 1:
         img = img.convert("L")
-        arr = np.asarray(img, dtype=np.uint8)
+        arr = np.array(img, dtype=np.uint8)  # a writable copy: torch.from_numpy warns on read-only arrays
         border = np.concatenate([arr[0], arr[-1], arr[:, 0], arr[:, -1]])
         if border.mean() > 127:  # light background: flip to the training data's dark background
             arr = 255 - arr
             notes.append("inverted (dark ink on light paper -> white on black)")
         return arr[:, :, None], ", ".join(notes)
-    arr = np.asarray(img, dtype=np.uint8)
+    arr = np.array(img, dtype=np.uint8)
     if c != 3:
         arr = np.repeat(arr.mean(axis=2, keepdims=True).astype(np.uint8), c, axis=2)
     return arr, ", ".join(notes)

@@ -128,7 +128,7 @@ def build_routes(lab: Lab) -> list:
         item = Input(image, target.preprocess(image), note="drawn")
         token = lab.inputs.add(tid, item)
         result = await locked(target, overview, target.model, item.x, target.classes)
-        return JSONResponse({"input": token, **result})
+        return JSONResponse({"input": token, **result, "label": None, "note": item.note})
 
     async def upload(request: Request):
         tid, target = lab.target(request)

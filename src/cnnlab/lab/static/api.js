@@ -12,6 +12,7 @@ export async function setInput(ref, result = null) {
   if (!result) result = await getJSON("analyze", { input: ref });
   if (state.input !== ref) return;  // a newer input arrived meanwhile
   state.result = result;
+  document.body.dataset.input = ref;  // for scripts and tests: which input the panels show
   for (const fn of listeners) {
     try { fn(ref, result); } catch (err) { showError("status", err); }
   }

@@ -1,0 +1,251 @@
+"""The lab end to end in a real browser: Debian's headless Chromium driven by Playwright.
+
+A lab server runs in a thread on a free loopback port with the tiny MNIST run (target 0)
+and SqueezeNet with the shared ImageNet weights (target 1). Each test checks what the page
+shows against the model itself, saves a screenshot of the panels it used into
+``tests/artifacts/`` (git-ignored), and fails on any JavaScript error or console error.
+``CNNLAB_DOCS_SCREENSHOT=1`` also rewrites the README's screenshot ``docs/lab.png``.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import shutil
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+CHROMIUM = Path("/usr/bin/chromium")
+ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+        "--disable-sync", "--no-first-run"]
+ARTIFACTS = Path(__file__).parent / "artifacts"
+DOCS = Path(__file__).resolve().parents[1] / "docs"
+
+playwright_api = pytest.importorskip("playwright.sync_api", reason="Playwright for Python is not installed "
+                                     "(pip install 'cnnlab[lab-test]')")
+if not CHROMIUM.is_file():
+    pytest.skip(f"Chromium is not installed at {CHROMIUM} (apt-get install chromium)", allow_module_level=True)
+
+
+class Server:
+    """uvicorn serving the lab in a background thread on a free port."""
+
+    def __init__(self, targets) -> None:
+        import uvicorn
+
+        from cnnlab.lab.server import create_app
+
+        config = uvicorn.Config(create_app(targets), host="127.0.0.1", port=0, log_level="warning")
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+
+    def __enter__(self) -> str:
+        self.thread.start()
+        deadline = time.monotonic() + 30
+        while not self.server.started:
+            if time.monotonic() > deadline or not self.thread.is_alive():
+                raise RuntimeError("the lab server did not start")
+            time.sleep(0.05)
+        port = self.server.servers[0].sockets[0].getsockname()[1]
+        return f"http://127.0.0.1:{port}"
+
+    def __exit__(self, *exc) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def run_dir(tiny_mnist_run, datasets_root):
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("CNNLAB_DATA", str(datasets_root))
+        yield tiny_mnist_run
+
+
+@pytest.fixture(scope="module")
+def lab_url(run_dir, shared_dir):
+    from cnnlab.lab.targets import PretrainedTarget, RunTarget
+
+    weights = shared_dir / "models" / "squeezenet1_1-imagenet.pth"
+    targets = [RunTarget(run_dir, max_test=300)]
+    if weights.is_file():
+        targets.append(PretrainedTarget("squeezenet1_1", weights=weights))
+    with Server(targets) as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+def browser():
+    with playwright_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=ARGS)
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def page(browser):
+    """A fresh page; the test fails if the page logs a JavaScript or console error."""
+    context = browser.new_context(viewport={"width": 1400, "height": 1800})
+    page = context.new_page()
+    errors = []
+    page.on("pageerror", lambda exc: errors.append(f"pageerror: {exc}"))
+    page.on("console", lambda msg: errors.append(f"console.{msg.type}: {msg.text}") if msg.type == "error" else None)
+    yield page
+    context.close()
+    assert errors == []
+
+
+def wait_js(page, expression: str, timeout: float = 30.0) -> None:
+    """Poll a JavaScript expression until it is true. (page.wait_for_function compiles its
+    predicate with eval, which the lab's Content-Security-Policy rightly forbids.)"""
+    deadline = time.monotonic() + timeout
+    while not page.evaluate(expression):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {expression}")
+        page.wait_for_timeout(50)
+
+
+def open_lab(page, url: str, target: int = 0) -> None:
+    page.goto(f"{url}/?t={target}")
+    page.wait_for_selector("body[data-ready='1']", timeout=60_000)
+
+
+def shoot(page, *testids: str) -> None:
+    ARTIFACTS.mkdir(exist_ok=True)
+    for testid in testids:
+        page.get_by_test_id(testid).screenshot(path=str(ARTIFACTS / f"{testid}.png"))
+
+
+def bars(page) -> list[tuple[str, float]]:
+    items = page.locator("#bars li")
+    return [(items.nth(i).get_attribute("data-class"), float(items.nth(i).get_attribute("data-prob")))
+            for i in range(items.count())]
+
+
+def model_and_input(url: str, run_dir: Path, ref: str):
+    """The run's model and the image the page shows, fetched from the lab as PNG."""
+    import urllib.request
+
+    from cnnlab.train.runs import load_run
+
+    run = load_run(run_dir)
+    with urllib.request.urlopen(f"{url}/api/t/0/input.png?input={ref}") as response:
+        image = np.array(Image.open(io.BytesIO(response.read())))
+    return run, run.build_model(), run.preprocess(image.reshape(1, 28, 28, 1))
+
+
+def test_drawing_updates_the_prediction_live(page, lab_url, run_dir):
+    from cnnlab.insight.evaluate import predict
+
+    open_lab(page, lab_url)
+    before = bars(page)
+    box = page.get_by_test_id("draw-canvas").bounding_box()
+    page.mouse.move(box["x"] + box["width"] * 0.5, box["y"] + box["height"] * 0.15)
+    page.mouse.down()
+    for t in np.linspace(0, 1, 12):  # a vertical stroke: a "1"
+        page.mouse.move(box["x"] + box["width"] * (0.5 - 0.05 * t), box["y"] + box["height"] * (0.15 + 0.7 * t))
+    page.mouse.up()
+    wait_js(page, "document.body.dataset.input && !document.body.dataset.input.startsWith('test:')")
+    wait_js(page, "document.getElementById('input-caption').textContent === 'your drawing'")
+    page.wait_for_timeout(300)  # the last stroke's request
+    after = bars(page)
+    assert after != before
+    ref = page.evaluate("document.body.dataset.input")
+    _, model, x = model_and_input(lab_url, run_dir, ref)
+    probs = predict(model, x)[0]
+    assert after[0][0] == str(int(probs.argmax()))
+    assert after[0][1] == pytest.approx(float(probs.max()), abs=1e-5)
+    shoot(page, "input", "prediction")
+
+
+def test_confusion_cell_lists_its_images_and_one_becomes_the_input(page, lab_url):
+    open_lab(page, lab_url)
+    page.wait_for_selector("#confusion-matrix button")
+    cells = page.locator("#confusion-matrix button:not(.diag)")
+    counts = [int(cells.nth(i).inner_text()) for i in range(cells.count())]
+    best = int(np.argmax(counts))
+    assert counts[best] > 0
+    cells.nth(best).click()
+    figures = page.locator("#cell-images figure")
+    figures.first.wait_for()
+    assert figures.count() == min(counts[best], 60)
+    ref = figures.first.get_attribute("data-input")
+    figures.first.click()
+    wait_js(page, f"document.body.dataset.input === '{ref}'")
+    assert page.locator("#input-caption").inner_text().startswith(f"test image {ref[5:]}")
+    shoot(page, "confusion")
+
+
+def test_feature_map_pixel_shows_the_dot_product_of_the_model(page, lab_url, run_dir):
+    from cnnlab.insight.inspect import activations
+
+    open_lab(page, lab_url)
+    page.locator(".column[data-layer='3'] canvas[data-channel='5']").click()
+    page.wait_for_selector("#enlarged[data-ready='1']")
+    box = page.locator("#enlarged").bounding_box()
+    page.mouse.click(box["x"] + box["width"] * 0.55, box["y"] + box["height"] * 0.4)  # 14x14 map: row 5, col 7
+    result = page.get_by_test_id("dot-result")
+    result.wait_for()
+    _, model, x = model_and_input(lab_url, run_dir, "test:0")
+    expected = float(activations(model, x, "3")[0, 5, 5, 7])
+    assert float(result.get_attribute("data-value")) == pytest.approx(expected, rel=1e-5, abs=1e-5)
+    assert float(page.get_by_test_id("dot-torch").get_attribute("data-value")) == pytest.approx(expected, abs=1e-6)
+    assert "equal" in page.get_by_test_id("dot-product").inner_text()
+    shoot(page, "overview", "dot-product")
+
+
+def test_playground_filters_and_training_panels(page, lab_url):
+    open_lab(page, lab_url)
+    wait_js(page, "document.getElementById('pg-formula').textContent.includes('= 26')")
+    page.locator("#pg-stride").fill("2")
+    wait_js(page, "document.getElementById('pg-formula').textContent.includes('/ 2) + 1 = 13')")
+    page.locator("#pg-kernel").select_option("laplacian-8")
+    wait_js(page, "document.getElementById('pg-numbers').value.startsWith('-1 -1 -1')")
+    page.wait_for_selector("#training-status[data-epochs='1']")
+    assert page.locator("#filter-grid").evaluate("img => img.naturalWidth") > 0
+    shoot(page, "playground", "filters", "training", "attribution", "embedding")
+    if os.environ.get("CNNLAB_DOCS_SCREENSHOT") == "1":
+        DOCS.mkdir(exist_ok=True)
+        page.set_viewport_size({"width": 1280, "height": 900})
+        page.locator("#draw-canvas").scroll_into_view_if_needed()
+        page.screenshot(path=str(DOCS / "lab.png"), clip={"x": 0, "y": 0, "width": 1280, "height": 900})
+
+
+def test_training_curves_grow_without_reload(browser, run_dir, tmp_path):
+    from cnnlab.lab.targets import RunTarget
+    from cnnlab.train import runs
+
+    live = tmp_path / "live"
+    shutil.copytree(run_dir, live)
+    (live / "metrics.json").unlink()  # still training
+    with Server([RunTarget(live, max_test=50)]) as url:
+        context = browser.new_context()
+        page = context.new_page()
+        errors = []
+        page.on("pageerror", lambda exc: errors.append(str(exc)))
+        open_lab(page, url)
+        page.wait_for_selector("#training-status[data-epochs='1']")
+        rows = runs.read_history(live / "history.csv")
+        runs.write_history(live / "history.csv", rows + [{**rows[0], "epoch": 2, "loss": rows[0]["loss"] / 2}])
+        page.wait_for_selector("#training-status[data-epochs='2']", timeout=10_000)
+        assert "training" in page.locator("#training-status").inner_text()
+        context.close()
+    assert errors == []
+
+
+def test_cat_photo_upload_on_squeezenet(page, lab_url, shared_dir):
+    cat = shared_dir / "images" / "cat.jpg"
+    if page.request.get(f"{lab_url}/api/targets").json()[-1]["kind"] != "pretrained" or not cat.is_file():
+        pytest.skip("the shared SqueezeNet weights or cat photo are absent")
+    open_lab(page, lab_url, target=1)
+    page.locator("#upload").set_input_files(str(cat))
+    wait_js(page, "document.getElementById('input-caption').textContent.startsWith('cat.jpg')")
+    top = bars(page)
+    assert top[0][0] == "Egyptian_cat" and {name for name, _ in top[:3]} == {"Egyptian_cat", "tabby", "tiger_cat"}
+    shoot(page, "prediction")
+    page.get_by_test_id("input").screenshot(path=str(ARTIFACTS / "input-squeezenet.png"))
+    page.get_by_test_id("overview").screenshot(path=str(ARTIFACTS / "overview-squeezenet.png"))
