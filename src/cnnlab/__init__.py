@@ -49,6 +49,16 @@ _API = {
     "activations": ("cnnlab.insight.inspect", "activations"),
     "filters": ("cnnlab.insight.inspect", "filters"),
     "write_report": ("cnnlab.report.html", "write_report"),
+    # attribution: why the network decided
+    "gradcam": ("cnnlab.insight.attribution", "gradcam"),
+    "gradcam_pp": ("cnnlab.insight.attribution", "gradcam_pp"),
+    "layer_sweep": ("cnnlab.insight.attribution", "layer_sweep"),
+    "saliency": ("cnnlab.insight.attribution", "saliency"),
+    "smoothgrad": ("cnnlab.insight.attribution", "smoothgrad"),
+    "integrated_gradients": ("cnnlab.insight.attribution", "integrated_gradients"),
+    "occlusion": ("cnnlab.insight.attribution", "occlusion"),
+    "explain_photo": ("cnnlab.insight.photo", "explain_photo"),
+    "overlay": ("cnnlab.report.overlay", "overlay"),
     "classify": ("cnnlab.models.pretrained", "classify"),
     "load_pretrained": ("cnnlab.models.pretrained", "load_pretrained"),
 }

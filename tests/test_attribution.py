@@ -1,0 +1,448 @@
+"""Attribution maps against Captum, a hand-computed Grad-CAM++ case, and the real SqueezeNet.
+
+The small CNNs run in float64 so that the comparisons at 1e-5 relative test the method,
+not rounding. Captum is a test-only dependency (the `test` extra).
+"""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from cnnlab.errors import CnnlabError
+from cnnlab.insight import attribution as A
+
+captum_attr = pytest.importorskip("captum.attr")
+
+RTOL = 1e-5
+
+
+def method_options(method: str) -> dict:
+    """Small settings that keep each method's test fast."""
+    return {"smoothgrad": {"samples": 4}, "ig": {"steps": 8}, "occlusion": {"window": 4, "stride": 4}}.get(method, {})
+
+
+def small_cnn(classes: int = 7) -> nn.Sequential:
+    torch.manual_seed(0)
+    return nn.Sequential(
+        nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(),  # "0": (N, 4, 12, 12)
+        nn.Conv2d(4, 6, 3), nn.ReLU(), nn.MaxPool2d(2),  # "2": (N, 6, 10, 10) -> 5x5
+        nn.Conv2d(6, 5, 3, padding=1), nn.ReLU(),  # "5": (N, 5, 5, 5)
+        nn.Flatten(), nn.Linear(5 * 5 * 5, classes),
+    ).double().eval()
+
+
+@pytest.fixture
+def model():
+    return small_cnn()
+
+
+@pytest.fixture
+def images():
+    return torch.randn(5, 3, 12, 12, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+
+
+TARGETS = [0, 3, 6, 2, 5]
+
+
+def close(ours: np.ndarray, ref, rtol: float = RTOL) -> None:
+    ref = ref.detach().double().numpy() if isinstance(ref, torch.Tensor) else np.asarray(ref)
+    assert ours.dtype == np.float32 and ours.shape == ref.shape
+    scale = np.abs(ref).max()
+    assert scale > 0, "reference map is all zeros: the comparison would prove nothing"
+    np.testing.assert_allclose(ours, ref, rtol=RTOL, atol=rtol * scale)
+
+
+# --------------------------------------------------------------------------- against Captum
+
+
+@pytest.mark.parametrize("layer", ["0", "2", "5"])
+def test_gradcam_equals_captum_layergradcam_upsampled(model, images, layer):
+    ref = captum_attr.LayerGradCam(model, model[int(layer)]).attribute(images, target=TARGETS, relu_attributions=True)
+    ref = captum_attr.LayerAttribution.interpolate(ref, (12, 12), "bilinear")[:, 0]
+    close(A.gradcam(model, images, TARGETS, layer=layer), ref)
+
+
+def test_gradcam_auto_is_the_last_conv_with_a_map_larger_than_1x1(model, images):
+    np.testing.assert_array_equal(A.gradcam(model, images, TARGETS), A.gradcam(model, images, TARGETS, layer="5"))
+    # A last conv with a 1x1 output is skipped for the one before it.
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.Conv2d(4, 8, 10), nn.Flatten(), nn.Linear(8, 3)).double()
+    np.testing.assert_array_equal(A.gradcam(net, images, 1), A.gradcam(net, images, 1, layer="0"))
+
+
+def test_saliency_equals_captum_saliency(model, images):
+    with pytest.warns(UserWarning, match="required_grads"):  # Captum's note that it set requires_grad itself
+        ref = captum_attr.Saliency(model).attribute(images, target=TARGETS, abs=True)
+    close(A.saliency(model, images, TARGETS), ref.amax(1))
+
+
+def test_integrated_gradients_equals_captum(model, images):
+    baseline = torch.full_like(images, 0.25)
+    ref = captum_attr.IntegratedGradients(model).attribute(images, baselines=baseline, target=TARGETS, n_steps=24,
+                                                           method="gausslegendre")
+    ours = A.integrated_gradients(model, images, TARGETS, baseline=baseline.numpy(), steps=24, batch_size=17)
+    close(ours, ref.sum(1))
+
+
+@pytest.mark.parametrize(("window", "stride"), [(3, 2), ((4, 5), (3, 4)), (12, 1)])
+def test_occlusion_equals_captum_occlusion(model, images, window, stride):
+    w = window if isinstance(window, tuple) else (window, window)
+    s = stride if isinstance(stride, tuple) else (stride, stride)
+    ref = captum_attr.Occlusion(model).attribute(images, sliding_window_shapes=(3, *w), strides=(3, *s),
+                                                 baselines=0.5, target=TARGETS)
+    close(A.occlusion(model, images, TARGETS, window=window, stride=stride, baseline=0.5, batch_size=29), ref[:, 0])
+
+
+# --------------------------------------------------------------------------- Grad-CAM++ by hand
+
+
+def test_gradcam_pp_matches_the_closed_form_of_chattopadhyay_2018():
+    """A conv layer A (2, 4, 4) -> ReLU -> dense: the score S is piecewise linear in A, so
+    g = dS/dA is known exactly and the paper's alphas (eq. 19, with Y = exp(S)) are
+    alpha = g^2 / (2 g^2 + sum_ab A_ab g^3), weights w_k = sum_ij alpha relu(dY/dA_ij)."""
+    torch.manual_seed(3)
+    net = nn.Sequential(nn.Conv2d(1, 2, 3, padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(32, 3)).double()
+    x = torch.randn(1, 1, 4, 4, dtype=torch.float64, generator=torch.Generator().manual_seed(4))
+    target = 2
+    with torch.no_grad():
+        a = net[0](x)[0].numpy()  # (2, 4, 4)
+        s = float(net(x)[0, target])
+    v = net[3].weight[target].detach().numpy().reshape(2, 4, 4)
+    g = v * (a > 0)  # dS/dA through the ReLU
+    weights = np.zeros(2)
+    for k in range(2):
+        for i in range(4):
+            for j in range(4):
+                if g[k, i, j] == 0:
+                    continue
+                d2, d3 = np.exp(s) * g[k, i, j] ** 2, np.exp(s) * g[k, i, j] ** 3  # d2Y/dA2, d3Y/dA3
+                alpha = d2 / (2 * d2 + a[k].sum() * d3)
+                weights[k] += alpha * max(np.exp(s) * g[k, i, j], 0.0)
+    cam = np.maximum((weights[:, None, None] * a).sum(0), 0)
+    ours = A.gradcam_pp(net, x, target, layer="0")[0]  # 4x4 layer on a 4x4 input: no resizing
+    assert cam.max() > 0
+    np.testing.assert_allclose(ours * np.exp(s), cam, rtol=1e-5, atol=1e-7 * cam.max())
+
+
+# --------------------------------------------------------------------------- batching and targets
+
+
+@pytest.mark.parametrize("method", sorted(A.METHODS))
+def test_batched_equals_one_at_a_time(model, images, method):
+    options = method_options(method)
+    batched = A.attribute(model, images, TARGETS, method=method, batch_size=3, **options)
+    single = np.stack([A.attribute(model, images[i], TARGETS[i], method=method, **options)[0]
+                       for i in range(len(images))])
+    np.testing.assert_allclose(batched, single, rtol=1e-5, atol=1e-6 * np.abs(single).max())
+
+
+@pytest.mark.parametrize("method", sorted(A.METHODS))
+def test_each_image_gets_its_own_target(model, images, method):
+    options = method_options(method)
+    same = images[:1].expand(3, -1, -1, -1)
+    maps = A.attribute(model, same, [0, 3, 6], method=method, **options)
+    for i, target in enumerate([0, 3, 6]):
+        np.testing.assert_allclose(maps[i], A.attribute(model, same[:1], target, method=method, **options)[0],
+                                   rtol=1e-5, atol=1e-7)
+    assert not np.allclose(maps[0], maps[1]) and not np.allclose(maps[1], maps[2])
+
+
+def test_predicted_and_actual_targets(model, images):
+    predicted = A.scores(model, images).argmax(1).tolist()
+    np.testing.assert_array_equal(A.saliency(model, images), A.saliency(model, images, predicted))
+    labels = np.array(TARGETS)
+    np.testing.assert_array_equal(A.gradcam(model, images, "actual", labels=labels), A.gradcam(model, images, TARGETS))
+
+
+def test_integrated_gradients_is_complete(model, images):
+    """The maps sum to score(x) - score(baseline), up to the quadrature error, which falls
+    with the step count (ReLU and max-pool kinks keep it from vanishing fast)."""
+    with torch.no_grad():
+        rows = torch.arange(len(images))
+        diff = (model(images)[rows, TARGETS] - model(torch.zeros_like(images))[rows, TARGETS]).numpy()
+    errors = []
+    for steps in (16, 256):
+        sums = A.integrated_gradients(model, images, TARGETS, baseline=0.0, steps=steps, batch_size=512).sum((1, 2))
+        errors.append(np.abs(sums - diff).max() / np.abs(diff).max())
+    assert errors[1] < 2e-3 and errors[1] < errors[0] / 5
+
+
+def test_smoothgrad_is_the_mean_saliency_of_seeded_noisy_copies(model, images):
+    samples, noise = 5, 0.2
+    draws = torch.randn((samples, 3, 12, 12), generator=torch.Generator().manual_seed(7), dtype=torch.float64)
+    sigma = noise * (images.amax((1, 2, 3)) - images.amin((1, 2, 3)))
+    grads = []
+    for k in range(samples):
+        noisy = (images + sigma[:, None, None, None] * draws[k]).clone().requires_grad_(True)
+        score = model(noisy)[torch.arange(len(images)), TARGETS].sum()
+        grads.append(torch.autograd.grad(score, noisy)[0].abs())
+    ref = torch.stack(grads).mean(0).amax(1)
+    close(A.smoothgrad(model, images, TARGETS, samples=samples, noise=noise, seed=7, batch_size=4), ref)
+    np.testing.assert_allclose(A.smoothgrad(model, images, TARGETS, samples=2, noise=0.0),
+                               A.saliency(model, images, TARGETS), rtol=1e-6)
+
+
+def test_layer_sweep_gives_every_conv_layer_in_one_call(model, images):
+    sweep = A.layer_sweep(model, images, TARGETS)
+    assert list(sweep) == ["0", "2", "5"]
+    for name, maps in sweep.items():
+        np.testing.assert_allclose(maps, A.gradcam(model, images, TARGETS, layer=name), rtol=1e-6)
+
+
+def test_block_layers_and_frozen_models(images):
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU()), nn.Flatten(), nn.Linear(400, 3)).double()
+    for p in net.parameters():
+        p.requires_grad_(False)
+    maps = A.gradcam(net, images, 1, layer="0")  # a block holding a conv; no parameter asks for grad
+    assert maps.shape == (5, 12, 12) and maps.max() > 0
+
+
+def test_works_under_inference_mode_and_for_float32_inputs(model, images):
+    expected = A.gradcam(model, images, TARGETS)
+    with torch.inference_mode():
+        frozen = images.clone()
+        got = A.gradcam(model, frozen.float(), TARGETS)
+    np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-6)
+
+
+def test_threads_do_not_see_each_others_passes(model, images):
+    expected = {i: A.gradcam(model, images[i:i + 1].expand(40, -1, -1, -1), TARGETS[i]) for i in range(4)}
+    results, errors = {}, []
+
+    def work(i):
+        try:
+            for _ in range(5):
+                results[i] = A.gradcam(model, images[i:i + 1].expand(40, -1, -1, -1), TARGETS[i], batch_size=8)
+        except Exception as exc:  # reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    for i in range(4):
+        np.testing.assert_array_equal(results[i], expected[i])
+
+
+# --------------------------------------------------------------------------- the model is left as it was
+
+
+def _snapshot(model: nn.Module):
+    return ({k: v.clone() for k, v in model.state_dict().items()},
+            [(n, p.requires_grad, p.grad) for n, p in model.named_parameters()],
+            [m.training for m in model.modules()],
+            [(dict(m._forward_hooks), dict(m._forward_pre_hooks), dict(m._backward_hooks)) for m in model.modules()])
+
+
+def _assert_same(model: nn.Module, before) -> None:
+    state, grads, modes, hooks = _snapshot(model)
+    for key, value in before[0].items():
+        torch.testing.assert_close(state[key], value, rtol=0, atol=0)
+    assert grads == before[1] and modes == before[2] and hooks == before[3]
+
+
+def _mixed_model() -> nn.Module:
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.ReLU(), nn.Dropout(0.5),
+                        nn.Flatten(), nn.Linear(400, 3)).double()
+    net.train()
+    net[1].eval()  # a frozen BatchNorm inside a training model: its own flag must come back too
+    net[0].weight.requires_grad_(False)
+    net[5].register_forward_hook(lambda *a: None)
+    return net
+
+
+@pytest.mark.parametrize("method", sorted(A.METHODS))
+def test_explaining_leaves_the_model_unchanged(images, method):
+    net = _mixed_model()
+    before = _snapshot(net)
+    options = method_options(method)
+    first = A.attribute(net, images, [0, 1, 2, 1, 0], method=method, **options)
+    _assert_same(net, before)
+    # Eval mode while explaining (dropout off, BatchNorm's running statistics untouched): deterministic.
+    np.testing.assert_array_equal(first, A.attribute(net, images, [0, 1, 2, 1, 0], method=method, **options))
+
+
+@pytest.mark.parametrize("method", sorted(A.METHODS))
+def test_model_unchanged_when_explaining_fails_halfway(images, method):
+    net = _mixed_model()
+    before = _snapshot(net)
+    with pytest.raises(CnnlabError, match="target 9 is out of range"):  # found only after a forward pass
+        A.attribute(net, images, [0, 1, 9, 1, 0], method=method, batch_size=2, **method_options(method))
+    _assert_same(net, before)
+
+    class Breaks(nn.Module):  # raises inside the forward pass, after the hooks have fired
+        def forward(self, x):
+            raise RuntimeError("boom")
+
+    net.append(Breaks())
+    before = _snapshot(net)
+    with pytest.raises(CnnlabError, match="boom"):
+        A.attribute(net, images, 0, method=method, **method_options(method))
+    _assert_same(net, before)
+
+
+# --------------------------------------------------------------------------- bad input
+
+
+def test_bad_layers_list_the_conv_layers(model, images):
+    with pytest.raises(CnnlabError, match=r"no layer 'features\.9'.*conv layers: 0, 2, 5"):
+        A.gradcam(model, images, 0, layer="features.9")
+    with pytest.raises(CnnlabError, match=r"layer '1' is a ReLU, not a convolution.*0, 2, 5"):
+        A.gradcam(model, images, 0, layer="1")
+    dense = nn.Sequential(nn.Flatten(), nn.Linear(432, 3)).double()
+    with pytest.raises(CnnlabError, match="has no Conv2d layer.*saliency"):
+        A.gradcam_pp(dense, images, 0)
+    assert A.saliency(dense, images, 0).shape == (5, 12, 12)  # input-gradient methods need no conv
+
+
+@pytest.mark.parametrize(("targets", "message"), [
+    (7, "target 7 is out of range: the model has 7 classes"),
+    (-1, "target -1 is out of range"),
+    ([1, 2], "2 targets for 5 images"),
+    (1.5, "not class indices"),
+    ("actual", "needs labels="),
+    ("best", "not 'predicted', 'actual'"),
+])
+def test_bad_targets(model, images, targets, message):
+    with pytest.raises(CnnlabError, match=message):
+        A.gradcam(model, images, targets)
+
+
+def test_bad_images_and_options(model, images):
+    with pytest.raises(CnnlabError, match=r"cannot take images of shape \(3, 20, 20\)"):
+        A.saliency(model, torch.zeros(1, 3, 20, 20))
+    with pytest.raises(CnnlabError, match=r"cannot take images of shape \(1, 12, 12\)"):
+        A.gradcam(model, torch.zeros(2, 1, 12, 12))
+    with pytest.raises(CnnlabError, match="images are uint8"):
+        A.gradcam(model, np.zeros((1, 3, 12, 12), np.uint8))
+    with pytest.raises(CnnlabError, match="empty batch"):
+        A.gradcam(model, images[:0])
+    with pytest.raises(CnnlabError, match="window 13"):
+        A.occlusion(model, images, 0, window=13)
+    with pytest.raises(CnnlabError, match="does not broadcast"):
+        A.integrated_gradients(model, images, 0, baseline=np.zeros(5))
+    with pytest.raises(CnnlabError, match="steps must be"):
+        A.integrated_gradients(model, images, 0, steps=1)
+    with pytest.raises(CnnlabError, match="unknown method 'lime'"):
+        A.attribute(model, images, 0, method="lime")
+
+
+# --------------------------------------------------------------------------- photos and the real SqueezeNet
+
+
+@pytest.fixture(scope="module")
+def squeezenet(shared_dir):
+    from cnnlab.models.pretrained import load_pretrained
+
+    path = shared_dir / "models" / "squeezenet1_1-imagenet.pth"
+    if not path.is_file():
+        pytest.skip(f"{path} is absent")
+    return load_pretrained("squeezenet1_1", weights=path, progress=False)
+
+
+def test_gradcam_of_the_cat_photo_lies_on_the_cat(squeezenet, shared_dir):
+    from cnnlab.insight.photo import explain_photo
+
+    photo = shared_dir / "images" / "cat.jpg"
+    if not photo.is_file():
+        pytest.skip(f"{photo} is absent")
+    result = explain_photo(photo, model=squeezenet)
+    assert result.target_name == "Egyptian_cat" == result.top[0][1] and result.layer == "classifier.1"
+    cam = result.map
+    assert cam.shape == (720, 1280)  # the photo's own size
+    left, top, right, bottom = result.crop
+    assert (left, top, right, bottom) == (326, 45, 956, 675)  # 256-resize + centre 224 crop, in photo pixels
+    outside = np.ones_like(cam, dtype=bool)
+    outside[top:bottom, left:right] = False
+    assert cam[outside].max() == 0
+    # Where the cat is, in fractions of the photo (checked by eye): the head x 36-68 %,
+    # y 5-70 %, the body x 25-70 %, y 50-100 %; the rest of the crop is floor, carpet and
+    # the other cat's tail. The cat fills 78 % of the crop, so a map blind to it would put
+    # about 78 % of its mass there at an even density.
+    h, w = cam.shape
+    peak_y, peak_x = np.unravel_index(cam.argmax(), cam.shape)
+    assert 0.36 < peak_x / w < 0.68 and 0.05 < peak_y / h < 0.70  # the peak on the head
+    cat = np.zeros_like(cam, dtype=bool)
+    for x0, x1, y0, y1 in ((0.36, 0.68, 0.05, 0.70), (0.25, 0.70, 0.50, 1.0)):
+        cat[int(y0 * h):int(y1 * h), int(x0 * w):int(x1 * w)] = True
+    assert cam[cat].sum() / cam.sum() > 0.8
+    assert cam[cat & ~outside].mean() > 1.3 * cam[~cat & ~outside].mean()
+
+
+def test_explain_photo_methods_targets_and_bad_input(squeezenet, tmp_path):
+    from PIL import Image
+
+    from cnnlab.insight.photo import explain_photo
+
+    rng = np.random.default_rng(0)
+    path = tmp_path / "tall.png"
+    Image.fromarray(rng.integers(0, 256, (300, 200, 3), dtype=np.uint8)).save(path)
+    result = explain_photo(path, model=squeezenet, method="saliency", target="tabby")
+    assert result.map.shape == (300, 200) and result.target == 281 and result.layer is None
+    # 200x300 -> 256x384, centre 224 crop at (16, 80); back in photo pixels x 200/256, y 300/384.
+    assert result.crop == (12, 62, 188, 238)
+    assert result.map[:, :12].max() == 0 and result.map[62:238, 12:188].min() > 0
+    pp = explain_photo(path, model=squeezenet, method="gradcam++", target=3, layer="features.12")
+    assert pp.target == 3 and pp.layer == "features.12"
+    with pytest.raises(CnnlabError, match="not 'predicted', a class index or an ImageNet class name"):
+        explain_photo(path, model=squeezenet, target="unicorn")
+    with pytest.raises(CnnlabError, match="no pretrained network 'alexnet'"):
+        explain_photo(path, model="alexnet")
+    with pytest.raises(CnnlabError, match="not found"):
+        explain_photo(tmp_path / "missing.jpg", model=squeezenet)
+    (tmp_path / "junk.jpg").write_bytes(b"not a photo")
+    with pytest.raises(CnnlabError, match="not a readable image"):
+        explain_photo(tmp_path / "junk.jpg", model=squeezenet)
+
+
+def test_huge_photos_are_decoded_at_a_reduced_size(tmp_path):
+    from PIL import Image
+
+    from cnnlab.insight.photo import _crop_box, load_photo
+    from cnnlab.models.pretrained import preprocess
+
+    big = Image.linear_gradient("L").resize((4096, 3072)).convert("RGB")
+    big.save(tmp_path / "big.jpg", quality=80)
+    big.save(tmp_path / "big.png")
+    for name in ("big.jpg", "big.png"):
+        img, size = load_photo(tmp_path / name)
+        assert size == (4096, 3072)
+        assert 512 <= min(img.size) < 1024  # JPEG: DCT-scaled to 1/4 while decoding; PNG: reduced after
+        assert img.size[0] / img.size[1] == pytest.approx(4 / 3, rel=0.01)
+        assert preprocess(img).shape == (3, 224, 224)
+        left, top, right, bottom = _crop_box(*size, img.size)
+        assert right - left == pytest.approx(bottom - top, abs=2) and right - left == pytest.approx(3072 * 224 / 256, abs=8)
+
+
+# --------------------------------------------------------------------------- overlays
+
+
+def test_overlay_blends_a_colour_blind_safe_colormap():
+    from matplotlib import colormaps
+
+    from cnnlab.report.overlay import overlay
+
+    image = np.full((4, 5), 200, np.uint8)
+    heat = np.linspace(0, 2, 20).reshape(4, 5)
+    assert np.array_equal(overlay(image, heat, alpha=0.0), np.full((4, 5, 3), 200, np.uint8))
+    full = overlay(image, heat, alpha=1.0, cmap="viridis")
+    assert full.dtype == np.uint8 and full.shape == (4, 5, 3)
+    np.testing.assert_allclose(full[-1, -1], np.array(colormaps["viridis"](1.0)[:3]) * 255, atol=1)
+    np.testing.assert_allclose(full[0, 0], np.array(colormaps["viridis"](0.0)[:3]) * 255, atol=1)
+    half = overlay(np.zeros((4, 5, 3), np.float32), heat, alpha=0.5)
+    np.testing.assert_allclose(half[-1, -1], np.array(colormaps["cividis"](1.0)[:3]) * 255 / 2, atol=1)
+    with pytest.raises(CnnlabError, match="not colour-blind safe"):
+        overlay(image, heat, cmap="jet")
+    with pytest.raises(CnnlabError, match="does not match"):
+        overlay(image, heat.T)
+    with pytest.raises(CnnlabError, match="opacity"):
+        overlay(image, heat, alpha=1.5)
