@@ -1,6 +1,6 @@
 """Target 2 of the speed issue: time to a test accuracy with cnnlab's recipes.
 
-For each recipe (cnnlab.train.recipes) and seed: the data is loaded first (not timed), then the
+For each recipe (cnnlab.train.config) and seed: the data is loaded first (not timed), then the
 clock runs from the start of training to the end of the final evaluation on the 10,000
 official test images. Prints each run, then the median time and the worst accuracy.
 
@@ -56,8 +56,8 @@ def time_recipe(name: str, seed: int, root: str, device: str, overrides: dict | 
     from cnnlab.data import channel_stats, load
     from cnnlab.data.transforms import to_tensor
     from cnnlab.models import build
+    from cnnlab.train.config import get_recipe
     from cnnlab.train.loop import evaluate_loss_accuracy, fit
-    from cnnlab.train.recipes import get_recipe
 
     recipe = get_recipe(name)
     ds = load(recipe.data, root=root, progress=False)

@@ -15,7 +15,7 @@ import torch
 from cnnlab.cli import main
 from cnnlab.train.runs import load_checkpoint, load_run
 
-SMALL = ["--data", "mnist", "--train-size", "512", "--batch-size", "64", "--offline", "--verbose", "0"]
+SMALL = ["--data", "mnist", "--train-size", "512", "--batch-size", "64", "--offline", "--quiet"]
 
 
 @pytest.fixture(autouse=True)
@@ -54,7 +54,7 @@ def test_resume_continues_to_the_same_weights(tmp_path):
     common = ["train", *SMALL, "--model", "intro-cnn", "--no-report", "--seed", "3"]
     assert main([*common, "--epochs", "3", "--out", str(straight)]) == 0
     assert main([*common, "--epochs", "1", "--out", str(split)]) == 0
-    assert main(["train", "--resume", str(split), "--epochs", "3", "--offline", "--no-report", "--verbose", "0"]) == 0
+    assert main(["train", "--resume", str(split), "--epochs", "3", "--offline", "--no-report", "--quiet"]) == 0
     a, b = load_checkpoint(straight / "last.pt"), load_checkpoint(split / "last.pt")
     assert a["epoch"] == b["epoch"] == 3
     for k, v in a["model"].items():
@@ -71,7 +71,7 @@ def test_resume_continues_to_the_same_weights(tmp_path):
 ])
 def test_bad_input_is_one_line_and_writes_nothing(tmp_path, capsys, args, message):
     out = tmp_path / "run"
-    assert main(["train", "--offline", "--verbose", "0", "--out", str(out), *args]) == 2
+    assert main(["train", "--offline", "--quiet", "--out", str(out), *args]) == 2
     err = capsys.readouterr().err
     assert message in err and err.count("\n") == 1 and "Traceback" not in err
     assert not out.exists()
@@ -94,7 +94,7 @@ def test_ctrl_c_keeps_finished_epochs_and_resume_finishes(tmp_path, datasets_roo
     done = load_checkpoint(out / "last.pt")["epoch"]
     assert 1 <= done < 200
     assert len(load_run(out).history) == done
-    code = main(["train", "--resume", str(out), "--epochs", str(done + 1), "--offline", "--no-report", "--verbose", "0"])
+    code = main(["train", "--resume", str(out), "--epochs", str(done + 1), "--offline", "--no-report", "--quiet"])
     assert code == 0
     assert load_checkpoint(out / "last.pt")["epoch"] == done + 1
     assert json.loads((out / "config.json").read_text())["train"]["epochs"] == done + 1
@@ -103,7 +103,39 @@ def test_ctrl_c_keeps_finished_epochs_and_resume_finishes(tmp_path, datasets_roo
 def test_recipe_fills_the_config_and_flags_override(tmp_path):
     out = tmp_path / "run"
     assert main(["train", "--recipe", "mnist-fast", "--train-size", "512", "--epochs", "1", "--offline",
-                 "--verbose", "0", "--out", str(out), "--no-report", "--seed", "5"]) == 0
+                 "--quiet", "--out", str(out), "--no-report", "--seed", "5"]) == 0
     cfg = load_run(out).config
     assert cfg["model"] == "mnist-fast" and cfg["train"]["lr"] == 0.01 and cfg["train"]["schedule"] == "onecycle"
     assert cfg["train"]["seed"] == 5 and cfg["train_size"] == 512
+
+
+def _history(path):
+    return [{k: v for k, v in e.items() if k != "seconds"} for e in load_run(path).history]
+
+
+def test_print_config_then_config_repeats_the_run(tmp_path, capsys):
+    first, again = tmp_path / "first", tmp_path / "again"
+    typed = [*SMALL, "--model", "intro-cnn", "--epochs", "2", "--seed", "4", "--lr", "0.003", "--augment", "crop=1"]
+    assert main(["train", *typed, "--print-config"]) == 0
+    config = tmp_path / "c.toml"
+    config.write_text(capsys.readouterr().out)
+    assert not first.exists()  # --print-config trains nothing
+    assert main(["train", *typed, "--out", str(first), "--no-report"]) == 0
+    assert main(["train", "--config", str(config), "--offline", "--out", str(again), "--no-report"]) == 0
+    assert load_run(again).config["train"] == load_run(first).config["train"]
+    assert _history(again) == _history(first) and len(_history(first)) == 2
+
+
+def test_resume_applies_typed_options_to_the_remaining_epochs(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["train", *SMALL, "--model", "intro-cnn", "--epochs", "1", "--out", str(out), "--no-report"]) == 0
+    assert main(["train", "--resume", str(out), "--model", "mnist-cnn", "--epochs", "2", "--offline"]) == 2
+    assert "cannot change model of a run being resumed" in capsys.readouterr().err
+    assert main(["train", "--resume", str(out), "--epochs", "2", "--lr", "0.0005", "--batch-size", "128",
+                 "--label-smoothing", "0.1", "--monitor", "loss", "--offline", "--no-report", "--quiet"]) == 0
+    train = load_run(out).config["train"]
+    assert (train["epochs"], train["lr"], train["batch_size"], train["label_smoothing"], train["monitor"]) == \
+        (2, 0.0005, 128, 0.1, "loss")
+    history = load_run(out).history
+    assert history[0]["lr"] == pytest.approx(0.001) and history[1]["lr"] == pytest.approx(0.0005)
+    assert load_checkpoint(out / "last.pt")["optimizer"]["param_groups"][0]["initial_lr"] == 0.0005

@@ -185,7 +185,7 @@ def test_cli_trains_on_cuda_end_to_end(tmp_path, datasets_root, monkeypatch):
     monkeypatch.setenv("CNNLAB_DATA", str(datasets_root))
     out = tmp_path / "run"
     code = main(["train", "--data", "mnist", "--train-size", "4096", "--model", "mnist-cnn", "--epochs", "2",
-                 "--batch-size", "256", "--device", "cuda", "--offline", "--verbose", "0", "--out", str(out)])
+                 "--batch-size", "256", "--device", "cuda", "--offline", "--quiet", "--out", str(out)])
     assert code == 0
     run = load_run(out)
     assert run.config["train"]["device"] == "cuda"

@@ -71,7 +71,7 @@ def test_a_rank_that_dies_ends_the_run_with_an_error(tmp_path):
 def test_cli_end_to_end_on_mnist_subset(tmp_path, datasets_root):
     out = tmp_path / "run"
     cmd = [*TORCHRUN, "-m", "cnnlab", "train", "--data", "mnist", "--model", "intro-cnn", "--train-size", "1024",
-           "--epochs", "2", "--batch-size", "128", "--out", str(out), "--no-report", "--offline", "--verbose", "0",
+           "--epochs", "2", "--batch-size", "128", "--out", str(out), "--no-report", "--offline", "--quiet",
            "--device", "cpu"]
     proc = subprocess.run(cmd, env=_env(CNNLAB_DATA=str(datasets_root)), capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -86,7 +86,7 @@ def test_cli_end_to_end_on_mnist_subset(tmp_path, datasets_root):
 
 def test_batch_size_must_divide_by_world_size(tmp_path, datasets_root):
     cmd = [*TORCHRUN, "-m", "cnnlab", "train", "--data", "mnist", "--model", "intro-cnn", "--train-size", "256",
-           "--epochs", "1", "--batch-size", "63", "--out", str(tmp_path / "r"), "--offline", "--verbose", "0",
+           "--epochs", "1", "--batch-size", "63", "--out", str(tmp_path / "r"), "--offline", "--quiet",
            "--device", "cpu"]
     proc = subprocess.run(cmd, env=_env(CNNLAB_DATA=str(datasets_root)), capture_output=True, text=True, timeout=300)
     assert proc.returncode != 0

@@ -5,7 +5,7 @@ import torch
 
 from cnnlab.errors import CnnlabError
 from cnnlab.models import build
-from cnnlab.train.recipes import RECIPES, get_recipe
+from cnnlab.train.config import RECIPES, get_recipe
 
 SHAPES = {"mnist": (28, 28, 1), "cifar10": (32, 32, 3)}
 

@@ -37,12 +37,15 @@ _API = {
     "summarize": ("cnnlab.models.summary", "summarize"),
     # training and runs
     "fit": ("cnnlab.train.loop", "fit"),
-    "TrainConfig": ("cnnlab.train.loop", "TrainConfig"),
+    "TrainConfig": ("cnnlab.train.config", "TrainConfig"),
+    "Hyperparams": ("cnnlab.train.config", "Hyperparams"),
+    "Runtime": ("cnnlab.train.config", "Runtime"),
+    "with_overrides": ("cnnlab.train.config", "with_overrides"),
     "Augment": ("cnnlab.data.transforms", "Augment"),
-    "RunConfig": ("cnnlab.train.experiment", "RunConfig"),
+    "RunConfig": ("cnnlab.train.config", "RunConfig"),
     "train_run": ("cnnlab.train.experiment", "train_run"),
     "resume_run": ("cnnlab.train.experiment", "resume_run"),
-    "RECIPES": ("cnnlab.train.recipes", "RECIPES"),
+    "RECIPES": ("cnnlab.train.config", "RECIPES"),
     "load_run": ("cnnlab.train.runs", "load_run"),
     # insight
     "evaluate_run": ("cnnlab.insight.evaluate", "evaluate_run"),

@@ -27,7 +27,8 @@ MOVED = {
     "cnnlab.device": "cnnlab.train.device",
     "cnnlab.memory": "cnnlab.train.memory",
     "cnnlab.experiment": "cnnlab.train.experiment",
-    "cnnlab.recipes": "cnnlab.train.recipes",
+    "cnnlab.recipes": "cnnlab.train.config",
+    "cnnlab.train.recipes": "cnnlab.train.config",  # the recipes joined the config classes
     "cnnlab.evaluate": "cnnlab.insight.evaluate",
     "cnnlab.inspect": "cnnlab.insight.inspect",
     "cnnlab.plots": "cnnlab.report.plots",

@@ -1,12 +1,29 @@
-"""`cnnlab train`: train a model on a dataset into a run directory (also under torchrun)."""
+"""`cnnlab train`: train a model on a dataset into a run directory (also under torchrun).
+
+The settings' flags are made from the configuration's fields (``cnnlab.train.config``):
+each flag defaults to None, meaning "not typed", so whatever a user types wins over the
+recipe and the config file, even when it equals the built-in default.
+"""
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
+import typing
 from pathlib import Path
 
+from cnnlab.cli import options
 from cnnlab.errors import CnnlabError
+
+EPILOG = """precedence: built-in defaults < --recipe < --config FILE < options typed here.
+with --resume: data, model, train size, validation size, normalisation, seed and optimizer
+are those of the finished epochs (typing another value is an error); every other option
+applies to the remaining epochs and is recorded in the run's config.json.
+examples:
+  cnnlab train --recipe mnist-fast --batch-size 128
+  cnnlab train --recipe mnist-fast --print-config > fast.toml
+  cnnlab train --config fast.toml --epochs 2 --out runs/fast2"""
 
 
 def register(sub) -> None:
@@ -16,111 +33,143 @@ def register(sub) -> None:
         description="Train a model (a name from `cnnlab models` or a one-line spec) on a dataset and write "
         "runs/NAME/ (config.json, history.csv, last.pt, best.pt, metrics.json, report.html). "
         "Under `torchrun --nproc-per-node=N -m cnnlab train ...` it trains data-parallel.",
+        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--recipe", help="start from a named preset (cnnlab.train.recipes): mnist-fast, tutorial-mnist-cnn, ...; "
-                   "options given explicitly override it")
-    p.add_argument("--data", default="mnist", help="mnist, fashion-mnist, cifar10 or folder:PATH (default mnist)")
-    p.add_argument("--model", default="mnist-cnn", help="model name or spec (default mnist-cnn)")
+    p.add_argument("--recipe", help="start from a named preset: " + ", ".join(_recipe_names()))
+    p.add_argument("--config", type=Path, metavar="FILE", help="settings from a TOML file (as --print-config writes)")
+    p.add_argument("--print-config", action="store_true",
+                   help="print the fully resolved configuration as TOML and exit (feed it back with --config)")
     p.add_argument("--out", type=Path, help="run directory (default runs/DATA-MODEL)")
     p.add_argument("--resume", type=Path, metavar="RUN_DIR", help="continue an interrupted run from its last checkpoint")
     p.add_argument("--overwrite", action="store_true", help="replace an existing run directory")
-    p.add_argument("--epochs", type=int, default=None, help="epochs (default 10; with --resume: the new total)")
-    p.add_argument("--batch-size", type=int, default=128, help="global batch size (default 128)")
-    p.add_argument("--steps-per-epoch", type=int, help="batches per epoch (default: one pass over the data)")
-    p.add_argument("--train-size", type=int, help="train on the first N training images")
-    p.add_argument("--val-size", type=float, default=0,
-                   help="hold out a fraction (or count) of training data for validation (default: validate on test)")
-    p.add_argument("--optimizer", default="adam", choices=["adam", "adamw", "sgd", "adadelta"])
-    p.add_argument("--lr", type=float, help="learning rate (default: the optimizer's usual one)")
     p.add_argument("--lr-scale-batch", type=int, metavar="B0",
-                   help="linear scaling rule: multiply --lr by batch-size/B0 (explicit, never silent)")
-    p.add_argument("--momentum", type=float, default=0.0, help="SGD momentum (e.g. 0.9)")
-    p.add_argument("--nesterov", action="store_true", help="Nesterov momentum (SGD)")
-    p.add_argument("--decay", type=float, default=0.0, help="Keras time-based decay: lr / (1 + decay * iteration)")
-    p.add_argument("--weight-decay", type=float, default=0.0)
-    p.add_argument("--schedule", default="constant", choices=["constant", "step", "cosine", "onecycle"])
-    p.add_argument("--label-smoothing", type=float, default=0.0)
-    p.add_argument("--augment", help="e.g. shift=0.1,flip-h,rotation=10,crop=4")
-    p.add_argument("--eval-flip", action="store_true",
-                   help="evaluate on each image and its mirror, averaged (test-time augmentation, e.g. CIFAR-10)")
-    p.add_argument("--normalize", default="none", choices=["none", "featurewise"],
-                   help="featurewise: subtract the training set's per-channel mean, divide by its std")
-    p.add_argument("--early-stopping", type=int, metavar="PATIENCE", help="stop after PATIENCE epochs without improvement")
-    p.add_argument("--monitor", default="val_loss", choices=["loss", "accuracy", "val_loss", "val_accuracy"])
-    p.add_argument("--restore-best", action="store_true", help="end with the best epoch's weights")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:1")
-    p.add_argument("--compile", action="store_true", help="torch.compile the model (pays off on long runs)")
-    p.add_argument("--no-cuda-graphs", dest="cuda_graphs", action="store_false",
-                   help="on CUDA, run each step op by op instead of replaying it as a CUDA graph")
-    p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"],
-                   help="auto: bf16 mixed precision on CUDA, fp32 on the CPU")
-    p.add_argument("--verbose", type=int, default=1, choices=[0, 1, 2], help="0 silent, 1 progress bars, 2 a line per epoch")
-    p.add_argument("--offline", action="store_true", help="never download data")
+                   help="linear scaling rule: multiply the learning rate by batch-size/B0 (explicit, never silent)")
+    add_setting_flags(p)
+    options.add_verbosity(p, quiet="no output while training", default=None, levels=True,
+                          verbose="one line per epoch instead of a progress bar")
+    options.add_offline(p)
     p.add_argument("--no-report", action="store_true", help="skip the HTML report at the end")
     p.set_defaults(func=run)
-    p.set_defaults(parser_defaults={a.dest: a.default for a in p._actions})
 
 
-# Options a --recipe may be overridden by, as (argparse dest, TrainConfig or RunConfig field).
-_TRAIN_OVERRIDES = {"epochs": "epochs", "batch_size": "batch_size", "steps_per_epoch": "steps_per_epoch",
-                    "optimizer": "optimizer", "lr": "lr", "schedule": "schedule", "seed": "seed",
-                    "compile": "compile", "precision": "precision", "cuda_graphs": "cuda_graphs", "verbose": "verbose",
-                    "label_smoothing": "label_smoothing"}
-_RUN_OVERRIDES = ("data", "model", "train_size", "val_size", "normalize")
+def _recipe_names() -> list[str]:
+    from cnnlab.train.config import RECIPES
+
+    return list(RECIPES)
 
 
-def _from_recipe(args: argparse.Namespace, device: str):
-    from dataclasses import replace
-
-    from cnnlab.train.recipes import get_recipe
-
-    recipe = get_recipe(args.recipe)
-    defaults = args.parser_defaults
-    changed = {dest for dest in (*_TRAIN_OVERRIDES, *_RUN_OVERRIDES) if getattr(args, dest) != defaults[dest]}
-    train = replace(recipe.train, device=device,
-                    **{field: getattr(args, dest) for dest, field in _TRAIN_OVERRIDES.items() if dest in changed})
-    return replace(recipe, train=train, **{dest: getattr(args, dest) for dest in _RUN_OVERRIDES if dest in changed})
+def _number(text: str) -> int | float:
+    """An int when it reads as one (a count for --val-size), else a float."""
+    try:
+        return int(text)
+    except ValueError:
+        try:
+            return float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
 
 
-def _configs(args: argparse.Namespace, device: str):
-    from cnnlab.data.transforms import Augment
-    from cnnlab.train.experiment import RunConfig
-    from cnnlab.train.loop import TrainConfig
+def add_setting_flags(p: argparse.ArgumentParser) -> None:
+    """One flag per configuration setting (--batch-size for batch_size, ...), default None."""
+    from cnnlab.train.config import Hyperparams, RunConfig, Runtime, all_settings
 
-    if args.recipe:
-        return _from_recipe(args, device)
-    lr = args.lr
+    hints = {**typing.get_type_hints(RunConfig), **typing.get_type_hints(Hyperparams),
+             **typing.get_type_hints(Runtime)}
+    for name, f in all_settings().items():
+        if not f.metadata["flag"]:
+            continue
+        hint = hints[name]
+        if type(None) in typing.get_args(hint):  # X | None: the flag gives an X
+            hint = next(a for a in typing.get_args(hint) if a is not type(None))
+        text = f.metadata["help"]
+        kwargs = {"dest": name, "default": None, "choices": f.metadata["choices"],
+                  "help": text if "default" in text else f"{text} (default {_shown(f)})"}
+        if hint is bool:
+            kwargs["action"] = argparse.BooleanOptionalAction
+        elif typing.get_origin(hint) is tuple:
+            kwargs.update(nargs=len(typing.get_args(hint)), type=float, metavar=("B1", "B2"))
+        elif hint in (int, float):
+            kwargs.update(type=int if hint is int else _number, metavar="N" if hint is int else "X")
+        else:
+            kwargs.update(type=str, metavar=None if kwargs["choices"] else name.upper())
+        p.add_argument("--" + name.replace("_", "-"), **kwargs)
+
+
+def _shown(f: dataclasses.Field) -> str:
+    from cnnlab.train.config_file import augment_text
+
+    value = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+    if value is None:
+        return "unset"
+    if isinstance(value, (bool, tuple)):
+        return str(value).lower() if isinstance(value, bool) else " ".join(map(str, value))
+    return str(value) if not hasattr(value, "active") else augment_text(value)
+
+
+# Options of this command that are not settings, and may not come with --resume.
+_NEW_RUN_ONLY = {"recipe": "--recipe", "out": "--out", "overwrite": "--overwrite"}
+
+
+def typed_settings(args: argparse.Namespace) -> dict:
+    """The settings typed on the command line (a flag left at None was not typed)."""
+    from cnnlab.train.config import all_settings
+
+    given = {name: getattr(args, name) for name in all_settings() if getattr(args, name, None) is not None}
+    if args.verbosity is not None:
+        given["verbose"] = args.verbosity
+    return given
+
+
+def resolve(args: argparse.Namespace):
+    """(the RunConfig to train, the changes for --resume): defaults < recipe < file < typed options."""
+    from cnnlab.train.config import RunConfig, get, get_recipe, resume_config, with_overrides
+    from cnnlab.train.config_file import read_config
+    from cnnlab.train.experiment import config_of
+
+    changes = {**(read_config(args.config) if args.config else {}), **typed_settings(args)}
+    if args.resume:
+        for dest, flag in _NEW_RUN_ONLY.items():
+            if getattr(args, dest):
+                raise CnnlabError(f"{flag} cannot be used with --resume: a resumed run keeps its directory "
+                                  "and configuration (options typed with --resume change the remaining epochs)")
+        base = config_of(args.resume)
+        cfg = resume_config(base, **changes)
+    else:
+        base = get_recipe(args.recipe) if args.recipe else RunConfig()
+        cfg = with_overrides(base, **changes)
     if args.lr_scale_batch:
-        from cnnlab.train.optim import DEFAULT_LR
+        cfg = with_overrides(cfg, lr=_scaled_lr(cfg, args.lr_scale_batch))
+        changes["lr"] = cfg.train.lr
+    return cfg, {name: get(cfg, name) for name in changes}  # as the config holds them (a tuple, not a list)
 
-        lr = (lr or DEFAULT_LR[args.optimizer]) * args.batch_size / args.lr_scale_batch
-    train = TrainConfig(
-        epochs=args.epochs or 10, batch_size=args.batch_size, steps_per_epoch=args.steps_per_epoch,
-        optimizer=args.optimizer, lr=lr, momentum=args.momentum, nesterov=args.nesterov, decay=args.decay,
-        weight_decay=args.weight_decay, schedule=args.schedule, label_smoothing=args.label_smoothing,
-        augment=Augment.parse(args.augment), seed=args.seed, early_stopping=args.early_stopping,
-        monitor=args.monitor, restore_best=args.restore_best, device=device, compile=args.compile,
-        precision=args.precision, cuda_graphs=args.cuda_graphs,
-        eval_flip=args.eval_flip,
-        verbose=args.verbose,
-    )
-    return RunConfig(data=args.data, model=args.model, train_size=args.train_size, val_size=args.val_size,
-                     normalize=args.normalize, train=train)
+
+def _scaled_lr(cfg, b0: int) -> float:
+    from cnnlab.train.optim import DEFAULT_LR
+
+    if b0 < 1:
+        raise CnnlabError(f"--lr-scale-batch must be at least 1, got {b0}")
+    return (cfg.train.lr or DEFAULT_LR[cfg.train.optimizer]) * cfg.train.batch_size / b0
 
 
 def run(args: argparse.Namespace) -> int:
     from cnnlab.train import distributed as dist
+    from cnnlab.train.config import with_overrides
+    from cnnlab.train.config_file import to_toml
     from cnnlab.train.experiment import resume_run, train_run
 
-    device = dist.setup(args.device)
+    cfg, changes = resolve(args)
+    if args.print_config:
+        print(to_toml(cfg, header=_HEADER), end="")
+        return 0
+    device = dist.setup(cfg.train.device)
     main = dist.is_main()  # remembered: after teardown every process looks like rank 0
     out = args.resume or args.out or "RUN_DIR"
     try:
         if args.resume:
-            path, history = resume_run(args.resume, epochs=args.epochs, download=not args.offline)
+            changes.update({"device": device} if device != cfg.train.device else {})
+            path, history = resume_run(args.resume, changes=changes, download=not args.offline)
         else:
-            cfg = _configs(args, device)
+            cfg = with_overrides(cfg, device=device)
             out = args.out or Path("runs") / f"{cfg.data.replace(':', '-').replace('/', '-')}-{cfg.model}"
             path, history = train_run(cfg, out, overwrite=args.overwrite, download=not args.offline)
     except KeyboardInterrupt:
@@ -139,6 +188,10 @@ def run(args: argparse.Namespace) -> int:
         _report(path)
     print(f"run directory: {path}")
     return 0
+
+
+_HEADER = """cnnlab train configuration: `cnnlab train --config FILE` repeats this run.
+Precedence: built-in defaults < --recipe < this file < options typed on the command line."""
 
 
 def _report(path: Path) -> None:

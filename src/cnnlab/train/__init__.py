@@ -8,7 +8,9 @@ names load lazily, so ``cnnlab.train.memory`` (used by every command) does not i
 import importlib
 
 _LAZY = {name: "cnnlab.train.loop" for name in
-         ("EpochEnd", "History", "TrainConfig", "TrainingError", "evaluate_loss_accuracy", "fit")}
+         ("EpochEnd", "History", "TrainingError", "evaluate_loss_accuracy", "fit")}
+_LAZY.update({name: "cnnlab.train.config" for name in
+              ("Hyperparams", "RECIPES", "Runtime", "RunConfig", "TrainConfig", "get_recipe", "with_overrides")})
 __all__ = sorted(_LAZY)
 
 

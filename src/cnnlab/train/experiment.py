@@ -7,7 +7,6 @@ interrupted run up from its last checkpoint. Notebooks call these directly.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
@@ -15,25 +14,8 @@ import torch
 from cnnlab.errors import CnnlabError
 from cnnlab.train import distributed as dist
 from cnnlab.train import runs
-from cnnlab.train.loop import History, TrainConfig, evaluate_loss_accuracy, fit
-
-
-@dataclass(frozen=True)
-class RunConfig:
-    """What to train on and how; saved (with the data's shapes and classes) as config.json."""
-
-    data: str = "mnist"
-    model: str = "mnist-cnn"  # a name from cnnlab.models.MODELS or a one-line spec
-    train_size: int | None = None  # take the first N training images (the tutorials use 20,000)
-    val_size: float = 0  # fraction (or count) held out of training; 0: validate on the test set
-    normalize: str = "none"  # "featurewise": per-channel mean/std of the training set
-    train: TrainConfig = field(default_factory=TrainConfig)
-
-    def __post_init__(self) -> None:
-        if self.normalize not in ("none", "featurewise"):
-            raise CnnlabError(f"normalize must be 'none' or 'featurewise', got {self.normalize!r}")
-        if self.train_size is not None and self.train_size < 1:
-            raise CnnlabError(f"train_size must be at least 1, got {self.train_size}")
+from cnnlab.train.config import RunConfig, TrainConfig, resume_config, settings, with_overrides
+from cnnlab.train.loop import History, evaluate_loss_accuracy, fit
 
 
 def _prepare(cfg: RunConfig, download: bool):
@@ -99,28 +81,32 @@ def train_run(cfg: RunConfig, out, *, overwrite: bool = False, download: bool = 
 
 
 def config_of(run_path) -> RunConfig:
-    run = runs.load_run(run_path)
-    c = run.config
-    fields = {k: c[k] for k in ("data", "model", "train_size", "val_size", "normalize") if k in c}
-    return RunConfig(**fields, train=TrainConfig.from_dict(c.get("train", {})))
+    """The RunConfig a run directory was trained with (from its config.json)."""
+    c = runs.load_run(run_path).config
+    fields = {f.name: c[f.name] for f in settings(RunConfig) if f.name in c}
+    return with_overrides(RunConfig(), **fields, train=TrainConfig.from_dict(c.get("train", {})))
 
 
-def resume_run(run_path, *, epochs: int | None = None, download: bool = True) -> tuple[Path, History]:
+def resume_run(run_path, *, epochs: int | None = None, changes: dict | None = None,
+               download: bool = True) -> tuple[Path, History]:
     """Continue an interrupted run from last.pt (from scratch if no epoch had finished).
 
-    ``epochs`` may raise the total to train a finished run further.
+    ``epochs`` may raise the total to train a finished run further. ``changes`` maps
+    settings (``with_overrides`` names) to new values for the remaining epochs: those that
+    decided the finished epochs (data, model, seed, optimizer, ...) are refused with a
+    CnnlabError unless equal to the saved ones. The changed configuration is saved in
+    config.json.
     """
     run_path = Path(run_path)
-    cfg = config_of(run_path)
-    if epochs is not None:
-        cfg = RunConfig(**{**asdict(cfg), "train": TrainConfig.from_dict({**cfg.train.to_dict(), "epochs": epochs})})
+    changes = {**(changes or {}), **({"epochs": epochs} if epochs is not None else {})}
+    cfg = resume_config(config_of(run_path), **changes)
     data, model, meta = _prepare(cfg, download)
     last = run_path / "last.pt"
     state = runs.load_checkpoint(last) if last.is_file() else None
     if state is not None and state["epoch"] >= cfg.train.epochs:
         raise CnnlabError(f"{run_path} already finished its {state['epoch']} epochs; "
                           "pass --epochs N with a larger N to train it further")
-    if epochs is not None and dist.is_main():
+    if changes and dist.is_main():
         saved = runs.load_run(run_path).config
         runs.save_json(run_path / "config.json", {**saved, "train": cfg.train.to_dict()})
     return run_path, _train(data, model, meta, cfg.train, run_path, resume=state)

@@ -14,91 +14,25 @@ import math
 import time
 import warnings
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from cnnlab.data.transforms import Augment, to_tensor
+from cnnlab.data.transforms import to_tensor
 from cnnlab.errors import CnnlabError
 from cnnlab.train import distributed as dist
+from cnnlab.train.config import TrainConfig
 from cnnlab.train.device import resolve_device
 from cnnlab.train.memory import keep_freed_memory
 from cnnlab.train.optim import lr_factor, make_optimizer
-from cnnlab.train.step import PRECISIONS, EagerStep, GraphStep, autocast
+from cnnlab.train.step import EagerStep, GraphStep, autocast
 
 
 class TrainingError(CnnlabError):
     """Training cannot go on (a NaN/inf loss); the last finished epoch is kept."""
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    """Everything that decides a training run; saved with every run as config.json."""
-
-    epochs: int = 10
-    batch_size: int = 128  # global: split across processes under torchrun
-    steps_per_epoch: int | None = None  # None: one pass over the data per epoch
-    optimizer: str = "adam"
-    lr: float | None = None  # None: the optimiser's usual default (cnnlab.train.optim.DEFAULT_LR)
-    momentum: float = 0.0
-    nesterov: bool = False
-    decay: float = 0.0  # Keras time-based decay: lr / (1 + decay * iteration)
-    weight_decay: float = 0.0
-    betas: tuple[float, float] = (0.9, 0.999)
-    schedule: str = "constant"
-    step_epochs: int = 10  # "step" schedule: multiply by gamma every this many epochs
-    gamma: float = 0.1
-    warmup: float = 0.25  # "onecycle": fraction of the run spent warming up
-    label_smoothing: float = 0.0
-    augment: Augment = field(default_factory=Augment)
-    seed: int = 0
-    early_stopping: int | None = None  # patience in epochs, on `monitor`
-    monitor: str = "val_loss"  # or val_accuracy, loss, accuracy
-    restore_best: bool = False  # end with the best epoch's weights (Keras' restore_best_weights)
-    eval_batch_size: int = 1024
-    # Test-time augmentation: average the logits of each image and its mirror image when
-    # evaluating (validation and test metrics). Only for data whose mirror images keep
-    # their class (CIFAR-10 yes, digits no); airbench gains ~0.5 points on CIFAR-10 this way.
-    eval_flip: bool = False
-    device: str = "auto"  # auto: CUDA when present, else CPU
-    # auto: bf16 autocast on CUDA (tensor cores, fp32 master weights), fp32 on the CPU;
-    # fp32 everywhere; or bf16 everywhere (CPU autocast pays off only with AMX/AVX-512 BF16).
-    precision: str = "auto"
-    # On CUDA, record the training step once as a CUDA graph and replay it per batch
-    # (one process, no --compile); falls back to running it op by op if it cannot be recorded.
-    cuda_graphs: bool = True
-    compile: bool = False  # torch.compile the model (pays off for long runs)
-    verbose: int = 1  # 0 silent, 1 a bar per epoch, 2 one line per epoch (as Keras)
-
-    def __post_init__(self) -> None:
-        for name in ("epochs", "batch_size", "eval_batch_size"):
-            if getattr(self, name) < 1:
-                raise CnnlabError(f"{name} must be at least 1, got {getattr(self, name)}")
-        if self.steps_per_epoch is not None and self.steps_per_epoch < 1:
-            raise CnnlabError(f"steps_per_epoch must be at least 1, got {self.steps_per_epoch}")
-        if not 0.0 <= self.label_smoothing < 1.0:
-            raise CnnlabError(f"label_smoothing must be in [0, 1), got {self.label_smoothing}")
-        if self.monitor not in ("loss", "accuracy", "val_loss", "val_accuracy"):
-            raise CnnlabError(f"monitor must be loss, accuracy, val_loss or val_accuracy, got {self.monitor!r}")
-        if self.precision not in PRECISIONS:
-            raise CnnlabError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
-        if self.verbose not in (0, 1, 2):
-            raise CnnlabError(f"verbose must be 0, 1 or 2, got {self.verbose}")
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict) -> TrainConfig:
-        d = {k: v for k, v in d.items() if k in cls.__dataclass_fields__}
-        if isinstance(d.get("augment"), dict):
-            d["augment"] = Augment(**d["augment"])
-        if "betas" in d:
-            d["betas"] = tuple(d["betas"])
-        return cls(**d)
 
 
 @dataclass
@@ -297,6 +231,8 @@ def fit(
     start_epoch = 0
     if resume is not None:
         start_epoch = _restore(resume, model, opt, sched, batches, aug_gen, history, best)
+        if resume.get("config", {}).get("monitor", cfg.monitor) != cfg.monitor:
+            _rescore(history, cfg, best)
 
     def snapshot() -> dict:
         return _snapshot(model, opt, sched, batches, aug_gen, history, best, cfg)
@@ -428,11 +364,27 @@ def _snapshot(model, opt, sched, batches, aug_gen, history, best, cfg) -> dict:
     return state
 
 
+_FRESH = ("foreach", "fused", "capturable", "initial_lr", "momentum", "nesterov", "weight_decay", "betas")
+
+
+def _rescore(history: History, cfg: TrainConfig, best: dict) -> None:
+    """Rebuild the best-epoch tracking from the history, for a run resumed with a new monitor."""
+    best.update(value=math.inf, epoch=0, wait=0)
+    for logs in history.epochs:
+        key = cfg.monitor if cfg.monitor in logs else "loss"
+        value = _monitor_value(logs, key)
+        if value < best["value"]:
+            best.update(value=value, epoch=logs["epoch"], wait=0)
+        else:
+            best["wait"] += 1
+
+
 def _restore(state: dict, model, opt, sched, batches, aug_gen, history, best) -> int:
     model.load_state_dict(state["model"])
     # How the update runs (fused on CUDA, capturable for CUDA graphs, foreach on a CPU) is
     # this machine's choice, not the checkpoint's: a run saved on a GPU may resume on a CPU.
-    kernels = [{k: g[k] for k in ("foreach", "fused", "capturable") if k in g} for g in opt.param_groups]
+    # The hyperparameters are the config's: a resumed run may change them for the epochs left.
+    kernels = [{k: g[k] for k in _FRESH if k in g} for g in opt.param_groups]
     opt.load_state_dict(state["optimizer"])
     for group, kernel in zip(opt.param_groups, kernels, strict=True):
         group.update(kernel)
@@ -442,6 +394,9 @@ def _restore(state: dict, model, opt, sched, batches, aug_gen, history, best) ->
             if torch.is_tensor(step) and step.device != want:
                 opt.state[p]["step"] = step.to(want, torch.float32)
     sched.load_state_dict(state["scheduler"])
+    sched.base_lrs = [g["initial_lr"] for g in opt.param_groups]
+    for group, base, factor in zip(opt.param_groups, sched.base_lrs, sched.lr_lambdas, strict=True):
+        group["lr"] = base * factor(sched.last_epoch)  # what LambdaLR computes: the same value if nothing changed
     batches.load_state_dict(state["batches"])
     aug_gen.set_state(state["aug_rng"])
     torch.set_rng_state(state["torch_rng"])

@@ -1,0 +1,69 @@
+"""The options every subcommand spells the same way.
+
+``--out`` (where to write), ``--quiet`` / ``--verbose`` (less / more output), ``--offline``
+(never download), ``--device`` (wherever a model runs) and ``--top`` (classes per image).
+Old spellings (``--html``, ``--progress``, ``--no-progress``, ``--verbose 0|1|2``,
+``--no-download``, evaluate's ``--top`` for confused pairs) keep working for this release
+and print a one-line note on stderr; they are hidden from ``--help``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+QUIET, NORMAL, VERBOSE = 0, 1, 2
+
+
+def note(old: str, new: str) -> None:
+    print(f"cnnlab: note: {old} is deprecated, use {new} (the old spelling goes in the next release)",
+          file=sys.stderr)
+
+
+class Deprecated(argparse.Action):
+    """An old spelling: stores what its replacement would, after a one-line note."""
+
+    def __init__(self, option_strings, dest, *, new: str, nargs=None, const=None, **kwargs) -> None:
+        super().__init__(option_strings, dest, nargs=nargs, const=const, help=argparse.SUPPRESS, **kwargs)
+        self.new = new
+
+    def __call__(self, parser, namespace, values, option_string=None) -> None:
+        note(option_string, self.new)
+        setattr(namespace, self.dest, self.const if self.nargs == 0 else values)
+
+
+def deprecated(p: argparse.ArgumentParser, old: str, new: str, *, dest: str, const=None, **kwargs) -> None:
+    """Accept ``old`` as a hidden alias of ``new``; a flag when ``const`` is given, else it takes a value."""
+    if const is not None:
+        kwargs.update(nargs=0, const=const)
+    p.add_argument(old, dest=dest, action=Deprecated, new=new, **kwargs)
+
+
+class _Levels(argparse.Action):
+    """``--verbose`` alone means more output; ``--verbose 0|1|2`` is train's old spelling."""
+
+    def __call__(self, parser, namespace, values, option_string=None) -> None:
+        if values is not None:
+            note(f"{option_string} {values}", {0: "--quiet", 1: "neither --quiet nor --verbose", 2: "--verbose"}[values])
+        setattr(namespace, self.dest, VERBOSE if values is None else values)
+
+
+def add_verbosity(p: argparse.ArgumentParser, *, quiet: str, verbose: str, default: int | None = NORMAL,
+                  levels: bool = False) -> None:
+    """``--quiet`` (args.verbosity 0) and ``--verbose`` (2); neither: ``default``."""
+    p.add_argument("--quiet", "-q", dest="verbosity", action="store_const", const=QUIET, help=quiet)
+    if levels:
+        p.add_argument("--verbose", "-v", dest="verbosity", action=_Levels, nargs="?", type=int, choices=(0, 1, 2),
+                       help=verbose)
+    else:
+        p.add_argument("--verbose", "-v", dest="verbosity", action="store_const", const=VERBOSE, help=verbose)
+    p.set_defaults(verbosity=default)
+
+
+def add_offline(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--offline", action="store_true", help="never download: use only files already present")
+    deprecated(p, "--no-download", "--offline", dest="offline", const=True)
+
+
+def add_device(p: argparse.ArgumentParser, *, default: str | None = "auto") -> None:
+    p.add_argument("--device", default=default, help="auto (CUDA when present), cpu, cuda, cuda:1 (default auto)")
