@@ -30,6 +30,7 @@ COMMANDS = {
     "report": "report",
     "filters": "report",
     "classify": "classify",
+    "explain": "explain",
     "lab": "lab",
     "export": "export",
 }

@@ -177,10 +177,11 @@ def gradcam_maps(model: nn.Module, images, targets="predicted", *, layers=("auto
 
 
 def _check_ran(names: list[str], store: dict) -> list[str]:
+    """``names`` in the order their layers ran; CnnlabError for a layer that never ran."""
     missing = [n for n in names if n not in store]
     if missing:
         raise CnnlabError(f"layer(s) {missing} never ran in the forward pass; pick a layer the model uses")
-    return names
+    return [n for n in store if n in set(names)]
 
 
 def scores(model: nn.Module, images, *, batch_size: int = 128) -> torch.Tensor:

@@ -20,9 +20,10 @@ from torch import nn
 
 from cnnlab.errors import CnnlabError
 from cnnlab.insight import attribution
+from cnnlab.insight.inspect import conv_layers
 from cnnlab.models.pretrained import URLS, imagenet_classes, load_pretrained, preprocess, top_k
 
-__all__ = ["PhotoExplanation", "explain_photo", "load_photo"]
+__all__ = ["PhotoExplanation", "display_pair", "explain_photo", "load_photo"]
 
 CROP = 224
 SHORT_SIDE = CROP * 256 // 224
@@ -43,6 +44,7 @@ class PhotoExplanation:
     top: list[tuple[int, str, float]]
     method: str
     layer: str | None
+    sweep: dict[str, np.ndarray] | None = None
 
 
 def load_photo(path) -> tuple[Image.Image, tuple[int, int]]:
@@ -94,6 +96,20 @@ def _target(target, names: list[str]):
     return target
 
 
+def _crop_maps(net: nn.Module, x: torch.Tensor, method: str, target, layer: str, options: dict):
+    """({layer or method: (224, 224) map}, targets (1,), scores (1, K), the layer used or None)."""
+    if method in ("gradcam", "gradcam++"):
+        layers = conv_layers(net) if layer == "sweep" else [layer]
+        maps, targets, chosen, logits = attribution.gradcam_maps(net, x, target, layers=layers,
+                                                                 plus=method == "gradcam++", **options)
+        return {name: m[0] for name, m in maps.items()}, targets, logits, chosen[-1]
+    if layer == "sweep":
+        raise CnnlabError(f"a layer sweep needs method gradcam or gradcam++, not {method!r}")
+    logits = attribution.scores(net, x)
+    targets = logits.argmax(1) if target == "predicted" else torch.tensor([target])
+    return {method: attribution.METHODS[method](net, x, targets.tolist(), **options)[0]}, targets, logits, None
+
+
 def explain_photo(path, *, model="squeezenet1_1", weights=None, method: str = "gradcam", target="predicted",
                   layer: str = "auto", top: int = 5, **options) -> PhotoExplanation:
     """Why a pretrained ImageNet network classifies the photo at ``path`` as it does.
@@ -101,7 +117,9 @@ def explain_photo(path, *, model="squeezenet1_1", weights=None, method: str = "g
     ``model``: a name ('squeezenet1_1', 'vgg16', ...; ``weights`` a state-dict file, None to
     download the official one) or a loaded network. ``method``: a key of
     ``attribution.METHODS``; ``target``: 'predicted', a class index or a class name;
-    ``layer``: for Grad-CAM(++). Extra ``options`` go to the method (e.g. ``steps=``).
+    ``layer``: for Grad-CAM(++), a conv layer, 'auto', or 'sweep' for every conv layer (then
+    ``sweep`` holds each layer's map and ``map`` the last one's). Extra ``options`` go to
+    the method (e.g. ``steps=`` for integrated gradients).
     """
     if method not in attribution.METHODS:
         raise CnnlabError(f"unknown method {method!r}; choose one of {', '.join(attribution.METHODS)}")
@@ -111,20 +129,24 @@ def explain_photo(path, *, model="squeezenet1_1", weights=None, method: str = "g
     x = preprocess(img)[None]  # (1, 3, 224, 224)
     net = model if isinstance(model, nn.Module) else load_pretrained(model, weights=weights, progress=False)
     names = imagenet_classes()
-    target = _target(target, names)
-    used_layer = None
-    if method in ("gradcam", "gradcam++"):
-        maps, targets, chosen, logits = attribution.gradcam_maps(
-            net, x, target, layers=[layer], plus=method == "gradcam++", **options)
-        crop_map, used_layer = maps[chosen[0]][0], chosen[0]
-    else:
-        with torch.no_grad():
-            logits = attribution.scores(net, x)
-        targets = logits.argmax(1) if target == "predicted" else torch.tensor([target])
-        crop_map = attribution.METHODS[method](net, x, targets.tolist(), **options)[0]
+    maps, targets, logits, used_layer = _crop_maps(net, x, method, _target(target, names), layer, options)
     if logits.shape[1] != len(names):
         raise CnnlabError(f"the network returns {logits.shape[1]} scores, not the 1,000 ImageNet classes")
-    t = int(targets[0])
     box = _crop_box(*size, img.size)
-    return PhotoExplanation(map=_place(crop_map, box, size), crop=box, target=t, target_name=names[t],
-                            top=top_k(logits.detach().float().softmax(1), top)[0], method=method, layer=used_layer)
+    placed = {name: _place(m, box, size) for name, m in maps.items()}
+    t = int(targets[0])
+    return PhotoExplanation(map=next(reversed(placed.values())), crop=box, target=t, target_name=names[t],
+                            top=top_k(logits.detach().float().softmax(1), top)[0], method=method, layer=used_layer,
+                            sweep=placed if layer == "sweep" else None)
+
+
+def display_pair(path, heatmap: np.ndarray, *, longest: int = 800) -> tuple[np.ndarray, np.ndarray]:
+    """The photo as uint8 RGB and ``heatmap`` (at the photo's size), both shrunk so the
+    longer side is at most ``longest`` pixels: for figures of large photos."""
+    img, size = load_photo(path)
+    scale = min(1.0, longest / max(size))
+    shape = (max(1, round(size[1] * scale)), max(1, round(size[0] * scale)))
+    image = np.asarray(img.resize(shape[::-1], Image.BILINEAR), dtype=np.uint8)
+    heat = F.interpolate(torch.from_numpy(np.asarray(heatmap, np.float32))[None, None], size=shape,
+                         mode="bilinear", align_corners=False)[0, 0].numpy()
+    return image, heat
