@@ -19,7 +19,6 @@ import os
 import statistics
 import sys
 import time
-from dataclasses import replace
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -28,25 +27,25 @@ TARGETS = {"mnist-fast": (0.990, 8.0), "mnist-995": (0.995, 120.0), "cifar-fast"
 
 
 def parse_overrides(pairs: list[str]) -> dict:
-    """``["batch_size=512", "precision=fp32"]`` -> TrainConfig overrides, typed by the field's default."""
-    from cnnlab.train.loop import TrainConfig
+    """``["batch_size=512", "precision=fp32", "betas=[0.8, 0.9]"]`` -> TrainConfig overrides.
 
-    defaults, out = TrainConfig(), {}
+    Values are read as TOML values (bare words as strings) and checked by ``with_overrides``.
+    """
+    from cnnlab.errors import CnnlabError
+    from cnnlab.train.config import TrainConfig, with_overrides
+    from cnnlab.train.config_file import tomllib  # tomli on Python 3.10
+
+    out = {}
     for pair in pairs:
         key, _, text = pair.partition("=")
-        if key not in TrainConfig.__dataclass_fields__ or not text:
-            raise SystemExit(f"--set {pair!r}: expected FIELD=VALUE with a TrainConfig field")
-        current = getattr(defaults, key)
-        if isinstance(current, bool):
-            out[key] = text.lower() in ("1", "true", "yes")
-        elif isinstance(current, int) or key == "steps_per_epoch":
-            out[key] = int(text)
-        elif isinstance(current, float) or key == "lr":
-            out[key] = float(text)
-        elif isinstance(current, tuple):
-            out[key] = tuple(float(v) for v in text.split(","))
-        else:
+        try:
+            out[key] = tomllib.loads(f"v = {text}")["v"]
+        except tomllib.TOMLDecodeError:
             out[key] = text
+    try:
+        with_overrides(TrainConfig(), **out)
+    except CnnlabError as exc:
+        raise SystemExit(f"--set: {exc}") from None
     return out
 
 
@@ -56,7 +55,7 @@ def time_recipe(name: str, seed: int, root: str, device: str, overrides: dict | 
     from cnnlab.data import channel_stats, load
     from cnnlab.data.transforms import to_tensor
     from cnnlab.models import build
-    from cnnlab.train.config import get_recipe
+    from cnnlab.train.config import get_recipe, with_overrides
     from cnnlab.train.loop import evaluate_loss_accuracy, fit
 
     recipe = get_recipe(name)
@@ -68,7 +67,7 @@ def time_recipe(name: str, seed: int, root: str, device: str, overrides: dict | 
     xt, yt = to_tensor(ds.test.images, mean=mean, std=std), torch.as_tensor(ds.test.labels)
     torch.manual_seed(seed)
     model = build(recipe.model, input_shape=ds.input_shape, num_classes=ds.num_classes)
-    cfg = replace(recipe.train, seed=seed, verbose=0, device=device, **(overrides or {}))
+    cfg = with_overrides(recipe.train, seed=seed, verbose=0, device=device, **(overrides or {}))
     # Untimed: torch.optim imports its compiler stack on first use (~2 s once per process).
     torch.optim.Adam([torch.nn.Parameter(torch.zeros(1))])
     if device != "cpu":

@@ -35,7 +35,7 @@ def test_info_without_data_or_network_fails_cleanly(tmp_path, capsys):
     for part in (str(tmp_path / "xdg" / "cnnlab"), str(tmp_path / "system"), "download failed",
                  "Name or service not known", "cnnlab data fetch mnist", "CNNLAB_DATA"):
         assert part in err
-    assert main(["data", "info", "cifar10", "--no-download"]) == 2
+    assert main(["data", "info", "cifar10", "--offline"]) == 2
     assert "downloading is off" in capsys.readouterr().err
 
 

@@ -58,7 +58,7 @@ def run_dir(env) -> Path:
 
 
 def test_evaluate_prints_metrics_and_saves_them(run_dir, capsys):
-    assert main(["evaluate", str(run_dir), "--top", "2"]) == 0
+    assert main(["evaluate", str(run_dir), "--pairs", "2"]) == 0
     out = capsys.readouterr().out
     assert "accuracy" in out and "per class:" in out and "most confused" in out
     for name in ("bar", "dot", "ring"):
@@ -116,7 +116,7 @@ def test_report_and_filters_commands(run_dir, env, capsys):
     for section in ("config", "metrics", "confusion", "top-losses", "filters", "activations"):
         assert f'<section id="{section}">' in text
     page = env["base"] / "f.html"
-    assert main(["filters", str(run_dir), "--layer", "3", "--html", str(page)]) == 0
+    assert main(["filters", str(run_dir), "--layer", "3", "--out", str(page)]) == 0
     assert "All 6 filters" in page.read_text()
     assert main(["filters", str(run_dir), "--layer", "1"]) == 2
     assert "not a Conv2d; pick one of: 0, 3" in capsys.readouterr().err

@@ -89,7 +89,7 @@ def test_classify_offline_without_weights_points_at_the_option(capsys, tmp_path,
         raise urllib.error.URLError("no network")
 
     monkeypatch.setattr(pretrained, "_urlopen", offline)
-    assert main(["classify", "grace_hopper", "--no-progress"]) == 2
+    assert main(["classify", "grace_hopper", "--quiet"]) == 2
     err = capsys.readouterr().err
     assert "squeezenet1_1-b8a52dc0.pth" in err and "--weights PATH" in err and err.count("\n") == 1
 

@@ -66,14 +66,14 @@ def choose_data(log: Callable[[str], None]) -> RunConfig:
 
 
 def run_demo(out="runs/demo", *, epochs: int | None = None, log: Callable[[str], None] = lambda line: None,
-             verbose: int = 1) -> DemoResult:
+             verbose: int = 1, device: str = "auto") -> DemoResult:
     """Run the whole story into ``out`` (replacing an earlier demo there) and return its paths."""
     from cnnlab.report.html import write_report
     from cnnlab.train.experiment import train_run
     from cnnlab.train.runs import load_run
 
     cfg = choose_data(log)
-    train = replace(cfg.train, verbose=verbose, **({"epochs": epochs} if epochs is not None else {}))
+    train = replace(cfg.train, verbose=verbose, device=device, **({"epochs": epochs} if epochs is not None else {}))
     cfg = replace(cfg, train=train)  # validated before anything is written
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)

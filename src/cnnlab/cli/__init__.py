@@ -42,12 +42,18 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     Registering one module instead of all keeps `cnnlab data info` from importing torch
     (about 1.5 s) for commands it does not run.
     """
+    from cnnlab import __version__
+
     parser = argparse.ArgumentParser(
         prog="cnnlab",
         description="Learn, train and look inside convolutional neural networks.",
     )
+    parser.add_argument("--version", action="version", version=f"cnnlab {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    modules = [COMMANDS[command]] if command in COMMANDS else dict.fromkeys(COMMANDS.values())
+    if command == "--version":  # answered before any subcommand: no need to import them (and torch)
+        modules = []
+    else:
+        modules = [COMMANDS[command]] if command in COMMANDS else dict.fromkeys(COMMANDS.values())
     for name in modules:
         importlib.import_module(f"cnnlab.cli.{name}").register(sub)
     return parser

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from cnnlab.cli import options
 from cnnlab.files import save_figure
 from cnnlab.models.pretrained import URLS, classify, plot_predictions
 
@@ -28,16 +29,24 @@ def register(sub) -> None:
     p.add_argument("--out", type=Path, default=None, metavar="CHART.png", help="also save a bar chart here")
     p.add_argument("--winograd", action="store_true",
                    help="compute the wide 3x3 convolutions with Winograd F(4x4, 3x3): faster on a CPU (VGG-16 ~1.3x)")
-    p.add_argument("--no-progress", action="store_true", help="no download progress bar")
+    options.add_verbosity(p, quiet="no download progress bar", verbose="also say which network and weights ran where")
+    options.deprecated(p, "--no-progress", "--quiet", dest="verbosity", const=options.QUIET)
+    options.add_offline(p)
+    options.add_device(p)
     p.set_defaults(func=run)
 
 
 def run(args) -> int:
     # classify() reads every photo before it loads (or downloads) the network, so a bad
     # photo fails fast.
-    results = classify(args.photos, model=args.model or _architecture(args.weights), weights=args.weights, top=args.top,
-                       style="caffe" if args.caffe else "torchvision", progress=not args.no_progress,
-                       winograd=args.winograd)
+    from cnnlab.train.device import resolve_device
+
+    model, device = args.model or _architecture(args.weights), resolve_device(args.device)
+    results = classify(args.photos, model=model, weights=args.weights, top=args.top,
+                       style="caffe" if args.caffe else "torchvision", progress=args.verbosity > options.QUIET,
+                       winograd=args.winograd, download=not args.offline, device=device)
+    if args.verbosity == options.VERBOSE:
+        print(f"{model} with {args.weights or 'the official weights'} on {device}")
     titles = [Path(p).name for p in args.photos]
     figure = plot_predictions(results, images=args.photos, titles=titles) if args.out else None
     for photo, preds in zip(args.photos, results, strict=True):

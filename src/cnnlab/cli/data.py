@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 from cnnlab import data
+from cnnlab.cli import options
 from cnnlab.errors import CnnlabError
 from cnnlab.files import save_figure
 
@@ -50,7 +50,7 @@ def register(subparsers) -> None:
     q.add_argument("name", choices=list(data.DATASETS), metavar="NAME", help=", ".join(data.DATASETS))
     q.add_argument("--root", help="a folder searched before $CNNLAB_DATA")
     q.add_argument("--force", action="store_true", help="download into the cache even if present elsewhere")
-    q.add_argument("--quiet", action="store_true", help="no progress bar")
+    options.add_verbosity(q, quiet="no progress bar", verbose="a progress bar even when not on a terminal")
     q.set_defaults(func=run_fetch)
 
     q = sub.add_parser("show", help="save a grid of sample images titled with their classes",
@@ -93,16 +93,16 @@ def _image_size(text: str) -> int | tuple[int, int]:
 def _add_load_args(q: argparse.ArgumentParser) -> None:
     q.add_argument("name", metavar="NAME", help=f"{', '.join(data.DATASETS)} or folder:PATH")
     q.add_argument("--root", help="a folder searched before $CNNLAB_DATA")
-    q.add_argument("--no-download", action="store_true", help="fail instead of downloading missing files")
-    q.add_argument("--quiet", action="store_true", help="no progress bars")
+    options.add_offline(q)
+    options.add_verbosity(q, quiet="no progress bars", verbose="progress bars even when not on a terminal")
     q.add_argument("--image-size", type=_image_size, help="folder datasets: resize all images to N or HxW")
     q.add_argument("--mode", choices=("L", "RGB"), help="folder datasets: greyscale (L) or RGB")
 
 
 def _load(args, **extra) -> data.Dataset:
     return data.load(
-        args.name, root=args.root, download=not args.no_download, seed=args.seed,
-        progress=not args.quiet and sys.stderr.isatty(), image_size=args.image_size, mode=args.mode, **extra,
+        args.name, root=args.root, download=not args.offline, seed=args.seed,
+        progress=options.progress(args), image_size=args.image_size, mode=args.mode, **extra,
     )
 
 
@@ -151,7 +151,7 @@ def run_fetch(args) -> int:
     if before is not None and not args.force:
         print(f"{args.name}: already present at {before}")
         return 0
-    path = data.fetch(args.name, root=args.root, force=args.force, progress=not args.quiet)
+    path = data.fetch(args.name, root=args.root, force=args.force, progress=options.progress(args))
     print(f"{args.name}: downloaded and verified into {path}")
     return 0
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from cnnlab.cli import options
+
 
 def register(sub) -> None:
     p = sub.add_parser(
@@ -16,14 +18,15 @@ def register(sub) -> None:
     )
     p.add_argument("--out", type=Path, default=Path("runs/demo"), help="where to write (default runs/demo)")
     p.add_argument("--epochs", type=int, help="training epochs (default 2 on MNIST, 30 on the digits fallback)")
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    options.add_verbosity(p, quiet="no progress bars", verbose="one line per training epoch instead of a progress bar")
+    options.add_device(p)
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from cnnlab.demo import run_demo
 
-    result = run_demo(args.out, epochs=args.epochs, log=print, verbose=0 if args.quiet else 1)
+    result = run_demo(args.out, epochs=args.epochs, log=print, verbose=args.verbosity, device=args.device)
     print(f"test accuracy on {result.data}: {result.test_accuracy:.2%}")
     print(f"filter galleries: {result.random_gallery}, {result.edge_gallery}")
     print(f"open the report: {result.report}")

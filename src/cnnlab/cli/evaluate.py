@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
+from cnnlab.cli import options
 from cnnlab.errors import CnnlabError
 from cnnlab.files import save_figure
 
@@ -21,10 +22,12 @@ def register(sub) -> None:
     )
     p.add_argument("run_dir", type=Path, metavar="RUN_DIR")
     p.add_argument("--batch-size", type=int, default=1024, help="images per forward pass (default 1024)")
-    p.add_argument("--top", type=int, default=10, help="most-confused pairs to print (default 10)")
+    p.add_argument("--pairs", type=int, default=10, metavar="N", help="most-confused pairs to print (default 10)")
+    options.deprecated(p, "--top", "--pairs (--top is classes per image in every command)", dest="pairs", type=int)
     p.add_argument("--no-save", action="store_true", help="do not write metrics.json")
-    p.add_argument("--progress", action="store_true", help="show a progress bar")
-    p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:1")
+    options.add_verbosity(p, quiet="no progress bar", verbose="a progress bar even when not on a terminal")
+    options.deprecated(p, "--progress", "--verbose", dest="verbosity", const=options.VERBOSE)
+    options.add_device(p)
     p.set_defaults(func=run_evaluate)
 
     p = sub.add_parser(
@@ -40,6 +43,7 @@ def register(sub) -> None:
     p.add_argument("--out", type=Path, help="also write each image beside its probability chart (PNG)")
     p.add_argument("--invert", action="store_true",
                    help="invert grey levels first (dark digits on white paper -> MNIST's white on black)")
+    options.add_device(p)
     p.set_defaults(func=run_predict)
 
     p = sub.add_parser(
@@ -53,6 +57,7 @@ def register(sub) -> None:
     p.add_argument("--layer", help="layer name (e.g. 3 or features.3) or index; omit to list the layers")
     p.add_argument("--out", type=Path, help="write the tiled feature maps here (PNG)")
     p.add_argument("--invert", action="store_true", help="invert grey levels first")
+    options.add_device(p)
     p.set_defaults(func=run_activations)
 
 
@@ -64,7 +69,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
     from cnnlab.train.runs import load_run, save_metrics
 
     run = load_run(args.run_dir)
-    ev = evaluate_run(run, batch_size=args.batch_size, progress=args.progress, device=args.device)
+    ev = evaluate_run(run, batch_size=args.batch_size, progress=options.progress(args), device=args.device)
     m = ev.metrics
     print(f"{run.path}: {m['n']:,} test images of {run.config.get('data')}, {m['num_classes']} classes")
     line = f"accuracy {m['accuracy']:.4f}  loss {m['loss']:.4f}  wrong {m['n_wrong']:,}"
@@ -75,7 +80,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
     print()
     print(format_per_class(m["per_class"]))
     print()
-    print(format_most_confused(m["most_confused"], args.top))
+    print(format_most_confused(m["most_confused"], args.pairs))
     if not args.no_save:
         save_metrics(run.path, merged_metrics(run.metrics, m))
         print(f"\nsaved {run.path / 'metrics.json'}")
@@ -136,11 +141,12 @@ def _polarity_hint(run, images, invert: bool) -> str | None:
 def run_predict(args: argparse.Namespace) -> int:
     from cnnlab.export.weights import open_model
     from cnnlab.insight.evaluate import predict
+    from cnnlab.train.device import resolve_device
 
     if args.top < 1:
         raise CnnlabError(f"--top must be at least 1, got {args.top}")
     run = open_model(args.run_dir)  # a run directory or exported .safetensors weights
-    model = run.build_model(weights="best")
+    model = run.build_model(weights="best").to(resolve_device(args.device))  # predict() runs where the model is
     images, notes = _read_images(run, args.images, args.invert)
     probs = predict(model, run.preprocess(images))
     classes = run.classes
@@ -165,10 +171,11 @@ def run_predict(args: argparse.Namespace) -> int:
 
 def run_activations(args: argparse.Namespace) -> int:
     from cnnlab.insight.inspect import activations, activations_of, get_layer, layer_names
+    from cnnlab.train.device import resolve_device
     from cnnlab.train.runs import load_run
 
     run = load_run(args.run_dir)
-    model = run.build_model(weights="best")
+    model = run.build_model(weights="best").to(resolve_device(args.device))  # the maps come back on the CPU
     images, notes = _read_images(run, [args.image], args.invert)
     x = run.preprocess(images)
     if args.layer is None:

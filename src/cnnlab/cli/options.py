@@ -60,6 +60,11 @@ def add_verbosity(p: argparse.ArgumentParser, *, quiet: str, verbose: str, defau
     p.set_defaults(verbosity=default)
 
 
+def progress(args: argparse.Namespace) -> bool:
+    """Progress bars: on a terminal by default; --quiet: never; --verbose: always."""
+    return args.verbosity == VERBOSE or (args.verbosity == NORMAL and sys.stderr.isatty())
+
+
 def add_offline(p: argparse.ArgumentParser) -> None:
     p.add_argument("--offline", action="store_true", help="never download: use only files already present")
     deprecated(p, "--no-download", "--offline", dest="offline", const=True)

@@ -7,6 +7,8 @@ import argparse
 import time
 from pathlib import Path
 
+from cnnlab.cli import options
+
 
 def register(sub) -> None:
     p = sub.add_parser(
@@ -20,8 +22,9 @@ def register(sub) -> None:
     p.add_argument("run_dir", type=Path, metavar="RUN_DIR")
     p.add_argument("--out", type=Path, help="where to write the HTML (default RUN_DIR/report.html)")
     p.add_argument("--batch-size", type=int, default=1024, help="images per forward pass (default 1024)")
-    p.add_argument("--progress", action="store_true", help="show a progress bar while evaluating")
-    p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:1")
+    options.add_verbosity(p, quiet="no progress bar", verbose="a progress bar even when not on a terminal")
+    options.deprecated(p, "--progress", "--verbose", dest="verbosity", const=options.VERBOSE)
+    options.add_device(p)
     p.set_defaults(func=run_report)
 
     p = sub.add_parser(
@@ -32,7 +35,8 @@ def register(sub) -> None:
     )
     p.add_argument("run_dir", type=Path, metavar="RUN_DIR")
     p.add_argument("--layer", help="conv layer name or index (default: the first conv layer)")
-    p.add_argument("--html", type=Path, help="where to write the page (default RUN_DIR/filters-LAYER.html)")
+    p.add_argument("--out", type=Path, help="where to write the page (default RUN_DIR/filters-LAYER.html)")
+    options.deprecated(p, "--html", "--out", dest="out", type=Path)
     p.set_defaults(func=run_filters)
 
 
@@ -41,7 +45,7 @@ def run_report(args: argparse.Namespace) -> int:
 
     start = time.perf_counter()
     path = write_report(args.run_dir, out=args.out, options=ReportOptions(batch_size=args.batch_size, device=args.device),
-                        progress=args.progress)
+                        progress=options.progress(args))
     size = path.stat().st_size / 1e6
     print(f"wrote {path} ({size:.1f} MB, {time.perf_counter() - start:.1f} s)")
     return 0
@@ -50,6 +54,6 @@ def run_report(args: argparse.Namespace) -> int:
 def run_filters(args: argparse.Namespace) -> int:
     from cnnlab.report.html import write_filters_page
 
-    path = write_filters_page(args.run_dir, layer=args.layer, out=args.html)
+    path = write_filters_page(args.run_dir, layer=args.layer, out=args.out)
     print(f"wrote {path}")
     return 0

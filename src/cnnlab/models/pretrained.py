@@ -79,12 +79,13 @@ def hub_checkpoint(url: str) -> Path:
     return Path(torch.hub.get_dir()) / "checkpoints" / url.rsplit("/", 1)[-1]
 
 
-def download_weights(url: str, *, progress: bool = True) -> Path:
+def download_weights(url: str, *, progress: bool = True, download: bool = True) -> Path:
     """Return a cached copy of ``url`` (torch hub's, else cnnlab's), downloading it first if needed.
 
     The file name must carry a sha256 prefix (``name-<hex>.pth``, torch.hub's convention);
     the download is verified against it and renamed into place only when it matches, so
-    a failed or corrupt download leaves nothing behind.
+    a failed or corrupt download leaves nothing behind. ``download=False`` (``--offline``)
+    refuses to download a file that is in neither cache.
     """
     filename = url.rsplit("/", 1)[-1]
     match = re.search(r"-([a-f0-9]+)\.", filename)
@@ -94,6 +95,9 @@ def download_weights(url: str, *, progress: bool = True) -> Path:
         if cached.is_file():
             return cached
     target = cache_dir() / filename
+    if not download:
+        raise CnnlabError(f"{filename} is not in {hub_checkpoint(url).parent} or {cache_dir()} and downloading is off "
+                          "(--offline); run once online, or pass a file with --weights PATH")
     target.parent.mkdir(parents=True, exist_ok=True)
     try:
         with files.atomic_open(target) as tmp, _urlopen(url, timeout=30) as response:
@@ -157,7 +161,7 @@ def _load_safetensors(path: Path) -> dict[str, torch.Tensor]:
 
 
 def load_pretrained(name: str = "squeezenet1_1", *, weights=None, progress: bool = True,
-                    winograd: bool = False) -> nn.Module:
+                    winograd: bool = False, download: bool = True) -> nn.Module:
     """The ImageNet network ``name`` (one of ``URLS``) with its weights, in eval mode.
 
     ``weights``: a state-dict file keyed like torchvision; None downloads torchvision's
@@ -170,7 +174,7 @@ def load_pretrained(name: str = "squeezenet1_1", *, weights=None, progress: bool
     if name not in URLS:
         raise CnnlabError(f"no pretrained network {name!r}; choose one of {', '.join(URLS)}")
     keep_freed_memory()  # inference reallocates every activation (cnnlab.train.memory)
-    path = download_weights(URLS[name], progress=progress) if weights is None else Path(weights)
+    path = download_weights(URLS[name], progress=progress, download=download) if weights is None else Path(weights)
     state = load_state_dict(path)
     with torch.device("meta"):
         model = MODELS[name]()
@@ -239,8 +243,8 @@ def top_k(probabilities: torch.Tensor, k: int = 5) -> list[list[tuple[int, str, 
 
 
 def classify(images_or_paths, *, model="squeezenet1_1", weights=None, top: int = 5,
-             style: str = "torchvision", batch_size: int = 8, progress: bool = True, winograd: bool = False
-             ) -> list[list[tuple[int, str, float]]]:
+             style: str = "torchvision", batch_size: int = 8, progress: bool = True, winograd: bool = False,
+             download: bool = True, device: torch.device | str | None = None) -> list[list[tuple[int, str, float]]]:
     """Top-``top`` ImageNet classes for each photo: a list (one per photo) of lists of
     ``(class_index, name, probability)``, probabilities from a softmax over the 1,000 scores.
 
@@ -248,6 +252,7 @@ def classify(images_or_paths, *, model="squeezenet1_1", weights=None, top: int =
     ``model``: 'squeezenet1_1', 'vgg16', or an already loaded network (then ``weights`` is
     ignored). ``style``: the preprocessing the weights expect (see ``preprocess``).
     ``winograd``: faster CPU inference of a network loaded by name (see ``load_pretrained``).
+    ``download=False``: never download weights. ``device``: where the network runs (default: where it is).
     """
     if isinstance(top, bool) or not isinstance(top, int) or not 1 <= top <= 1000:
         raise CnnlabError(f"top {top!r} is not an int in 1..1000; use e.g. 5")
@@ -257,9 +262,12 @@ def classify(images_or_paths, *, model="squeezenet1_1", weights=None, top: int =
         raise CnnlabError(f"images_or_paths {images_or_paths!r} is empty or not a list of photos")
     x = torch.stack([preprocess(im, style=style) for im in images_or_paths])  # (N, 3, 224, 224)
     net = model if isinstance(model, nn.Module) else load_pretrained(model, weights=weights, progress=progress,
-                                                                     winograd=winograd)
+                                                                     winograd=winograd, download=download)
+    if device is not None:
+        net = net.to(device)
+    where = next(net.parameters(), torch.empty(0)).device
     with torch.inference_mode():
-        logits = torch.cat([net(chunk) for chunk in x.split(batch_size)])  # (N, 1000)
+        logits = torch.cat([net(chunk.to(where)) for chunk in x.split(batch_size)]).cpu()  # (N, 1000)
     if logits.ndim != 2 or logits.shape[1] != 1000:
         raise CnnlabError(f"the network returns shape {tuple(logits.shape)}, not (N, 1000) ImageNet scores")
     return top_k(logits.float().softmax(dim=1), top)
