@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from cnnlab.cli import options
 from cnnlab.errors import CnnlabError
 from cnnlab.files import save_figure, write_with
 
@@ -44,6 +45,7 @@ def register(sub) -> None:
                    help="save the maps (N, H, W) float32; a sweep saves (layers, N, H, W)")
     p.add_argument("--alpha", type=float, default=0.5, help="opacity of the map over the image (default 0.5)")
     p.add_argument("--invert", action="store_true", help="invert grey levels of image files first")
+    options.add_offline(p)
     p.set_defaults(func=run)
 
 
@@ -140,7 +142,7 @@ def _run_photos(args) -> int:
 
     if args.target == "actual":
         raise CnnlabError("photos have no labels: use --target predicted, a class name (e.g. tabby) or an index")
-    net = load_pretrained(args.model, weights=args.weights, progress=True)
+    net = load_pretrained(args.model, weights=args.weights, progress=True, download=not args.offline)
     target = int(args.target) if args.target.isdigit() else args.target
     results = [explain_photo(photo, model=net, method=args.method, target=target, layer=args.layer)
                for photo in args.inputs]
