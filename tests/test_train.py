@@ -83,7 +83,8 @@ def test_validation_metrics_equal_a_manual_evaluation():
     x, y = data(128)
     xv, yv = data(50, seed=4)
     model = tiny_net()
-    h = fit(model, x, y, config=TrainConfig(epochs=1, batch_size=64, verbose=0, eval_batch_size=16, device="cpu"),
+    h = fit(model, x, y, config=TrainConfig(epochs=1, batch_size=64, verbose=0, eval_batch_size=16, device="cpu",
+                                        precision="fp32"),
             validation=(xv, yv))
     model.eval()
     with torch.no_grad():

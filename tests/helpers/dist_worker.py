@@ -45,13 +45,14 @@ def main() -> None:
     record = Record()
     model = nn.Sequential(record, nn.Conv2d(1, 4, 3), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 36, 4))
     checksums = []
-    cfg = TrainConfig(epochs=6, batch_size=32, steps_per_epoch=1, lr=0.01, verbose=0, seed=5, device="cpu")
+    cfg = TrainConfig(epochs=6, batch_size=32, steps_per_epoch=1, lr=0.01, verbose=0, seed=5, device="cpu",
+                      precision="fp32")  # compared below with an fp32 evaluation
 
     def after_step(end) -> None:
         checksums.append(float(sum(p.detach().double().sum() for p in end.model.parameters())))
 
     history = fit(model, x, y, config=cfg, validation=(x[:50], y[:50]), callbacks=[after_step])
-    reduced = evaluate_loss_accuracy(model, x[:50], y[:50], batch_size=8)
+    reduced = evaluate_loss_accuracy(model, x[:50], y[:50], batch_size=8, precision="fp32")
     model.eval()
     with torch.no_grad():
         logits = model[1:](x[:50])

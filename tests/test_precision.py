@@ -1,0 +1,37 @@
+"""--precision auto: bf16 autocast where the hardware computes bf16 natively, fp32 elsewhere."""
+
+import pytest
+import torch
+from torch import nn
+
+from cnnlab.errors import CnnlabError
+from cnnlab.train.device import cpu_has_native_bf16, resolve_precision
+from cnnlab.train.step import autocast
+
+
+def _cpu_flags() -> set[str]:
+    with open("/proc/cpuinfo", encoding="utf-8") as f:
+        return next((set(line.split(":", 1)[1].split()) for line in f if line.startswith("flags")), set())
+
+
+@pytest.mark.skipif(not __import__("os").path.exists("/proc/cpuinfo"), reason="needs /proc/cpuinfo (Linux)")
+def test_native_bf16_follows_the_cpu_flags(monkeypatch):
+    monkeypatch.delenv("CNNLAB_CPU_BF16", raising=False)
+    assert cpu_has_native_bf16() == bool(_cpu_flags() & {"avx512_bf16", "amx_bf16"})
+
+
+@pytest.mark.parametrize("forced, expected", [("1", "bf16"), ("0", "fp32")])
+def test_auto_resolves_by_hardware_and_explicit_choices_stay(monkeypatch, forced, expected):
+    monkeypatch.setenv("CNNLAB_CPU_BF16", forced)
+    cpu = torch.device("cpu")
+    assert resolve_precision("auto", cpu) == expected
+    assert resolve_precision("fp32", cpu) == "fp32"
+    assert resolve_precision("bf16", cpu) == "bf16"
+    with autocast(cpu, "auto"):
+        out = nn.Linear(4, 4)(torch.ones(2, 4))
+    assert out.dtype == (torch.bfloat16 if expected == "bf16" else torch.float32)
+
+
+def test_unknown_precision_is_one_line():
+    with pytest.raises(CnnlabError, match="precision must be one of auto, fp32, bf16, got 'fp16'"):
+        resolve_precision("fp16", torch.device("cpu"))
