@@ -29,7 +29,8 @@ def test_demo_falls_back_to_bundled_digits_when_no_mnist(tmp_path, monkeypatch, 
     assert code == 0
     assert "MNIST is not available" in out and "bundled 8x8 digits" in out
     report = tmp_path / "demo" / "run" / "report.html"
-    assert out.strip().splitlines()[-1] == f"open the report: {report}"
+    assert out.strip().splitlines()[-2] == f"open the report: {report}"
+    assert out.strip().splitlines()[-1] == f"look inside the network, live: cnnlab lab {tmp_path / 'demo' / 'run'}"
     html = report.read_text()
     images = _embedded_images(html)
     assert len(images) >= 8 and all(min(im.size) > 0 and im.load() is not None for im in images)

@@ -160,6 +160,12 @@ def test_drawing_updates_the_prediction_live(page, lab_url, run_dir):
     assert after[0][0] == str(int(probs.argmax()))
     assert after[0][1] == pytest.approx(float(probs.max()), abs=1e-5)
     shoot(page, "input", "prediction")
+    if os.environ.get("CNNLAB_DOCS_SCREENSHOT") == "1":  # the README's picture, written once and committed
+        DOCS.mkdir(exist_ok=True)
+        page.set_viewport_size({"width": 1200, "height": 760})
+        page.evaluate("window.scrollTo(0, 0)")
+        shot = Image.open(io.BytesIO(page.screenshot())).convert("RGB")
+        shot.resize((900, 570), Image.Resampling.LANCZOS).quantize(colors=256).save(DOCS / "lab.png", optimize=True)
 
 
 def test_confusion_cell_lists_its_images_and_one_becomes_the_input(page, lab_url):
@@ -208,11 +214,6 @@ def test_playground_filters_and_training_panels(page, lab_url):
     page.wait_for_selector("#training-status[data-epochs='1']")
     assert page.locator("#filter-grid").evaluate("img => img.naturalWidth") > 0
     shoot(page, "playground", "filters", "training", "attribution", "embedding")
-    if os.environ.get("CNNLAB_DOCS_SCREENSHOT") == "1":
-        DOCS.mkdir(exist_ok=True)
-        page.set_viewport_size({"width": 1280, "height": 900})
-        page.locator("#draw-canvas").scroll_into_view_if_needed()
-        page.screenshot(path=str(DOCS / "lab.png"), clip={"x": 0, "y": 0, "width": 1280, "height": 900})
 
 
 def test_training_curves_grow_without_reload(browser, run_dir, tmp_path):

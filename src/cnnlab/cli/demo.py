@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import shlex
 from pathlib import Path
 
 from cnnlab.cli import options
@@ -30,4 +31,5 @@ def run(args: argparse.Namespace) -> int:
     print(f"test accuracy on {result.data}: {result.test_accuracy:.2%}")
     print(f"filter galleries: {result.random_gallery}, {result.edge_gallery}")
     print(f"open the report: {result.report}")
+    print(f"look inside the network, live: cnnlab lab {shlex.quote(str(result.run_dir))}")
     return 0

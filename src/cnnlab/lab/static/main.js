@@ -11,15 +11,15 @@ import { initPlayground } from "./playground.js";
 import { initTraining } from "./training.js";
 
 async function boot() {
-  const targets = await fetch("/api/targets").then((r) => r.json());
   const params = new URLSearchParams(location.search);
-  state.tid = Math.max(0, Math.min(targets.length - 1, parseInt(params.get("t") || "0", 10) || 0));
+  state.tid = Math.max(0, parseInt(params.get("t") || "0", 10) || 0);
+  // Both at once: the target list only fills the selector.
+  const [targets, info] = await Promise.all([fetch("/api/targets").then((r) => r.json()), getJSON("info")]);
   const select = document.getElementById("target");
   for (const t of targets) select.append(new Option(`${t.name} (${t.kind})`, t.id, false, t.id === state.tid));
   select.addEventListener("change", () => { location.search = `?t=${select.value}`; });
 
-  state.info = await getJSON("info");
-  const info = state.info;
+  state.info = info;
   document.body.classList.add(info.kind);
   document.getElementById("model-name").textContent =
     `${info.model} · input ${info.input_shape.join("×")} · ${info.classes.length} classes`;

@@ -1,0 +1,227 @@
+"""Latency of `cnnlab lab` on loopback, beside the bare model call it wraps.
+
+Three figures, each p50 and p95 (targets from the lab's issue in brackets):
+
+1. a drawn digit -> prediction + every layer's activation maps on mnist-cnn (POST /draw),
+   100 requests [p95 < 100 ms]; peer: the bare ``model(x)`` forward in this process;
+2. Grad-CAM of an uploaded 224x224 photo on SqueezeNet (POST /upload, then GET
+   /attribution), 100 rounds [p95 < 300 ms]; peer: ``cnnlab.insight.attribution.gradcam``
+   called in this process;
+3. the page's first load in headless Chromium (a fresh browser context each time, so no
+   cache) until every panel has drawn its first input [< 1 s]; peer: fetching index.html alone.
+
+The server is uvicorn in a thread of this process, as `cnnlab lab` runs it; requests come
+from one keep-alive HTTP client. Weights do not change the timings: without ``--run`` the
+mnist-cnn run is written with untrained weights (its test set is found through
+$CNNLAB_DATA), and without the shared SqueezeNet weights random ones are used.
+
+Usage: python benchmarks/bench_lab.py [--requests 100] [--page-loads 30] [--run RUN_DIR] [--weights PATH]
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import os
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+CHROMIUM = "/usr/bin/chromium"
+
+
+def percentiles(times: list[float]) -> tuple[float, float]:
+    ms = sorted(t * 1000 for t in times)
+    return statistics.median(ms), ms[min(len(ms) - 1, int(round(0.95 * (len(ms) - 1))))]
+
+
+def row(name: str, lab: list[float], peer: list[float] | None, target_ms: float | None) -> None:
+    p50, p95 = percentiles(lab)
+    line = f"{name:<44} p50 {p50:7.1f} ms  p95 {p95:7.1f} ms"
+    if target_ms is not None:
+        line += f"  (target p95 < {target_ms:.0f} ms: {'met' if p95 < target_ms else 'MISSED'})"
+    if peer:
+        q50, q95 = percentiles(peer)
+        line += (f"\n{'  peer (no HTTP, no PNGs)':<44} p50 {q50:7.1f} ms  p95 {q95:7.1f} ms"
+                 f"  -> lab/peer at p50 {p50 / q50:.1f}x")
+    print(line, flush=True)
+
+
+def timed(fn, n: int) -> list[float]:
+    out = []
+    for _ in range(n):
+        t = time.perf_counter()
+        fn()
+        out.append(time.perf_counter() - t)
+    return out
+
+
+def make_run(folder: Path) -> Path:
+    """An mnist-cnn run directory with untrained weights (timings do not depend on them)."""
+    from cnnlab.models import build
+
+    run = folder / "bench-run"
+    run.mkdir()
+    torch.manual_seed(0)
+    model = build("mnist-cnn", input_shape=(28, 28, 1), num_classes=10)
+    config = {"data": "mnist", "model": "mnist-cnn", "input_shape": [28, 28, 1], "num_classes": 10,
+              "classes": [str(i) for i in range(10)], "mean": None, "std": None, "train": {"epochs": 1, "seed": 0}}
+    (run / "config.json").write_text(json.dumps(config))
+    torch.save(model.state_dict(), run / "best.pt")
+    return run
+
+
+def squeezenet_weights(arg: str | None, folder: Path) -> Path:
+    shared = Path(os.environ.get("CNNLAB_SHARED", "../shared")) / "models" / "squeezenet1_1-imagenet.pth"
+    if arg:
+        return Path(arg)
+    if shared.is_file():
+        return shared
+    from cnnlab.models import MODELS
+
+    path = folder / "squeezenet-random.pth"
+    torch.save(MODELS["squeezenet1_1"]().state_dict(), path)
+    return path
+
+
+class Server:
+    def __init__(self, targets) -> None:
+        import uvicorn
+
+        from cnnlab.lab.server import create_app
+
+        self.server = uvicorn.Server(uvicorn.Config(create_app(targets), host="127.0.0.1", port=0, log_level="warning"))
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+
+    def __enter__(self) -> str:
+        self.thread.start()
+        while not self.server.started:
+            time.sleep(0.02)
+        return f"http://127.0.0.1:{self.server.servers[0].sockets[0].getsockname()[1]}"
+
+    def __exit__(self, *exc) -> None:
+        self.server.should_exit = True
+        self.thread.join(10)
+
+
+def digit_pixels() -> str:
+    import base64
+
+    img = np.zeros((28, 28), np.uint8)
+    img[5:23, 13:16] = 255  # a "1"
+    img[5:8, 10:16] = 200
+    return base64.b64encode(img.tobytes()).decode()
+
+
+def bench_draw(client, target, n: int) -> None:
+    pixels = digit_pixels()
+    client.post("/api/t/0/draw", json={"pixels": pixels}).raise_for_status()  # warm-up
+    lab = timed(lambda: client.post("/api/t/0/draw", json={"pixels": pixels}).raise_for_status(), n)
+    body = client.post("/api/t/0/draw", json={"pixels": pixels}).json()
+    x = torch.rand(1, 1, 28, 28)
+    model = target.model
+
+    def bare():
+        with torch.inference_mode():
+            model(x)
+    bare()
+    row(f"draw -> prediction + {len(body['layers'])} layers' maps (mnist-cnn)", lab, timed(bare, n), 100)
+
+
+def bench_gradcam(client, target, n: int) -> None:
+    from PIL import Image
+
+    cat = Path(os.environ.get("CNNLAB_SHARED", "../shared")) / "images" / "cat.jpg"
+    photo = Image.open(cat).convert("RGB") if cat.is_file() else Image.fromarray(
+        np.random.default_rng(0).integers(0, 256, (224, 224, 3), dtype=np.uint8))
+    buf = io.BytesIO()
+    photo.resize((224, 224)).save(buf, format="JPEG", quality=90)
+    data = buf.getvalue()
+
+    def one():
+        ref = client.post("/api/t/1/upload", content=data).json()["input"]
+        r = client.get("/api/t/1/attribution", params={"input": ref, "method": "gradcam", "layer": "auto"})
+        r.raise_for_status()
+
+    probe = client.post("/api/t/1/upload", content=data).json()["input"]
+    r = client.get("/api/t/1/attribution", params={"input": probe, "method": "gradcam", "layer": "auto"})
+    if r.status_code == 501:
+        print(f"{'Grad-CAM (SqueezeNet)':<44} skipped: {r.json()['error']}")
+        return
+    one()
+    lab = timed(one, n)
+    from cnnlab.insight.attribution import gradcam
+
+    x = torch.rand(1, 3, 224, 224)
+    with target.lock:
+        peer = timed(lambda: gradcam(target.model, x, [0]), n)
+    row("upload 224x224 JPEG + Grad-CAM (SqueezeNet)", lab, peer, 300)
+
+
+def bench_page(url: str, n: int) -> None:
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        print("page load: skipped (Playwright is not installed)")
+        return
+    if not Path(CHROMIUM).is_file():
+        print(f"page load: skipped ({CHROMIUM} is not installed)")
+        return
+    import urllib.request
+
+    args = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+            "--disable-sync", "--no-first-run"]
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=args)
+        times = []
+        for i in range(n + 1):
+            context = browser.new_context()  # no cache from the previous load
+            page = context.new_page()
+            t = time.perf_counter()
+            page.goto(f"{url}/?t=0")
+            page.wait_for_selector("body[data-ready='1']", timeout=60_000)
+            elapsed = time.perf_counter() - t
+            if i == 0:
+                print(f"{'first page load on a fresh server':<44} {elapsed * 1000:7.1f} ms (model and test set loaded)")
+            else:
+                times.append(elapsed)
+            context.close()
+        browser.close()
+    peer = timed(lambda: urllib.request.urlopen(f"{url}/").read(), n)
+    row(f"page first load, cold browser cache ({n} loads)", times, peer, 1000)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--requests", type=int, default=100)
+    p.add_argument("--page-loads", type=int, default=30)
+    p.add_argument("--run", help="an mnist-cnn run directory (default: one with untrained weights)")
+    p.add_argument("--weights", help="SqueezeNet 1.1 weights (default: the shared file, else random)")
+    args = p.parse_args(argv)
+    import httpx
+
+    from cnnlab.lab.targets import PretrainedTarget, RunTarget
+
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {os.cpu_count()} CPUs; "
+          f"load average {os.getloadavg()[0]:.1f} at start")
+    with tempfile.TemporaryDirectory() as tmp:
+        run = Path(args.run) if args.run else make_run(Path(tmp))
+        targets = [RunTarget(run), PretrainedTarget("squeezenet1_1", weights=squeezenet_weights(args.weights, Path(tmp)))]
+        with Server(targets) as url:
+            bench_page(url, args.page_loads)
+            with httpx.Client(base_url=url, timeout=60) as client:
+                bench_draw(client, targets[0], args.requests)
+                bench_gradcam(client, targets[1], args.requests)
+    print(f"load average {os.getloadavg()[0]:.1f} at the end")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
