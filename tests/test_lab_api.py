@@ -357,3 +357,39 @@ def test_cli_serves_discovered_runs_and_warns_off_loopback(tiny_run, tmp_path, m
     assert main(["lab", "runs/demo/run", "--host", "0.0.0.0"]) == 0
     assert "warning: listening on 0.0.0.0" in capsys.readouterr().err
     assert served[-1].app.allowed_hosts is None
+
+
+# --------------------------------------------------------------------------- the Why panel
+
+
+@pytest.mark.parametrize(("method", "layer"), [("gradcam", "auto"), ("gradcam", "0"), ("gradcam++", "auto"),
+                                                ("saliency", "auto"), ("ig", "auto")])
+def test_attribution_is_cnnlab_insights_map(client, reference, method, layer):
+    from cnnlab.insight.attribution import attribute, gradcam_maps
+
+    run, model, images, labels = reference
+    x = run.preprocess(images[4:5])
+    r = client.get("/api/t/0/attribution", params={"input": "test:4", "method": method, "layer": layer, "target": 3})
+    body = r.json()
+    assert r.status_code == 200 and body["class"] == 3 and body["class_name"] == "3"
+    if method.startswith("gradcam"):
+        maps, _, used, _ = gradcam_maps(model, x, [3], layers=[layer], plus=method == "gradcam++")
+        expected = maps[used[0]][0]
+        assert body["caption"].endswith(f"at layer {used[0]}") and used[0] == ("3" if layer == "auto" else layer)
+    else:
+        expected = attribute(model, x, [3], method=method)[0]
+    rgba = np.asarray(Image.open(io.BytesIO(base64.b64decode(body["png"]))))
+    assert rgba.shape == (28, 28, 4)
+    lo, hi = expected.min(), expected.max()
+    np.testing.assert_allclose(rgba[:, :, 3], np.clip((expected - lo) * 255 / (hi - lo), 0, 255).astype(np.uint8), atol=1)
+    predicted = client.get("/api/t/0/attribution", params={"input": "test:4", "method": method}).json()
+    assert predicted["class"] == int(predict(model, x)[0].argmax())
+
+
+@pytest.mark.parametrize(("params", "status", "words"), [
+    ({"method": "lime"}, 400, "unknown method"), ({"target": "10"}, 400, "class index 0..9"),
+    ({"target": "cat"}, 400, "class index"), ({"layer": "7"}, 400, "not a convolution"),
+])
+def test_attribution_refuses_bad_parameters(client, params, status, words):
+    r = client.get("/api/t/0/attribution", params={"input": "test:0", **params})
+    assert r.status_code == status and words in r.json()["error"]

@@ -213,6 +213,12 @@ def test_playground_filters_and_training_panels(page, lab_url):
     wait_js(page, "document.getElementById('pg-numbers').value.startsWith('-1 -1 -1')")
     page.wait_for_selector("#training-status[data-epochs='1']")
     assert page.locator("#filter-grid").evaluate("img => img.naturalWidth") > 0
+    wait_js(page, "document.getElementById('attribution-panel').dataset.ready === 'test:0'")
+    assert page.locator("#attr-caption").inner_text().startswith("Grad-CAM for class")
+    page.locator("#attr-opacity").fill("0.25")
+    assert page.locator("#attr-heat").evaluate("img => img.style.opacity") == "0.25"
+    page.locator("#attr-method").select_option("saliency")
+    wait_js(page, "document.getElementById('attr-caption').textContent.startsWith('saliency for class')")
     shoot(page, "playground", "filters", "training", "attribution", "embedding")
 
 
@@ -247,6 +253,9 @@ def test_cat_photo_upload_on_squeezenet(page, lab_url, shared_dir):
     wait_js(page, "document.getElementById('input-caption').textContent.startsWith('cat.jpg')")
     top = bars(page)
     assert top[0][0] == "Egyptian_cat" and {name for name, _ in top[:3]} == {"Egyptian_cat", "tabby", "tiger_cat"}
+    wait_js(page, "(document.getElementById('attribution-panel').dataset.ready || '') === document.body.dataset.input")
+    assert page.locator("#attr-caption").inner_text().startswith("Grad-CAM for class Egyptian_cat at layer ")
     shoot(page, "prediction")
+    page.get_by_test_id("attribution").screenshot(path=str(ARTIFACTS / "attribution-squeezenet.png"))
     page.get_by_test_id("input").screenshot(path=str(ARTIFACTS / "input-squeezenet.png"))
     page.get_by_test_id("overview").screenshot(path=str(ARTIFACTS / "overview-squeezenet.png"))

@@ -22,18 +22,33 @@ export function initAttribution(info) {
   onInput(run);
 }
 
+let busy = false, again = false;
+
+// One request at a time: while the user draws, inputs arrive faster than gradients.
 async function run() {
   if (!state.input) return;
+  if (busy) { again = true; return; }
+  busy = true;
+  try { await explain(); } finally { busy = false; }
+  if (again) { again = false; run(); }
+}
+
+async function explain() {
   showError("attr-error", null);
-  const params = { input: state.input, method: document.getElementById("attr-method").value,
+  const ref = state.input;
+  const params = { input: ref, method: document.getElementById("attr-method").value,
                    layer: document.getElementById("attr-layer").value };
   const target = document.getElementById("attr-class").value;
   if (target !== "") params.target = target;
   try {
     const r = await getJSON("attribution", params);
-    if (r.input !== state.input) return;
-    document.getElementById("attr-base").src = apiUrl("input.png", { input: state.input });
-    document.getElementById("attr-heat").src = pngSrc(r.png);
+    if (ref !== state.input) return;  // a newer input arrived meanwhile
+    const base = document.getElementById("attr-base"), heat = document.getElementById("attr-heat");
+    base.src = apiUrl("input.png", { input: state.input });
+    heat.src = pngSrc(r.png);
+    base.hidden = heat.hidden = false;
+    // Grad-CAM is a coarse map: the layer choice matters only to it.
+    document.getElementById("attr-layer").disabled = !params.method.startsWith("gradcam");
     document.getElementById("attr-caption").textContent = r.caption;
     document.getElementById("attribution-panel").dataset.ready = r.input;
   } catch (err) { showError("attr-error", err); }
