@@ -42,6 +42,8 @@ def register(sub) -> None:
     p.add_argument("--out", type=Path, help="run directory (default runs/DATA-MODEL)")
     p.add_argument("--resume", type=Path, metavar="RUN_DIR", help="continue an interrupted run from its last checkpoint")
     p.add_argument("--overwrite", action="store_true", help="replace an existing run directory")
+    p.add_argument("--tensorboard", action="store_true",
+                   help="also write TensorBoard logs into RUN_DIR/tensorboard (pip install 'cnnlab[tensorboard]')")
     p.add_argument("--lr-scale-batch", type=int, metavar="B0",
                    help="linear scaling rule: multiply the learning rate by batch-size/B0 (explicit, never silent)")
     add_setting_flags(p)
@@ -167,11 +169,13 @@ def run(args: argparse.Namespace) -> int:
     try:
         if args.resume:
             changes.update({"device": device} if device != cfg.train.device else {})
-            path, history = resume_run(args.resume, changes=changes, download=not args.offline)
+            path, history = resume_run(args.resume, changes=changes, download=not args.offline,
+                                       tensorboard=args.tensorboard)
         else:
             cfg = with_overrides(cfg, device=device)
             out = args.out or Path("runs") / f"{cfg.data.replace(':', '-').replace('/', '-')}-{cfg.model}"
-            path, history = train_run(cfg, out, overwrite=args.overwrite, download=not args.offline)
+            path, history = train_run(cfg, out, overwrite=args.overwrite, download=not args.offline,
+                                      tensorboard=args.tensorboard)
     except KeyboardInterrupt:
         if main:
             print(f"cnnlab train: interrupted; finished epochs are saved, continue with "

@@ -39,7 +39,8 @@ def _prepare(cfg: RunConfig, download: bool):
     return data, model, meta
 
 
-def _train(data, model, meta: dict, cfg: TrainConfig, out: Path, resume: dict | None) -> History:
+def _train(data, model, meta: dict, cfg: TrainConfig, out: Path, resume: dict | None,
+           tensorboard: bool = False) -> History:
     from cnnlab.data.transforms import to_tensor
 
     def tensor(split):
@@ -47,8 +48,13 @@ def _train(data, model, meta: dict, cfg: TrainConfig, out: Path, resume: dict | 
 
     x, x_test = tensor(data.train), tensor(data.test)
     val = (tensor(data.val), data.val.labels) if data.val is not None else (x_test, data.test.labels)
+    log = None
+    if tensorboard and dist.is_main():
+        from cnnlab.export.tensorboard import TensorBoardLog
+
+        log = TensorBoardLog(out / "tensorboard", classes=data.classes)
     history = fit(model, x, data.train.labels, config=cfg, validation=val,
-                  callbacks=[runs.checkpointer(out)], resume=resume)
+                  callbacks=[runs.checkpointer(out)], resume=resume, tensorboard=log)
     device = next(model.parameters()).device
     loss, acc = evaluate_loss_accuracy(model, x_test.to(device), torch.as_tensor(data.test.labels).to(device),
                                        batch_size=cfg.eval_batch_size, flip=cfg.eval_flip)
@@ -72,12 +78,15 @@ def _on_main(action):
         raise CnnlabError(error)
 
 
-def train_run(cfg: RunConfig, out, *, overwrite: bool = False, download: bool = True) -> tuple[Path, History]:
-    """Train ``cfg`` into the run directory ``out``; returns (out, history)."""
+def train_run(cfg: RunConfig, out, *, overwrite: bool = False, download: bool = True,
+              tensorboard: bool = False) -> tuple[Path, History]:
+    """Train ``cfg`` into the run directory ``out``; returns (out, history).
+
+    ``tensorboard``: also write TensorBoard logs into ``out/tensorboard``."""
     out = Path(out)
     data, model, meta = _prepare(cfg, download)
     _on_main(lambda: runs.create_run(out, meta, overwrite=overwrite))
-    return out, _train(data, model, meta, cfg.train, out, resume=None)
+    return out, _train(data, model, meta, cfg.train, out, resume=None, tensorboard=tensorboard)
 
 
 def config_of(run_path) -> RunConfig:
@@ -88,7 +97,7 @@ def config_of(run_path) -> RunConfig:
 
 
 def resume_run(run_path, *, epochs: int | None = None, changes: dict | None = None,
-               download: bool = True) -> tuple[Path, History]:
+               download: bool = True, tensorboard: bool = False) -> tuple[Path, History]:
     """Continue an interrupted run from last.pt (from scratch if no epoch had finished).
 
     ``epochs`` may raise the total to train a finished run further. ``changes`` maps
@@ -109,4 +118,4 @@ def resume_run(run_path, *, epochs: int | None = None, changes: dict | None = No
     if changes and dist.is_main():
         saved = runs.load_run(run_path).config
         runs.save_json(run_path / "config.json", {**saved, "train": cfg.train.to_dict()})
-    return run_path, _train(data, model, meta, cfg.train, run_path, resume=state)
+    return run_path, _train(data, model, meta, cfg.train, run_path, resume=state, tensorboard=tensorboard)

@@ -195,13 +195,18 @@ def fit(
     validation: tuple | None = None,
     callbacks: Sequence[Callable[[EpochEnd], None]] = (),
     resume: dict | None = None,
+    tensorboard=None,
 ) -> History:
     """Train ``model`` on (x, y) and return its History; ``x`` is (N, C, H, W) float or NHWC uint8.
 
     ``validation`` is an (x_val, y_val) pair evaluated after every epoch. ``resume`` is a
     state from ``EpochEnd.state()`` (as saved in a run's last.pt): training continues from
-    it exactly, optimiser, schedule and random streams included.
+    it exactly, optimiser, schedule and random streams included. ``tensorboard``: a folder
+    (or a ``cnnlab.export.tensorboard.TensorBoardLog``) to write TensorBoard logs into.
     """
+    if tensorboard is not None:
+        return _fit_logged(model, x, y, config=config, validation=validation, callbacks=callbacks, resume=resume,
+                           tensorboard=tensorboard)
     cfg = config or TrainConfig()
     device = resolve_device(cfg.device)
     world = dist.world_size()
@@ -264,6 +269,22 @@ def fit(
             break
     if cfg.restore_best and best["weights"] is not None:
         model.load_state_dict(best["weights"])
+    return history
+
+
+def _fit_logged(model, x, y, *, tensorboard, callbacks, **kwargs) -> History:
+    """fit() with a TensorBoard callback, and the embedding projector written at the end."""
+    from cnnlab.export.tensorboard import TensorBoardLog  # optional extra: imported only when asked for
+
+    if not dist.is_main():  # under torchrun rank 0 alone writes the logs
+        return fit(model, x, y, callbacks=callbacks, **kwargs)
+    log = tensorboard if isinstance(tensorboard, TensorBoardLog) else TensorBoardLog(tensorboard)
+    try:
+        history = fit(model, x, y, callbacks=[*callbacks, log], **kwargs)
+        xe, ye = kwargs["validation"] if kwargs.get("validation") is not None else (x, y)
+        log.write_embedding(model, *as_inputs(xe[: log.max_points], ye[: log.max_points], torch.device("cpu")))
+    finally:
+        log.close()
     return history
 
 
