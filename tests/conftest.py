@@ -113,3 +113,42 @@ def tiny_mnist_run(tmp_path_factory, datasets_root):
                         train=TrainConfig(epochs=1, batch_size=64, verbose=0, seed=0))
         path, _ = train_run(cfg, tmp_path_factory.mktemp("runs") / "tiny", download=False)
     return path
+
+
+def _shapes_images(root: Path) -> Path:
+    """A folder dataset of 10x10 grey PNGs in three classes: vertical bars, dots and rings."""
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for c, name in enumerate(["bar", "dot", "ring"]):
+        (root / name).mkdir(parents=True)
+        for i in range(15):
+            img = rng.integers(0, 60, (10, 10), dtype=np.uint8)
+            if c == 0:
+                img[:, 4:6] = 255
+            elif c == 1:
+                img[4:6, 4:6] = 255
+            else:
+                img[2, 2:8] = img[7, 2:8] = img[2:8, 2] = img[2:8, 7] = 255
+            Image.fromarray(img).save(root / name / f"{i}.png")
+    return root
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory) -> Path:
+    """A run directory trained for two epochs by `cnnlab train` on a 45-image folder dataset
+    (conv, pool, conv, dense): for tests of the commands that read a run. Session-wide: tests
+    may add files to it but must not break it."""
+    from cnnlab.cli import main
+
+    base = tmp_path_factory.mktemp("tiny-run")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("XDG_CACHE_HOME", str(base / "cache"))
+        data = _shapes_images(base / "shapes")
+        run = base / "run"
+        spec = "conv4k3-relu,maxpool2,conv6k3-relu,flatten,dense8-relu,dense3"
+        rc = main(["train", "--data", f"folder:{data}", "--model", spec, "--epochs", "2", "--batch-size", "8",
+                   "--out", str(run), "--verbose", "0", "--offline", "--no-report"])
+        assert rc == 0
+    return run

@@ -51,6 +51,12 @@ _API = {
     "evaluate_run": ("cnnlab.insight.evaluate", "evaluate_run"),
     "activations": ("cnnlab.insight.inspect", "activations"),
     "filters": ("cnnlab.insight.inspect", "filters"),
+    "visualize_channels": ("cnnlab.insight.featurevis", "visualize_channels"),
+    "visualize_class": ("cnnlab.insight.featurevis", "visualize_class"),
+    "top_examples": ("cnnlab.insight.featurevis", "top_examples"),
+    "embed": ("cnnlab.insight.embedding", "embed"),
+    "run_embedding": ("cnnlab.insight.embedding", "run_embedding"),
+    "sprite_sheet": ("cnnlab.insight.embedding", "sprite_sheet"),
     "write_report": ("cnnlab.report.html", "write_report"),
     # attribution: why the network decided
     "gradcam": ("cnnlab.insight.attribution", "gradcam"),

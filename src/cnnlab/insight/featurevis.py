@@ -1,0 +1,324 @@
+"""Feature visualisation: the image a conv channel or an output class responds to most.
+
+Activation maximisation from noise (Erhan et al. 2009) gives high-frequency, adversarial-looking
+noise when pixels are optimised directly. Two tricks from Olah, Mordvintsev and Schubert,
+*Feature Visualization* (Distill, 2017) and their Lucid library make the images readable:
+
+- **A decorrelated parameterisation.** The optimiser does not move pixels but the Fourier
+  spectrum of the image, each frequency scaled by 1/frequency, so a gradient step moves
+  coarse structure as readily as fine detail (natural images have a ~1/f spectrum). For RGB
+  the three channels are mixed by the Cholesky factor of ImageNet's colour covariance, so
+  the optimiser works on decorrelated colours; a sigmoid then maps to [0, 1] and the model's
+  own normalisation ``(x - mean) / std`` is applied.
+- **Transformation robustness.** Every step sees each image randomly jittered, scaled and
+  rotated (one ``affine_grid``/``grid_sample``), so only patterns that survive small
+  transforms can grow.
+
+Every random draw comes from a private ``torch.Generator`` seeded with ``seed``: the same
+call gives the same image bit for bit on the CPU, and the global RNG is left alone. The model
+is never changed: parameters' ``requires_grad``, every module's train/eval flag and its hooks
+are restored, also when the call fails.
+
+Images are returned as float32 ``(K, H, W, C)`` in [0, 1], one per channel or class asked for.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from cnnlab.errors import CnnlabError
+from cnnlab.insight.inspect import get_layer
+
+__all__ = ["frozen_model", "top_examples", "visualize_channels", "visualize_class"]
+
+# Lucid's ``color_correlation_svd_sqrt`` (lucid/optvis/param/color.py): a square root of the
+# covariance of ImageNet's RGB pixels. We use the Cholesky factor of that covariance instead
+# (another square root: it maps white noise to the same colour statistics), normalised like
+# Lucid by its largest column norm so the decorrelated values keep unit scale.
+_IMAGENET_COLOUR_SQRT = np.array([[0.26, 0.09, 0.02], [0.27, 0.00, -0.05], [0.27, -0.09, 0.03]])
+
+
+def _colour_matrix() -> torch.Tensor:
+    cholesky = np.linalg.cholesky(_IMAGENET_COLOUR_SQRT @ _IMAGENET_COLOUR_SQRT.T)  # (3, 3) lower triangular
+    return torch.tensor(cholesky / np.linalg.norm(cholesky, axis=0).max(), dtype=torch.float32)
+
+
+@dataclass(frozen=True)
+class _Setup:
+    """How one visualisation runs (validated by :func:`_setup`)."""
+
+    size: tuple[int, int]
+    channels_in: int
+    steps: int
+    lr: float
+    mean: torch.Tensor  # (1, C, 1, 1)
+    std: torch.Tensor
+    robust: bool
+    fourier: bool
+    jitter: int  # pixels; scale and rotation ranges are below
+    scale: tuple[float, float] = (0.9, 1.1)  # Lucid's random_scale: 1 + (i - 5) / 50, i = 0..10
+    rotate: float = 10.0  # degrees either way, as Lucid's random_rotate(range(-10, 11))
+
+
+# --------------------------------------------------------------------------- model state
+
+
+@contextlib.contextmanager
+def frozen_model(model: nn.Module) -> Iterator[nn.Module]:
+    """``model`` in eval mode with no parameter requiring grad; on exit (also after an
+    exception) every parameter's ``requires_grad`` and every module's training flag are as
+    before. Gradients then flow to the input only and no ``.grad`` is touched."""
+    flags = [(p, p.requires_grad) for p in model.parameters()]
+    modes = [(m, m.training) for m in model.modules()]  # submodules may be in mixed modes
+    try:
+        for p, _ in flags:
+            p.requires_grad_(False)
+        model.eval()
+        yield model
+    finally:
+        for p, flag in flags:
+            p.requires_grad_(flag)
+        for m, mode in modes:
+            m.training = mode
+
+
+class _Done(Exception):
+    """Raised from a hook: the layer we need has run, the rest of the forward pass is wasted."""
+
+
+def _layer_output(model: nn.Module, module: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """``module``'s (first) output for input ``x``, stopping the forward pass there."""
+    caught: list[torch.Tensor] = []
+
+    def hook(mod, inputs, output):
+        caught.append(output[0] if isinstance(output, (tuple, list)) else output)
+        raise _Done
+
+    handle = module.register_forward_hook(hook)
+    try:
+        model(x)
+    except _Done:
+        pass
+    finally:
+        handle.remove()
+    if not caught:
+        raise CnnlabError("the layer never ran in the forward pass; pick a layer the model uses")
+    return caught[0]
+
+
+def _forward(model: nn.Module, x: torch.Tensor, module: nn.Module | None) -> torch.Tensor:
+    """The layer's output (or the model's when ``module`` is None); a shape mismatch inside the
+    model becomes a one-line error naming the input size."""
+    try:
+        return model(x) if module is None else _layer_output(model, module, x)
+    except RuntimeError as exc:
+        raise CnnlabError(f"the model cannot take a {tuple(x.shape[1:])} (C, H, W) input "
+                          f"({str(exc).splitlines()[0][:160]}); pass size=(H, W) and in_channels "
+                          "matching what it was built for") from exc
+
+
+def _unit_scores(out: torch.Tensor, units: torch.Tensor) -> torch.Tensor:
+    """Mean activation of channel ``units[b]`` of image b: out (B, C, ...) -> (B,)."""
+    picked = out[torch.arange(len(units), device=out.device), units.to(out.device)]  # (B, ...)
+    return picked.reshape(len(units), -1).mean(1)
+
+
+def _check_units(units: Sequence[int], available: int, what: str) -> None:
+    bad = [u for u in units if not 0 <= u < available]
+    if bad:
+        raise CnnlabError(f"{what} {bad[0]} is out of range: this has {available} ({what}s 0..{available - 1})")
+
+
+def _as_units(values, what: str) -> list[int]:
+    items = [values] if isinstance(values, (int, np.integer)) else list(values) if values is not None else []
+    if not items or any(isinstance(v, bool) or not isinstance(v, (int, np.integer)) for v in items):
+        raise CnnlabError(f"{what} must be an int or a non-empty list of ints, got {values!r}")
+    return [int(v) for v in items]
+
+
+# --------------------------------------------------------------------------- image parameterisation
+
+
+def _spectrum_scale(h: int, w: int) -> torch.Tensor:
+    """(h, w // 2 + 1) weights 1/f for rfft2 coefficients, clipped at the lowest frequency
+    (Lucid's ``fft_image``); times sqrt(h w) so that irfft2's 1/(h w) leaves unit-scale pixels."""
+    fy = torch.fft.fftfreq(h)[:, None]
+    fx = torch.fft.rfftfreq(w)[None, :]
+    freqs = torch.sqrt(fx * fx + fy * fy)
+    return 1.0 / freqs.clamp(min=1.0 / max(h, w)) * math.sqrt(h * w)
+
+
+def _init_param(setup: _Setup, n: int, gen: torch.Generator) -> torch.Tensor:
+    h, w = setup.size
+    if setup.fourier:  # real and imaginary parts of the spectrum, Lucid's sd=0.01
+        return torch.randn((n, setup.channels_in, h, w // 2 + 1, 2), generator=gen) * 0.01
+    return torch.randn((n, setup.channels_in, h, w), generator=gen) * 0.01
+
+
+def _to_image(param: torch.Tensor, setup: _Setup, scale: torch.Tensor | None) -> torch.Tensor:
+    """The parameters -> images (B, C, H, W) in [0, 1]."""
+    if setup.fourier:
+        spectrum = torch.view_as_complex(param) * scale  # (B, C, H, W//2+1)
+        x = torch.fft.irfft2(spectrum, s=setup.size) / 4.0  # Lucid's /4: the sigmoid starts near its linear part
+    else:
+        x = param
+    if setup.channels_in == 3:  # decorrelated colours -> RGB
+        x = torch.einsum("ij,bjhw->bihw", _colour_matrix().to(x.device), x)
+    return torch.sigmoid(x)
+
+
+def _random_affine(x: torch.Tensor, setup: _Setup, gen: torch.Generator) -> torch.Tensor:
+    """Each image jittered by up to ``jitter`` pixels, scaled and rotated (drawn from ``gen``)."""
+    b, _, h, w = x.shape
+    u = torch.rand((b, 4), generator=gen)
+    angle = (u[:, 0] * 2 - 1) * math.radians(setup.rotate)
+    s = setup.scale[0] + u[:, 1] * (setup.scale[1] - setup.scale[0])
+    shift = torch.floor(u[:, 2:] * (2 * setup.jitter + 1)) - setup.jitter  # whole pixels, (B, 2) x then y
+    cos, sin = torch.cos(angle) / s, torch.sin(angle) / s
+    # affine_grid works in [-1, 1] coordinates: on a non-square image a rotation needs the
+    # aspect ratio (h / w) to stay a rotation in pixels.
+    theta = torch.stack([torch.stack([cos, -sin * h / w, shift[:, 0] * 2 / w], 1),
+                         torch.stack([sin * w / h, cos, shift[:, 1] * 2 / h], 1)], 1)  # (B, 2, 3)
+    grid = F.affine_grid(theta.to(x.device), list(x.shape), align_corners=False)
+    # Reflection: no constant border whose edge a channel could learn to love.
+    return F.grid_sample(x, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
+
+
+# --------------------------------------------------------------------------- optimisation
+
+
+def _optimise(model: nn.Module, setup: _Setup, module: nn.Module | None, units: list[int], seed: int,
+              what: str) -> np.ndarray:
+    """Maximise the mean activation of ``units[b]`` (a channel of ``module``, or a logit when
+    ``module`` is None) for each image b; returns (B, H, W, C) float32 in [0, 1]."""
+    device = next(model.parameters(), torch.empty(0)).device
+    gen = torch.Generator().manual_seed(seed)
+    param = _init_param(setup, len(units), gen).to(device).requires_grad_(True)
+    scale = _spectrum_scale(*setup.size).to(device) if setup.fourier else None
+    targets = torch.tensor(units)
+    opt = torch.optim.Adam([param], lr=setup.lr)
+    mean, std = setup.mean.to(device), setup.std.to(device)
+    for step in range(setup.steps):
+        image = _to_image(param, setup, scale)
+        if setup.robust:
+            image = _random_affine(image, setup, gen)
+        out = _forward(model, (image - mean) / std, module)
+        if step == 0:
+            _check_output(out, units, what)
+        loss = -_unit_scores(out, targets).sum()  # images are independent: one backward for all
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+    with torch.no_grad():
+        final = _to_image(param, setup, scale)  # (B, C, H, W)
+    return final.permute(0, 2, 3, 1).float().cpu().numpy().copy()
+
+
+def _check_output(out: torch.Tensor, units: list[int], what: str) -> None:
+    if what == "class" and out.ndim != 2:
+        raise CnnlabError(f"the model returns shape {tuple(out.shape)}, not (N, classes) scores; "
+                          "visualise a layer's channels instead")
+    if out.ndim < 2:
+        raise CnnlabError(f"the layer's output has shape {tuple(out.shape)}: no channel axis to visualise")
+    _check_units(units, out.shape[1], what)
+
+
+def _setup(model: nn.Module, *, size, steps, lr, mean, std, in_channels, robust, fourier, jitter) -> _Setup:
+    if not isinstance(model, nn.Module):
+        raise CnnlabError(f"model must be a torch nn.Module, got {type(model).__name__}")
+    hw = (size, size) if isinstance(size, (int, np.integer)) else tuple(size)
+    if len(hw) != 2 or any(isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 4 for v in hw):
+        raise CnnlabError(f"size must be an int >= 4 or an (H, W) pair of them, got {size!r}")
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+        raise CnnlabError(f"steps must be a positive int, got {steps!r}")
+    if in_channels is None:
+        first = next((m for m in model.modules() if isinstance(m, nn.Conv2d)), None)
+        if first is None:
+            raise CnnlabError(f"{type(model).__name__} has no Conv2d layer to read the input channels from; "
+                              "pass in_channels=")
+        in_channels = first.in_channels
+    c = int(in_channels)
+    stats = [torch.as_tensor(v if v is not None else d, dtype=torch.float32).reshape(-1) for v, d in
+             ((mean, 0.0), (std, 1.0))]
+    if any(t.numel() not in (1, c) for t in stats):
+        raise CnnlabError(f"mean and std need 1 or {c} values (one per input channel), got {mean!r} and {std!r}")
+    jitter = max(1, round(min(hw) / 16)) if jitter is None else int(jitter)  # Lucid: 8 px at 128
+    return _Setup(size=(int(hw[0]), int(hw[1])), channels_in=c, steps=steps, lr=float(lr),
+                  mean=stats[0].reshape(1, -1, 1, 1), std=stats[1].reshape(1, -1, 1, 1), robust=bool(robust),
+                  fourier=bool(fourier), jitter=jitter)
+
+
+def visualize_channels(model: nn.Module, *, layer: str | int, channels, steps: int = 256, size=128, seed: int = 0,
+                       mean=None, std=None, lr: float = 0.05, in_channels: int | None = None, robust: bool = True,
+                       fourier: bool = True, jitter: int | None = None) -> np.ndarray:
+    """What each channel of ``layer`` responds to: float32 ``(K, H, W, C)`` images in [0, 1].
+
+    ``layer``: a name (``"features.3"``) or index (see ``cnnlab.insight.inspect.get_layer``);
+    ``channels``: an int or a list of K ints. The objective is the mean activation of the
+    channel over its whole map (Lucid's ``channel`` objective), maximised with Adam (``lr``)
+    for ``steps`` steps from seeded noise. ``size``: an int or ``(H, W)``: what the model
+    takes (28 for an MNIST net). ``mean``/``std``: the model's input normalisation, applied
+    to the [0, 1] image. ``in_channels`` defaults to the first conv layer's. ``robust=False``
+    turns off the random transforms, ``fourier=False`` optimises pixels directly (both for
+    comparison); ``jitter`` in pixels defaults to size/16.
+    """
+    units = _as_units(channels, "channel")
+    name, module = get_layer(model, layer)
+    setup = _setup(model, size=size, steps=steps, lr=lr, mean=mean, std=std, in_channels=in_channels,
+                   robust=robust, fourier=fourier, jitter=jitter)
+    with frozen_model(model):
+        return _optimise(model, setup, module, units, seed, "channel")
+
+
+def visualize_class(model: nn.Module, *, target, steps: int = 256, size=128, seed: int = 0, mean=None, std=None,
+                    lr: float = 0.05, in_channels: int | None = None, robust: bool = True, fourier: bool = True,
+                    jitter: int | None = None) -> np.ndarray:
+    """What each output class ``target`` (an int or a list of K ints) looks like to the
+    model: float32 ``(K, H, W, C)`` images in [0, 1] maximising that class's score (the
+    model's output before any softmax, as Lucid does). Options as :func:`visualize_channels`."""
+    units = _as_units(target, "class")
+    setup = _setup(model, size=size, steps=steps, lr=lr, mean=mean, std=std, in_channels=in_channels,
+                   robust=robust, fourier=fourier, jitter=jitter)
+    with frozen_model(model):
+        return _optimise(model, setup, None, units, seed, "class")
+
+
+# --------------------------------------------------------------------------- dataset examples
+
+
+def top_examples(model: nn.Module, images: torch.Tensor, *, layer: str | int, channels, k: int = 9,
+                 batch_size: int = 256) -> np.ndarray:
+    """Indices ``(K, k)`` int64 of the ``k`` images (rows of ``images``, a preprocessed float
+    tensor ``(N, C, H, W)``) whose mean activation of each channel is highest, highest first.
+
+    One forward pass per batch of ``batch_size`` images scores every channel at once; the model
+    runs in eval mode under ``torch.inference_mode`` and stops at ``layer``.
+    """
+    units = _as_units(channels, "channel")
+    if not isinstance(images, torch.Tensor) or images.ndim != 4 or not images.is_floating_point():
+        got = f"{images.dtype} {tuple(images.shape)}" if isinstance(images, torch.Tensor) else type(images).__name__
+        raise CnnlabError(f"images must be a float tensor (N, C, H, W) as the model takes it, got {got}")
+    if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= len(images):
+        raise CnnlabError(f"k must be an int in 1..{len(images)} (the number of images), got {k!r}")
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise CnnlabError(f"batch_size must be a positive int, got {batch_size!r}")
+    _, module = get_layer(model, layer)
+    device = next(model.parameters(), torch.empty(0)).device
+    wanted = torch.tensor(units)
+    scores = []
+    with frozen_model(model), torch.inference_mode():
+        for start in range(0, len(images), batch_size):
+            out = _forward(model, images[start:start + batch_size].to(device), module)  # (B, C', ...)
+            if start == 0:
+                _check_output(out, units, "channel")
+            scores.append(out[:, wanted.to(out.device)].reshape(len(out), len(units), -1).float().mean(2).cpu())
+    top = torch.cat(scores).T.topk(k, dim=1).indices  # (K, k)
+    return top.numpy().astype(np.int64)
