@@ -149,6 +149,6 @@ def tiny_run(tmp_path_factory) -> Path:
         run = base / "run"
         spec = "conv4k3-relu,maxpool2,conv6k3-relu,flatten,dense8-relu,dense3"
         rc = main(["train", "--data", f"folder:{data}", "--model", spec, "--epochs", "2", "--batch-size", "8",
-                   "--out", str(run), "--verbose", "0", "--offline", "--no-report"])
+                   "--out", str(run), "--quiet", "--offline", "--no-report"])
         assert rc == 0
     return run

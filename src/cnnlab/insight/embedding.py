@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from cnnlab.errors import CnnlabError
+from cnnlab.files import write_with
 from cnnlab.insight.featurevis import frozen_model
 
 __all__ = ["METHODS", "Embedding", "SpriteSheet", "embed", "pca_2d", "penultimate_features", "project",
@@ -216,7 +217,7 @@ def run_embedding(run_dir, *, method: str = "pca", limit: int | None = None, see
     ``refresh=True`` recomputes. ``limit``: map a seeded random subset of that many test
     examples (t-SNE of 10,000 takes minutes on a laptop CPU).
     """
-    from cnnlab.train.runs import _atomic_write, load_run
+    from cnnlab.train.runs import load_run
 
     if method not in METHODS:
         raise CnnlabError(f"method {method!r} is not one of {', '.join(METHODS)}")
@@ -236,13 +237,8 @@ def run_embedding(run_dir, *, method: str = "pca", limit: int | None = None, see
         idx = np.sort(np.random.default_rng(seed).choice(len(idx), size=limit, replace=False))
     result = embed(run.build_model("best"), split.images[idx], split.labels[idx], method=method,
                    preprocess=run.preprocess, seed=seed, batch_size=batch_size, indices=idx)
-
-    def write(tmp: str) -> None:
-        with open(tmp, "wb") as f:
-            np.savez(f, coords=result.coords, labels=result.labels, predictions=result.predictions,
-                     indices=result.indices, method=method, **meta)
-
-    _atomic_write(path, write)
+    write_with(path, lambda f: np.savez(f, coords=result.coords, labels=result.labels, predictions=result.predictions,
+                                        indices=result.indices, method=method, **meta))
     return result
 
 
