@@ -37,7 +37,8 @@ def info(target) -> dict:
         "has_test": target.kind == "run",
         "features": {"attribution": available("cnnlab.insight.attribution"),
                      "featurevis": available("cnnlab.insight.featurevis"),
-                     "embedding": available("cnnlab.insight.embedding") and target.kind == "run"},
+                     "embedding": available("cnnlab.insight.embedding") and target.kind == "run",
+                     "umap": available("umap")},
     }
 
 
@@ -47,7 +48,7 @@ def map_image(target, item, layer: str, channel: int) -> np.ndarray:
 
 def pick(target, kind: str, seed: int) -> dict:
     """A test image: ``random`` or ``wrong`` (one the model gets wrong), seeded by the page."""
-    _, labels = target.test
+    labels = target.evaluated_labels()
     rng = np.random.default_rng(seed)
     if kind == "random":
         return {"input": f"test:{int(rng.integers(len(labels)))}"}
@@ -61,7 +62,7 @@ def pick(target, kind: str, seed: int) -> dict:
 
 def confusion(target) -> dict:
     probs = target.probs()
-    _, labels = target.test
+    labels = target.evaluated_labels()
     preds = probs.argmax(1)
     cm = confusion_matrix(labels, preds, len(target.classes))
     return {"classes": list(target.classes), "matrix": cm.tolist(), "n": int(len(labels)),
@@ -74,7 +75,7 @@ def cell(target, actual: int, predicted: int, limit: int) -> dict:
     if not (0 <= actual < k and 0 <= predicted < k):
         raise LabError(404, f"no cell ({actual}, {predicted}); classes are 0..{k - 1}")
     probs = target.probs()
-    _, labels = target.test
+    labels = target.evaluated_labels()
     idx = np.flatnonzero((labels == actual) & (probs.argmax(1) == predicted))
     idx = idx[np.argsort(-probs[idx, predicted], kind="stable")][:max(1, min(limit, 500))]
     items = [{"index": int(i), "input": f"test:{int(i)}", "predicted_prob": float(probs[i, predicted]),

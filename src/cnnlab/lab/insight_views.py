@@ -6,6 +6,7 @@ checkout, so the rest of the lab works without it.
 
 from __future__ import annotations
 
+import numpy as np
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
@@ -58,6 +59,71 @@ def attribution_view(target, item, method: str, class_param: str | None, layer: 
             "caption": f"{ATTRIBUTION_LABELS[method]} for class {classes[cls]}{where}"}
 
 
+EMBED_POINTS = 2000  # a seeded subset: t-SNE of all 10,000 MNIST test images takes minutes on 2 cores
+FEATVIS_CHANNELS = 8
+
+
+def embedding_view(target, method: str) -> dict:
+    """The run's test-set map, cached in the run directory by cnnlab.insight.embedding."""
+    embedding = _require("cnnlab.insight.embedding", "the Map panel")
+    if target.kind != "run":
+        raise LabError(409, f"{target.name} is a pretrained network: the lab has no test set to map for it")
+    if method not in embedding.METHODS:
+        raise LabError(400, f"method {method[:40]!r} is not one of {', '.join(embedding.METHODS)}")
+    target.model  # noqa: B018 - raises 409 while the run has no weights yet
+    n = len(target.test[1])
+    emb = embedding.run_embedding(target.path, method=method, limit=EMBED_POINTS if n > EMBED_POINTS else None)
+    xy = emb.coords.astype(np.float64)
+    lo, span = xy.min(0), np.maximum(np.ptp(xy, 0), 1e-12)
+    xy = (xy - lo) / span.max()  # one scale for both axes: distances stay honest
+    xy += (1 - xy.max(0)) / 2  # centred in the unit square
+    points = [{"index": int(i), "x": round(float(x), 4), "y": round(float(1 - y), 4), "label": int(lab_), "pred": int(p)}
+              for i, (x, y), lab_, p in zip(emb.indices, xy, emb.labels, emb.predictions, strict=True)]
+    wrong = int(np.sum(emb.wrong))
+    return {"method": method, "points": points,
+            "caption": f"{len(points)} test images, {wrong} predicted wrongly (crosses); penultimate layer, "
+                       f"{method.upper() if method == 'pca' else method}"}
+
+
+def featurevis_view(target, layer: str, start: int) -> dict:
+    """Inputs optimised to excite channels start..start+7 of a conv layer (cnnlab.insight.featurevis)."""
+    featurevis = _require("cnnlab.insight.featurevis", "feature visualisation")
+    from torch import nn
+
+    from cnnlab.lab.imaging import png_b64
+
+    model = target.model
+    modules = dict(model.named_modules())
+    if not isinstance(modules.get(layer), nn.Conv2d):
+        convs = [n for n, m in modules.items() if isinstance(m, nn.Conv2d)]
+        raise LabError(404, f"no conv layer {layer[:60]!r}; pick one of {convs}")
+    count = modules[layer].out_channels
+    if not 0 <= start < count:
+        raise LabError(400, f"start must be a channel 0..{count - 1} of {layer}, got {start}")
+    channels = list(range(start, min(count, start + FEATVIS_CHANNELS)))
+    key = (layer, start, getattr(target, "_stamp", None))
+    cache = target.featurevis_cache
+    if key not in cache:
+        h, w, _ = target.input_shape
+        size, norm = (h, w), target_normalisation(target)
+        if target.kind == "pretrained":
+            size = (128, 128)  # 224 would take minutes on a CPU; 128 shows the same patterns
+        images = featurevis.visualize_channels(model, layer=layer, channels=channels, size=size, steps=128, **norm)
+        cache[key] = [{"channel": c, "png": png_b64((np.clip(im, 0, 1) * 255).round().astype(np.uint8))}
+                      for c, im in zip(channels, images, strict=True)]
+    return {"layer": layer, "images": cache[key],
+            "caption": f"{layer}: inputs optimised to excite channels {channels[0]}-{channels[-1]} of {count} (128 steps)"}
+
+
+def target_normalisation(target) -> dict:
+    if target.kind == "pretrained":
+        from cnnlab.models.pretrained import IMAGENET_MEAN, IMAGENET_STD
+
+        return {"mean": IMAGENET_MEAN, "std": IMAGENET_STD}
+    cfg = target.run.config
+    return {"mean": cfg.get("mean"), "std": cfg.get("std")}
+
+
 def routes(lab, api: str, locked, int_param) -> list:
     async def attribution(request: Request):
         target, item = lab.input_of(request)
@@ -67,12 +133,14 @@ def routes(lab, api: str, locked, int_param) -> list:
         return JSONResponse({**body, "input": q.get("input")})
 
     async def embedding(request: Request):
-        _require("cnnlab.insight.embedding", "the Map panel")
-        raise LabError(501, "the embedding is not wired yet")
+        _, target = lab.target(request)
+        method = request.query_params.get("method", "pca")
+        return JSONResponse(await locked(target, embedding_view, target, method))
 
     async def featurevis(request: Request):
-        _require("cnnlab.insight.featurevis", "feature visualisation")
-        raise LabError(501, "feature visualisation is not wired yet")
+        _, target = lab.target(request)
+        layer, start = request.query_params.get("layer", ""), int_param(request, "start", 0)
+        return JSONResponse(await locked(target, featurevis_view, target, layer, start))
 
     return [Route(f"{api}/attribution", attribution), Route(f"{api}/embedding", embedding),
             Route(f"{api}/featurevis", featurevis)]

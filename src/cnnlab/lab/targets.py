@@ -62,6 +62,7 @@ class RunTarget:
         self._stamp: tuple | None = None
         self._test = None
         self._probs: np.ndarray | None = None
+        self.featurevis_cache: dict = {}  # (layer, first channel, weights) -> images: optimising takes seconds
 
     @property
     def classes(self) -> list[str]:
@@ -102,16 +103,20 @@ class RunTarget:
 
     @property
     def test(self):
-        """The run's test split (first ``max_test`` images), loaded once; None when not found."""
+        """The run's whole test split (images, labels), loaded once; any image can be the input."""
         with self.lock:
             if self._test is None:
                 try:
                     split = self.run.load_data(download=False).test
                 except CnnlabError as exc:
                     raise LabError(409, f"the test set of {self.name} is not available here ({exc})") from exc
-                n = len(split.labels) if self.max_test is None else min(self.max_test, len(split.labels))
-                self._test = (split.images[:n], np.asarray(split.labels[:n], dtype=np.int64))
+                self._test = (split.images, np.asarray(split.labels, dtype=np.int64))
             return self._test
+
+    def evaluated_labels(self) -> np.ndarray:
+        """Labels of the test images the errors panel evaluates: the first ``max_test`` (default all)."""
+        labels = self.test[1]
+        return labels if self.max_test is None else labels[:self.max_test]
 
     def test_input(self, index: int) -> Input:
         images, labels = self.test
@@ -126,7 +131,7 @@ class RunTarget:
         with self.lock:
             model = self.model
             if self._probs is None:
-                images, _ = self.test
+                images = self.test[0][:len(self.evaluated_labels())]
                 chunks = [predict(model, self.run.preprocess(images[s:s + 1000]), 1000)
                           for s in range(0, len(images), 1000)]
                 self._probs = np.concatenate(chunks)
@@ -156,6 +161,7 @@ class PretrainedTarget:
         self.model = load_pretrained(name, weights=weights, progress=False)
         self.classes = imagenet_classes()
         self.lock = threading.RLock()
+        self.featurevis_cache: dict = {}
 
     def from_pil(self, img) -> Input:
         from cnnlab.models.pretrained import IMAGENET_MEAN, IMAGENET_STD, preprocess
@@ -180,6 +186,9 @@ class PretrainedTarget:
         return self.test
 
     def probs(self) -> np.ndarray:
+        return self.test
+
+    def evaluated_labels(self) -> np.ndarray:
         return self.test
 
     def history(self) -> dict:

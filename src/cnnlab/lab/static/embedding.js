@@ -13,6 +13,11 @@ export function initEmbedding(info) {
     document.getElementById("embed-go").disabled = true;
     return;
   }
+  if (!info.features.umap) {
+    const umap = document.querySelector("#embed-method option[value=umap]");
+    umap.disabled = true;
+    umap.textContent = "UMAP (pip install umap-learn)";
+  }
   document.getElementById("embed-go").onclick = () => load(document.getElementById("embed-method").value, info);
   const canvas = document.getElementById("embed-canvas");
   canvas.addEventListener("mousemove", (e) => hover(e, info));

@@ -11,7 +11,16 @@ export function initFilters(info) {
     button.disabled = true;
     document.getElementById("featvis-caption").textContent = "(needs cnnlab.insight.featurevis, not in this cnnlab)";
   }
-  button.onclick = () => featvis(select.value).catch((err) => showError("filters-error", err));
+  let start = 0, shownLayer = null;
+  button.onclick = () => {
+    start = select.value === shownLayer ? start + 8 : 0;  // each click: the next 8 channels
+    shownLayer = select.value;
+    featvis(select.value, start).catch((err) => {
+      showError("filters-error", err);
+      document.getElementById("featvis-caption").textContent = "";
+      start = -8;
+    });
+  };
 }
 
 async function load(layer) {
@@ -24,12 +33,13 @@ async function load(layer) {
   } catch (err) { showError("filters-error", err); }
 }
 
-async function featvis(layer) {
+async function featvis(layer, start) {
   showError("filters-error", null);
   document.getElementById("featvis-caption").textContent = "optimising inputs…";
-  const r = await getJSON("featurevis", { layer });
+  const r = await getJSON("featurevis", { layer, start });
   document.getElementById("featvis-caption").textContent = r.caption || "";
   document.getElementById("featvis").replaceChildren(...r.images.map((im) =>
     el("figure", {}, el("img", { src: pngSrc(im.png), alt: `channel ${im.channel}` }),
       el("figcaption", { textContent: `channel ${im.channel}` }))));
+  document.getElementById("filters-panel").dataset.featvis = `${layer}:${start}`;
 }
