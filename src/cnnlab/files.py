@@ -183,8 +183,11 @@ def write_text(path: str | os.PathLike, text: str, *, encoding: str = "utf-8", n
 
 def save_figure(fig, path: str | os.PathLike, **savefig_kwargs) -> Path:
     """``fig.savefig(path, ...)`` made atomic; the format follows the suffix as with savefig."""
+    from cnnlab.text import clean_figure_text
+
     path = Path(path)
     fmt = savefig_kwargs.pop("format", None) or path.suffix.lstrip(".").lower() or None
+    clean_figure_text(fig)  # titles made from file names that are not UTF-8 would fail to render
     return write_with(path, lambda f: fig.savefig(f, format=fmt, **savefig_kwargs))
 
 

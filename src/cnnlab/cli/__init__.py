@@ -13,6 +13,7 @@ import os
 import sys
 
 from cnnlab.errors import CnnlabError
+from cnnlab.text import printable_streams
 from cnnlab.train.memory import keep_freed_memory
 
 # Each command and the module that registers it, in the order `cnnlab --help` lists them.
@@ -61,6 +62,7 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
+    printable_streams()  # file names that are not UTF-8 print as U+FFFD instead of a traceback
     parser = build_parser(argv[0] if argv else None)
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):

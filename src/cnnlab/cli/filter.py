@@ -11,6 +11,7 @@ from cnnlab.files import write_bytes
 from cnnlab.scratch.conv import BOUNDARIES, MODES
 from cnnlab.scratch.images import SAMPLES, apply_kernel, gallery, load_image
 from cnnlab.scratch.kernels import ALIASES, KERNELS, get_kernel, random_kernels, resolve_name
+from cnnlab.text import clean_figure_text
 
 # Formats the gallery can be saved in (matplotlib's names, chosen by --out's extension).
 _FIGURE_FORMATS = ("png", "jpg", "jpeg", "pdf", "svg")
@@ -67,6 +68,7 @@ def run_filter(args: argparse.Namespace) -> int:
     maps = {name: apply_kernel(image, k, mode=args.mode, boundary=args.boundary) for name, k in kernels.items()}
     figure = gallery(image, maps, image_title=f"original {Path(args.image).name}")
     buffer = io.BytesIO()
+    clean_figure_text(figure)  # names from the file system may not be UTF-8
     figure.savefig(buffer, format=suffix, dpi=100)
 
     write_bytes(out, buffer.getvalue())  # atomic: an existing gallery is never left half-written

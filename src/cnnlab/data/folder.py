@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from cnnlab.errors import CnnlabError
+from cnnlab.text import printable
 
 GREY_MODES = {"1", "L", "LA", "La", "I", "I;16", "I;16B", "I;16L", "I;16N", "F"}
 MODES = {"L": 1, "RGB": 3}
@@ -69,19 +70,33 @@ def scan(path: Path) -> tuple[tuple[str, ...], list[Path], np.ndarray, np.ndarra
     else:
         by_split = {UNSPLIT: _class_files(path, label)}
         codes = {UNSPLIT: UNSPLIT}
-    classes = tuple(sorted(next(iter(by_split.values()))))
+    folders = tuple(sorted(next(iter(by_split.values()))))  # as the file system names them
     files, labels, split = [], [], []
     for key, per_class in by_split.items():
-        extra = sorted(set(per_class) - set(classes))
+        extra = sorted(set(per_class) - set(folders))
         if extra:
             raise CnnlabError(
                 f"{parts[TEST]}/{extra[0]} is a class the training folder lacks; add it to train/ or remove it"
             )
         for name, paths in per_class.items():
             files += paths
-            labels += [classes.index(name)] * len(paths)
+            labels += [folders.index(name)] * len(paths)
             split += [codes[key]] * len(paths)
-    return classes, files, np.asarray(labels, np.int64), np.asarray(split, np.int8)
+    return display_names(folders), files, np.asarray(labels, np.int64), np.asarray(split, np.int8)
+
+
+def display_names(folders) -> tuple[str, ...]:
+    """Class names fit to show and save: undecodable bytes become U+FFFD, as a browser shows them.
+
+    On Linux a folder name that is not valid UTF-8 arrives as a str holding lone surrogates
+    (Python's surrogateescape), which matplotlib, JSON files and HTML pages cannot encode.
+    Two folders that differ only in their undecodable bytes would then share a name, so those
+    keep their bytes visible as ``\\xe9`` escapes instead.
+    """
+    shown = [printable(name) for name in folders]
+    clashes = {name for name in shown if shown.count(name) > 1}
+    return tuple(name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+                 if seen in clashes else seen for name, seen in zip(folders, shown, strict=True))
 
 
 def _open(file: Path):

@@ -28,6 +28,7 @@ from cnnlab.insight.evaluate import Evaluation, TopLoss, evaluate_images, merged
 from cnnlab.insight.inspect import activations_of, conv_layers, filter_images, filters, get_layer
 from cnnlab.report import plots
 from cnnlab.scratch.images import tile
+from cnnlab.text import clean_figure_text, printable
 from cnnlab.train.device import resolve_device
 
 __all__ = ["ReportOptions", "render_filters_page", "render_report", "write_filters_page", "write_report"]
@@ -100,12 +101,13 @@ img.pixels { image-rendering: pixelated; }
 
 
 def _e(text: Any) -> str:
-    return html.escape(str(text))
+    return html.escape(printable(str(text)))  # names from the file system may not be UTF-8
 
 
 def fig_to_png(fig, *, dpi: int = 80) -> bytes:
     """A matplotlib Figure rendered to PNG bytes."""
     buf = io.BytesIO()
+    clean_figure_text(fig)
     fig.savefig(buf, format="png", dpi=dpi)
     return buf.getvalue()
 
@@ -389,7 +391,7 @@ def write_report(
                          options=options)
     if evaluation is not None:
         save_metrics(run.path, merged_metrics(run.metrics, evaluation.metrics))
-    files.write_text(out, text)
+    files.write_text(out, printable(text))
     return out
 
 
@@ -460,5 +462,5 @@ def write_filters_page(
     model = run.build_model(weights="best")
     text = render_filters_page(run, model, layer)
     out = _output_path(out, run.path / f"filters-{_filter_layer(model, layer)}.html")
-    files.write_text(out, text)
+    files.write_text(out, printable(text))
     return out
