@@ -20,15 +20,25 @@ import torch
 from PIL import Image
 
 from cnnlab.errors import CnnlabError
+from cnnlab.insight.results import ResultsOptions
 from cnnlab.models import build
-from cnnlab.report.html import ReportOptions, write_filters_page, write_report
+from cnnlab.report.html import ReportOptions
+from cnnlab.reporting import filters_page as write_filters_page
+from cnnlab.reporting import report_run
 from cnnlab.train import runs
 
 SPEC = "conv4k3-relu,maxpool2,conv6k3-relu,flatten"
 SECTIONS = ("config", "summary", "curves", "metrics", "per-class", "confusion", "most-confused",
             "top-losses", "wrong", "confidence", "filters", "activations")
 PER_EXAMPLE = ("wrong", "confidence")
-FAST = ReportOptions(dpi=30, n_activation_images=1, n_top_losses=5, n_wrong=5)  # smaller PNGs, same sections
+FAST = {"options": ReportOptions(dpi=30),  # smaller PNGs, same sections
+        "collect": ResultsOptions(n_activation_images=1, n_top_losses=5, n_wrong=5)}
+
+
+def write_report(run_dir, **kwargs):
+    """The whole path from a run directory: collect (insight), then render (report)."""
+    fast = kwargs.pop("fast", False)
+    return report_run(run_dir, **(FAST if fast else {}), **kwargs)
 
 
 def make_run(path: Path, *, num_classes: int = 3, n_test: int = 60, shape=(8, 8, 1)) -> SimpleNamespace:
@@ -93,19 +103,19 @@ def test_report_given_evaluation_and_out(tiny_run, tmp_path):
 
     run = runs.load_run(tiny_run)
     ev = evaluate_run(run)
-    out = write_report(tiny_run, evaluation=ev, out=tmp_path / "elsewhere.html", options=FAST)
+    out = write_report(tiny_run, evaluation=ev, out=tmp_path / "elsewhere.html", fast=True)
     assert out.is_file() and not (tiny_run / "report.html").exists()
     assert f"{ev.metrics['accuracy']:.4f}" in out.read_text()
 
 
 def test_report_without_dataset_renders_saved_metrics(tiny_run, monkeypatch):
-    write_report(tiny_run, options=FAST)  # saves metrics.json while the data is there
+    write_report(tiny_run, fast=True)  # saves metrics.json while the data is there
 
     def absent(self, download=False):
         raise CnnlabError("dataset 'synthetic' not found in ~/.cache/cnnlab; run with download=True")
 
     monkeypatch.setattr(runs.Run, "load_data", absent)
-    html = write_report(tiny_run, options=FAST).read_text()
+    html = write_report(tiny_run, fast=True).read_text()
     ids = section_ids(html)
     for name in ("metrics", "per-class", "confusion", "most-confused", "top-losses", "filters"):
         assert name in ids
@@ -127,7 +137,7 @@ def test_report_without_dataset_or_metrics(tiny_run, monkeypatch):
 def test_report_for_many_classes_is_truncated(tmp_path, monkeypatch):
     data = make_run(tmp_path / "run100", num_classes=100, n_test=300, shape=(8, 8, 3))
     monkeypatch.setattr(runs.Run, "load_data", lambda self, download=False: data)
-    html = write_report(tmp_path / "run100", options=FAST).read_text()
+    html = write_report(tmp_path / "run100", fast=True).read_text()
     assert "Showing the 30 classes with the lowest F1 of 100" in html
     assert "counts are left out of the cells" in html
     assert html.count("<tr>") < 100  # per-class (30), pairs (20) and top losses (5) are all capped
@@ -176,3 +186,102 @@ def test_bad_output_path_fails_before_any_work(tiny_run, tmp_path):
     with pytest.raises(CnnlabError, match="is a directory"):
         write_report(tiny_run, out=tmp_path)
     assert not (tiny_run / "metrics.json").exists()
+
+
+# --------------------------------------------------------------------------- report computes nothing
+
+REPORT_DIR = Path(__file__).resolve().parents[1] / "src" / "cnnlab" / "report"
+FORBIDDEN = re.compile(r"cnnlab\.[a-z_.]*(train|runs|experiment|evaluate|step)\b")
+
+
+def imported_modules(path: Path) -> set[str]:
+    """Every module a file imports, at any depth (functions, TYPE_CHECKING blocks included)."""
+    import ast
+
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            found |= {alias.name for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            found.add(node.module)
+            found |= {f"{node.module}.{alias.name}" for alias in node.names}
+    return found
+
+
+def test_report_package_imports_nothing_that_trains_or_evaluates():
+    modules = {p.name: imported_modules(p) for p in sorted(REPORT_DIR.glob("*.py"))}
+    assert {"html.py", "sections.py", "page.py", "plots.py"} <= modules.keys()
+    bad = {name: sorted(m for m in found if FORBIDDEN.search(m) or m.split(".")[0] == "torch")
+           for name, found in modules.items()}
+    assert bad == {name: [] for name in modules}
+    assert FORBIDDEN.search("cnnlab.insight.evaluate") and FORBIDDEN.search("cnnlab.train.runs")  # the check bites
+
+
+def hand_built_results(tmp_path: Path, *, with_images: bool = True):
+    """Results made by hand, as another tool (or a test) would: no run directory, no model."""
+    from cnnlab.insight.evaluate import compute_metrics, top_losses
+    from cnnlab.insight.inspect import filter_images
+    from cnnlab.insight.results import ActivationExample, FilterResults, Predictions, Results
+
+    rng = np.random.default_rng(1)
+    classes = ["cat", "dog", "bird"]
+    probs = rng.dirichlet(np.ones(3), size=40).astype(np.float32)
+    labels = rng.integers(0, 3, 40)
+    images = rng.integers(0, 256, (40, 8, 8, 3), dtype=np.uint8)
+    losses = top_losses(probs, labels, k=4)
+    wrong = np.flatnonzero(probs.argmax(1) != labels)
+    weights = rng.normal(size=(4, 3, 3, 3)).astype(np.float32)
+    return Results(
+        run_dir=tmp_path / "hand-made", config={"data": "synthetic", "model": "by hand", "num_classes": 3},
+        classes=classes, history=[{"epoch": 1.0, "loss": 1.0, "accuracy": 0.5}, {"epoch": 2.0, "loss": 0.5,
+                                                                                 "accuracy": 0.75}],
+        model_summary="Total params: 123", metrics=compute_metrics(probs, labels, classes), top_losses=losses,
+        top_loss_images=images[[t.index for t in losses]] if with_images else None,
+        wrong=Predictions(images=images[wrong[:3]] if with_images else None, probs=probs[wrong[:3]],
+                          labels=labels[wrong[:3]], total=len(wrong)),
+        predictions=Predictions(images=None, probs=probs, labels=labels, total=40),
+        first_filters=FilterResults(layer="conv1", weights=weights, patches=filter_images(weights)),
+        activations=[ActivationExample(index=0, image=images[0], maps={"conv1": rng.random((4, 6, 6))},
+                                       label=int(labels[0]), predicted=int(probs[0].argmax()),
+                                       prob=float(probs[0].max()))] if with_images else None,
+        activations_skipped=None if with_images else "the dataset is not available",
+    )
+
+
+def test_report_renders_hand_built_results_without_running_a_model(tmp_path, monkeypatch):
+    from cnnlab.report import render_report
+    from cnnlab.report import write_report as write_results
+
+    monkeypatch.setattr(torch.nn.Module, "__call__", lambda *a, **k: pytest.fail("the report ran a model"))
+    results = hand_built_results(tmp_path)
+    html = render_report(results, options=ReportOptions(dpi=30))
+    assert section_ids(html) == list(SECTIONS)
+    assert f"{results.metrics['accuracy']:.4f}" in html and "Total params: 123" in html
+    assert f"The first 3 of {results.wrong.total} wrong predictions" in html
+    assert "First-layer filters (conv1)" in html and "test image 0: " in html, re.findall("<h3>.*</h3>", html)
+    # curves, confusion + errors, top losses, wrong, confidence, filters, 1 image x (1 + 1 conv layer)
+    assert len(embedded_images(html)) == 1 + 2 + 1 + 1 + 1 + 1 + 2
+    (tmp_path / "hand-made").mkdir()
+    path = write_results(results, options=ReportOptions(dpi=30))
+    assert path == tmp_path / "hand-made" / "report.html" and section_ids(path.read_text()) == list(SECTIONS)
+    without = render_report(hand_built_results(tmp_path, with_images=False), options=ReportOptions(dpi=30))
+    assert "wrong" not in section_ids(without) and "The images are skipped" in without
+    assert "Skipped: the dataset is not available" in without
+
+
+def test_report_refuses_a_path_and_names_the_new_way(tiny_run):
+    from cnnlab.report import write_filters_page as write_filters
+    from cnnlab.report import write_report as write_results
+
+    with pytest.raises(CnnlabError, match=r"computes nothing.*collect_results\(RUN_DIR\).*report_run"):
+        write_results(tiny_run)
+    with pytest.raises(CnnlabError, match=r"collect_filters\(RUN_DIR\)"):
+        write_filters(str(tiny_run))
+    assert not (tiny_run / "report.html").exists() and not (tiny_run / "metrics.json").exists()
+
+
+def test_public_write_report_still_takes_a_run_directory(tiny_run):
+    import cnnlab
+
+    assert cnnlab.write_report(tiny_run, **FAST) == tiny_run / "report.html"
+    assert json.loads((tiny_run / "metrics.json").read_text())["n"] == 60

@@ -57,7 +57,9 @@ _API = {
     "embed": ("cnnlab.insight.embedding", "embed"),
     "run_embedding": ("cnnlab.insight.embedding", "run_embedding"),
     "sprite_sheet": ("cnnlab.insight.embedding", "sprite_sheet"),
-    "write_report": ("cnnlab.report.html", "write_report"),
+    "write_report": ("cnnlab.reporting", "report_run"),  # a run directory -> report.html
+    "report_run": ("cnnlab.reporting", "report_run"),
+    "collect_results": ("cnnlab.insight.results", "collect_results"),
     # attribution: why the network decided
     "gradcam": ("cnnlab.insight.attribution", "gradcam"),
     "gradcam_pp": ("cnnlab.insight.attribution", "gradcam_pp"),

@@ -68,7 +68,7 @@ def choose_data(log: Callable[[str], None]) -> RunConfig:
 def run_demo(out="runs/demo", *, epochs: int | None = None, log: Callable[[str], None] = lambda line: None,
              verbose: int = 1, device: str = "auto") -> DemoResult:
     """Run the whole story into ``out`` (replacing an earlier demo there) and return its paths."""
-    from cnnlab.report.html import write_report
+    from cnnlab.reporting import report_run
     from cnnlab.train.experiment import train_run
     from cnnlab.train.runs import load_run
 
@@ -83,6 +83,6 @@ def run_demo(out="runs/demo", *, epochs: int | None = None, log: Callable[[str],
     log(f"2/3 training {cfg.model} on {cfg.data} for {train.epochs} epochs (batch {train.batch_size}, {train.optimizer})")
     run_dir, _ = train_run(cfg, out / "run", overwrite=True)
     log("3/3 evaluating: metrics, confusion, top losses, learned filters, activations -> report")
-    report = write_report(run_dir)
+    report = report_run(run_dir)
     accuracy = load_run(run_dir).metrics["test_accuracy"]
     return DemoResult(random_gallery, edge_gallery, run_dir, report, cfg.data, float(accuracy))

@@ -41,19 +41,20 @@ def register(sub) -> None:
 
 
 def run_report(args: argparse.Namespace) -> int:
-    from cnnlab.report.html import ReportOptions, write_report
+    from cnnlab.insight.results import ResultsOptions
+    from cnnlab.reporting import report_run
 
     start = time.perf_counter()
-    path = write_report(args.run_dir, out=args.out, options=ReportOptions(batch_size=args.batch_size, device=args.device),
-                        progress=options.progress(args))
+    path = report_run(args.run_dir, out=args.out, collect=ResultsOptions(batch_size=args.batch_size, device=args.device),
+                      progress=options.progress(args))
     size = path.stat().st_size / 1e6
     print(f"wrote {path} ({size:.1f} MB, {time.perf_counter() - start:.1f} s)")
     return 0
 
 
 def run_filters(args: argparse.Namespace) -> int:
-    from cnnlab.report.html import write_filters_page
+    from cnnlab.reporting import filters_page
 
-    path = write_filters_page(args.run_dir, layer=args.layer, out=args.out)
+    path = filters_page(args.run_dir, layer=args.layer, out=args.out)
     print(f"wrote {path}")
     return 0

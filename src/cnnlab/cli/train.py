@@ -199,10 +199,10 @@ Precedence: built-in defaults < --recipe < this file < options typed on the comm
 
 
 def _report(path: Path) -> None:
-    from cnnlab.report.html import write_report
+    from cnnlab.reporting import report_run
 
     try:
-        report = write_report(path)
+        report = report_run(path)
     except CnnlabError as exc:
         print(f"cnnlab train: report skipped: {exc}", file=sys.stderr)
         return
