@@ -186,3 +186,26 @@ def test_pretrained_squeezenet_class_visualisation_is_confidently_that_class(sha
                        - torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)) / torch.tensor(IMAGENET_STD).view(1, 3, 1, 1))
     assert p[target] > 0.9, float(p[target])
     assert noise.softmax(1)[0, target] < 0.01
+
+
+def test_redirected_relu_passes_gradient_only_where_an_image_would_get_none():
+    x = torch.tensor([[-1.0, -2.0, -0.5], [1.0, -1.0, 2.0]], requires_grad=True)  # image 0: all dead
+    out = fv._RedirectedReLU.apply(x)
+    assert torch.equal(out, x.detach().clamp(min=0))
+    grad = torch.tensor([[-1.0, 2.0, -3.0], [4.0, 5.0, -6.0]])
+    out.backward(grad)
+    # image 0: plain ReLU gives nothing, so pass on what would raise x (grad < 0 under descent);
+    # image 1: plain ReLU's gradient
+    assert torch.equal(x.grad, torch.tensor([[-1.0, 0.0, -3.0], [4.0, 0.0, -6.0]]))
+
+
+def test_a_channel_behind_a_relu_that_noise_leaves_dead_still_grows():
+    torch.manual_seed(0)
+    conv = nn.Conv2d(1, 1, 3, padding=1)
+    with torch.no_grad():
+        conv.weight.copy_(torch.tensor([[-1.0, -1, -1], [-1, 8, -1], [-1, -1, -1]]).view(1, 1, 3, 3))  # a dot detector
+        conv.bias.fill_(-4.0)  # silent for the grey starting noise: only a bright dot on black reaches 0
+    model = nn.Sequential(conv, nn.ReLU())
+    image = visualize_channels(model, layer="1", channels=0, steps=40, size=12, seed=0, lr=0.3)
+    x = torch.from_numpy(image).permute(0, 3, 1, 2)
+    assert activations(model, x, "1").mean() > 0.05  # exactly 0 with a plain ReLU gradient

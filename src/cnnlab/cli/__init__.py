@@ -32,6 +32,8 @@ COMMANDS = {
     "filters": "report",
     "classify": "classify",
     "explain": "explain",
+    "features": "features",
+    "embed": "embed",
     "lab": "lab",
     "export": "export",
 }

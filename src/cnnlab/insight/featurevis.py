@@ -10,6 +10,9 @@ noise when pixels are optimised directly. Two tricks from Olah, Mordvintsev and 
   the three channels are mixed by the Cholesky factor of ImageNet's colour covariance, so
   the optimiser works on decorrelated colours; a sigmoid then maps to [0, 1] and the model's
   own normalisation ``(x - mean) / std`` is applied.
+- **Gradients through dead ReLUs.** While optimising, a ReLU whose gradient would be zero
+  for a whole image passes it on anyway (Lucid's redirected ReLU), so a channel after a ReLU
+  that the starting noise does not excite still gets a direction to grow in.
 - **Transformation robustness.** Every step sees each image randomly jittered, scaled and
   rotated (one ``affine_grid``/``grid_sample``), so only patterns that survive small
   transforms can grow.
@@ -26,7 +29,7 @@ from __future__ import annotations
 
 import contextlib
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -37,7 +40,8 @@ from torch import nn
 from cnnlab.errors import CnnlabError
 from cnnlab.insight.inspect import get_layer
 
-__all__ = ["frozen_model", "top_examples", "visualize_channels", "visualize_class"]
+__all__ = ["ChannelVisuals", "frozen_model", "last_conv_layer", "run_channel_visuals", "top_examples",
+           "visualize_channels", "visualize_class"]
 
 # Lucid's ``color_correlation_svd_sqrt`` (lucid/optvis/param/color.py): a square root of the
 # covariance of ImageNet's RGB pixels. We use the Cholesky factor of that covariance instead
@@ -88,6 +92,44 @@ def frozen_model(model: nn.Module) -> Iterator[nn.Module]:
             p.requires_grad_(flag)
         for m, mode in modes:
             m.training = mode
+
+
+class _RedirectedReLU(torch.autograd.Function):
+    """ReLU whose backward pass does not go silent on a dead unit (Lucid's ``redirected_relu_grad``).
+
+    A channel after a ReLU that is 0 everywhere for the starting noise gets no gradient at
+    all, and its visualisation stays grey. For an image whose ordinary ReLU gradient is all
+    zero, the gradient is passed through anyway, except where it would push an already
+    negative input lower."""
+
+    @staticmethod
+    def forward(ctx, x):
+        ctx.save_for_backward(x)
+        return x.clamp(min=0)
+
+    @staticmethod
+    def backward(ctx, grad):
+        (x,) = ctx.saved_tensors
+        zero = torch.zeros_like(grad)
+        relu_grad = torch.where(x < 0, zero, grad)
+        redirected = torch.where((x < 0) & (grad > 0), zero, grad)  # descent on grad > 0 lowers x
+        through = relu_grad.reshape(len(grad), -1).norm(dim=1) > 0  # (B,): did anything get through?
+        return torch.where(through.view(-1, *[1] * (grad.ndim - 1)), relu_grad, redirected)
+
+
+@contextlib.contextmanager
+def _redirected_relus(model: nn.Module) -> Iterator[None]:
+    """Every (not in-place) ``nn.ReLU`` of ``model`` computes :class:`_RedirectedReLU` inside the block."""
+    def hook(module, inputs, output):
+        x = inputs[0]
+        return _RedirectedReLU.apply(x) if x.ndim >= 2 and torch.is_grad_enabled() else output
+
+    handles = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, nn.ReLU) and not m.inplace]
+    try:
+        yield
+    finally:
+        for handle in handles:
+            handle.remove()
 
 
 class _Done(Exception):
@@ -274,7 +316,7 @@ def visualize_channels(model: nn.Module, *, layer: str | int, channels, steps: i
     name, module = get_layer(model, layer)
     setup = _setup(model, size=size, steps=steps, lr=lr, mean=mean, std=std, in_channels=in_channels,
                    robust=robust, fourier=fourier, jitter=jitter)
-    with frozen_model(model):
+    with frozen_model(model), _redirected_relus(model):
         return _optimise(model, setup, module, units, seed, "channel")
 
 
@@ -287,25 +329,29 @@ def visualize_class(model: nn.Module, *, target, steps: int = 256, size=128, see
     units = _as_units(target, "class")
     setup = _setup(model, size=size, steps=steps, lr=lr, mean=mean, std=std, in_channels=in_channels,
                    robust=robust, fourier=fourier, jitter=jitter)
-    with frozen_model(model):
+    with frozen_model(model), _redirected_relus(model):
         return _optimise(model, setup, None, units, seed, "class")
 
 
 # --------------------------------------------------------------------------- dataset examples
 
 
-def top_examples(model: nn.Module, images: torch.Tensor, *, layer: str | int, channels, k: int = 9,
-                 batch_size: int = 256) -> np.ndarray:
-    """Indices ``(K, k)`` int64 of the ``k`` images (rows of ``images``, a preprocessed float
-    tensor ``(N, C, H, W)``) whose mean activation of each channel is highest, highest first.
+def top_examples(model: nn.Module, images, *, layer: str | int, channels, k: int = 9, batch_size: int = 256,
+                 preprocess: Callable | None = None) -> np.ndarray:
+    """Indices ``(K, k)`` int64 of the ``k`` images whose mean activation of each channel is
+    highest, highest first. ``images``: a float tensor ``(N, C, H, W)`` as the model takes it,
+    or anything ``preprocess`` turns into one a batch at a time (uint8 (N, H, W, C) with
+    ``Run.preprocess``).
 
     One forward pass per batch of ``batch_size`` images scores every channel at once; the model
     runs in eval mode under ``torch.inference_mode`` and stops at ``layer``.
     """
     units = _as_units(channels, "channel")
-    if not isinstance(images, torch.Tensor) or images.ndim != 4 or not images.is_floating_point():
-        got = f"{images.dtype} {tuple(images.shape)}" if isinstance(images, torch.Tensor) else type(images).__name__
-        raise CnnlabError(f"images must be a float tensor (N, C, H, W) as the model takes it, got {got}")
+    if preprocess is None and not (isinstance(images, torch.Tensor) and images.ndim == 4
+                                   and images.is_floating_point()):
+        got = f"{images.dtype} {tuple(images.shape)}" if hasattr(images, "shape") else type(images).__name__
+        raise CnnlabError(f"images must be a float tensor (N, C, H, W) as the model takes it (or pass "
+                          f"preprocess=), got {got}")
     if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= len(images):
         raise CnnlabError(f"k must be an int in 1..{len(images)} (the number of images), got {k!r}")
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
@@ -316,9 +362,52 @@ def top_examples(model: nn.Module, images: torch.Tensor, *, layer: str | int, ch
     scores = []
     with frozen_model(model), torch.inference_mode():
         for start in range(0, len(images), batch_size):
-            out = _forward(model, images[start:start + batch_size].to(device), module)  # (B, C', ...)
+            batch = images[start:start + batch_size]
+            x = preprocess(batch) if preprocess is not None else batch
+            out = _forward(model, x.to(device), module)  # (B, C', ...)
             if start == 0:
                 _check_output(out, units, "channel")
             scores.append(out[:, wanted.to(out.device)].reshape(len(out), len(units), -1).float().mean(2).cpu())
     top = torch.cat(scores).T.topk(k, dim=1).indices  # (K, k)
     return top.numpy().astype(np.int64)
+
+
+# --------------------------------------------------------------------------- a trained run
+
+
+@dataclass(frozen=True, eq=False)
+class ChannelVisuals:
+    """Feature visualisations of ``channels`` of ``layer``: ``images`` (K, H, W, C) in [0, 1],
+    and ``top`` (K, k) indices of the examples that activate each most (None without data)."""
+
+    layer: str
+    channels: list[int]
+    images: np.ndarray
+    top: np.ndarray | None
+
+
+def last_conv_layer(model: nn.Module) -> str:
+    """The name of the model's last ``nn.Conv2d`` (its most abstract feature maps)."""
+    convs = [name for name, m in model.named_modules() if isinstance(m, nn.Conv2d)]
+    if not convs:
+        raise CnnlabError(f"{type(model).__name__} has no Conv2d layer whose channels could be visualised")
+    return convs[-1]
+
+
+def run_channel_visuals(run, model: nn.Module, *, layer: str | int | None = None, channels=None, steps: int = 128,
+                        seed: int = 0, images=None, k: int = 6) -> ChannelVisuals:
+    """Visualise ``channels`` (default: the first 8) of ``layer`` (default: the last conv
+    layer) of a run's ``model`` at the run's input size and normalisation; with ``images``
+    (uint8 (N, H, W, C), e.g. the test split) also find each channel's top ``k`` examples."""
+    name = last_conv_layer(model) if layer is None else get_layer(model, layer)[0]
+    if channels is None:
+        out_channels = getattr(dict(model.named_modules())[name], "out_channels", 8)
+        channels = list(range(min(8, out_channels)))
+    h, w, c = run.input_shape
+    visuals = visualize_channels(model, layer=name, channels=channels, steps=steps, size=(h, w), seed=seed,
+                                 mean=run.config.get("mean"), std=run.config.get("std"), in_channels=c)
+    top = None
+    if images is not None and len(images):
+        top = top_examples(model, images, layer=name, channels=channels, k=min(k, len(images)),
+                           preprocess=run.preprocess)
+    return ChannelVisuals(layer=name, channels=_as_units(channels, "channel"), images=visuals, top=top)
