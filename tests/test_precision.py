@@ -35,3 +35,26 @@ def test_auto_resolves_by_hardware_and_explicit_choices_stay(monkeypatch, forced
 def test_unknown_precision_is_one_line():
     with pytest.raises(CnnlabError, match="precision must be one of auto, fp32, bf16, got 'fp16'"):
         resolve_precision("fp16", torch.device("cpu"))
+
+
+@pytest.mark.parametrize("forced, typed, expected", [("1", None, "bf16"), ("0", None, "fp32"), ("1", "fp32", "fp32")])
+def test_a_run_records_and_announces_what_auto_resolved_to(monkeypatch, tmp_path, capsys, forced, typed, expected):
+    import json
+
+    import numpy as np
+
+    from cnnlab.cli import main
+
+    monkeypatch.setenv("CNNLAB_CPU_BF16", forced)
+    rng = np.random.default_rng(0)
+    for c in ("a", "b"):
+        (tmp_path / "photos" / c).mkdir(parents=True)
+        for i in range(4):
+            from PIL import Image
+            Image.fromarray(rng.integers(0, 255, (8, 8), dtype=np.uint8)).save(tmp_path / "photos" / c / f"{i}.png")
+    args = ["train", "--data", f"folder:{tmp_path / 'photos'}", "--model", "conv4k3-relu,flatten,dense2",
+            "--epochs", "1", "--batch-size", "4", "--out", str(tmp_path / "run"), "--no-report", "--device", "cpu"]
+    assert main(args + (["--precision", typed] if typed else [])) == 0
+    header = capsys.readouterr().out.splitlines()[0]
+    assert header.endswith(f"precision {expected}" + ("" if typed else " (auto)"))
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["train"]["precision"] == expected

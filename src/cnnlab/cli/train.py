@@ -157,6 +157,7 @@ def run(args: argparse.Namespace) -> int:
     from cnnlab.train import distributed as dist
     from cnnlab.train.config import with_overrides
     from cnnlab.train.config_file import to_toml
+    from cnnlab.train.device import resolve_device, resolve_precision
     from cnnlab.train.experiment import resume_run, train_run
 
     cfg, changes = resolve(args)
@@ -172,7 +173,11 @@ def run(args: argparse.Namespace) -> int:
             path, history = resume_run(args.resume, changes=changes, download=not args.offline,
                                        tensorboard=args.tensorboard)
         else:
-            cfg = with_overrides(cfg, device=device)
+            where = resolve_device(device)
+            cfg = with_overrides(cfg, device=device, precision=resolve_precision(cfg.train.precision, where))
+            if main and cfg.train.verbose:
+                print(f"training {cfg.model} on {cfg.data}: device {where}, precision {cfg.train.precision}"
+                      + (" (auto)" if args.precision in (None, "auto") else ""))
             out = args.out or Path("runs") / f"{cfg.data.replace(':', '-').replace('/', '-')}-{cfg.model}"
             path, history = train_run(cfg, out, overwrite=args.overwrite, download=not args.offline,
                                       tensorboard=args.tensorboard)

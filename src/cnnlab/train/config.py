@@ -81,9 +81,11 @@ class Runtime:
     """Where and how a run runs: changes its speed, not its result (beyond rounding)."""
 
     device: str = setting("auto", "auto (CUDA when present), cpu, cuda, cuda:1")
-    # auto: bf16 autocast on CUDA (tensor cores, fp32 master weights), fp32 on the CPU;
-    # bf16 on a CPU pays off only with AMX/AVX-512 BF16.
-    precision: str = setting("auto", "auto: bf16 mixed precision on CUDA, fp32 on the CPU", choices=PRECISIONS)
+    # auto: bf16 autocast (fp32 master weights) on CUDA and on CPUs with native bf16
+    # (avx512_bf16/AMX: oneDNN's bf16 convolutions run ~2x fp32 there), else fp32. A run
+    # records what auto resolved to in config.json (cnnlab.train.device.resolve_precision).
+    precision: str = setting("auto", "auto: bf16 mixed precision on CUDA and on CPUs with native bf16 "
+                             "(avx512_bf16/AMX), else fp32", choices=PRECISIONS)
     # Record the training step once as a CUDA graph and replay it per batch (one process,
     # no compile); falls back to op by op if it cannot be recorded.
     cuda_graphs: bool = setting(True, "on CUDA, replay each training step as a CUDA graph")
