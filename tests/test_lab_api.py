@@ -393,3 +393,45 @@ def test_attribution_is_cnnlab_insights_map(client, reference, method, layer):
 def test_attribution_refuses_bad_parameters(client, params, status, words):
     r = client.get("/api/t/0/attribution", params={"input": "test:0", **params})
     assert r.status_code == status and words in r.json()["error"]
+
+
+# --------------------------------------------------------------------------- Map and feature visualisation
+
+
+def test_embedding_is_the_runs_cached_map(client, reference, tiny_run):
+    from cnnlab.insight.embedding import run_embedding
+    from cnnlab.lab.insight_views import EMBED_POINTS
+
+    run, model, _, _ = reference
+    body = client.get("/api/t/0/embedding", params={"method": "pca"}).json()
+    assert (tiny_run / "embedding-pca.npz").is_file()
+    emb = run_embedding(tiny_run, method="pca", limit=EMBED_POINTS["pca"])  # the cache the lab wrote
+    assert [p["index"] for p in body["points"]] == emb.indices.tolist() and len(body["points"]) == 2000
+    split = run.load_data().test
+    some = emb.indices[:50]
+    preds = predict(model, run.preprocess(split.images[some])).argmax(1)
+    assert [p["pred"] for p in body["points"][:50]] == preds.tolist()
+    assert [p["label"] for p in body["points"][:50]] == split.labels[some].tolist()
+    xy = np.array([[p["x"], p["y"]] for p in body["points"]])
+    assert xy.min() >= 0 and xy.max() <= 1 and np.isclose(np.ptp(xy, 0).max(), 1, atol=1e-3)
+    wrong = sum(p["label"] != p["pred"] for p in body["points"])
+    assert body["caption"].startswith(f"2000 test images, {wrong} predicted wrongly")
+    r = client.get("/api/t/0/embedding", params={"method": "lda"})
+    assert r.status_code == 400 and "pca" in r.json()["error"]
+
+
+def test_feature_visualisation_is_cnnlab_insights(client, reference, monkeypatch):
+    from cnnlab.insight.featurevis import visualize_channels
+    from cnnlab.lab import insight_views
+
+    monkeypatch.setattr(insight_views, "FEATVIS_STEPS", 6)  # the same code path, fewer optimiser steps
+    monkeypatch.setattr(insight_views, "FEATVIS_CHANNELS", 3)
+    _, model, _, _ = reference
+    body = client.get("/api/t/0/featurevis", params={"layer": "3", "start": 62}).json()
+    assert [im["channel"] for im in body["images"]] == [62, 63]
+    expected = visualize_channels(model, layer="3", channels=[62, 63], size=(28, 28), steps=6, mean=None, std=None)
+    for im, ref in zip(body["images"], expected, strict=True):
+        got = np.asarray(Image.open(io.BytesIO(base64.b64decode(im["png"]))))
+        np.testing.assert_array_equal(got, (np.clip(ref[:, :, 0], 0, 1) * 255).round().astype(np.uint8))
+    assert client.get("/api/t/0/featurevis", params={"layer": "3", "start": 64}).status_code == 400
+    assert client.get("/api/t/0/featurevis", params={"layer": "../3"}).status_code == 404

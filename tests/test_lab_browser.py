@@ -259,3 +259,30 @@ def test_cat_photo_upload_on_squeezenet(page, lab_url, shared_dir):
     page.get_by_test_id("attribution").screenshot(path=str(ARTIFACTS / "attribution-squeezenet.png"))
     page.get_by_test_id("input").screenshot(path=str(ARTIFACTS / "input-squeezenet.png"))
     page.get_by_test_id("overview").screenshot(path=str(ARTIFACTS / "overview-squeezenet.png"))
+
+
+def test_map_hover_and_click_and_feature_visualisation(page, lab_url, monkeypatch):
+    from cnnlab.lab import insight_views
+
+    monkeypatch.setattr(insight_views, "FEATVIS_STEPS", 6)  # same code path, fewer optimiser steps
+    open_lab(page, lab_url)
+    page.wait_for_selector("#embedding-panel[data-ready='pca']", timeout=60_000)
+    points = page.request.get(f"{lab_url}/api/t/0/embedding?method=pca").json()["points"]
+    p = next(q for q in points[len(points) // 2:] if q["index"] != 0)  # test:0 is the page's first input
+    canvas = page.locator("#embed-canvas")
+    box = canvas.bounding_box()
+    x, y = box["x"] + (10 + p["x"] * 400) * box["width"] / 420, box["y"] + (10 + p["y"] * 400) * box["height"] / 420
+    page.mouse.move(x, y)
+    tip = page.locator("#embed-tip")
+    tip.wait_for()
+    assert tip.locator("img").count() == 1 and "→" in tip.inner_text()
+    page.mouse.click(x, y)
+    wait_js(page, "document.body.dataset.input.startsWith('test:') && document.body.dataset.input !== 'test:0'")
+    chosen = int(page.evaluate("document.body.dataset.input")[5:])
+    near = [q for q in points if (q["x"] - p["x"]) ** 2 + (q["y"] - p["y"]) ** 2 < (8 / 400) ** 2]
+    assert chosen in {q["index"] for q in near}
+    page.locator("#filter-layer").select_option("3")
+    page.locator("#featvis-go").click()
+    page.wait_for_selector("#filters-panel[data-featvis='3:0']", timeout=60_000)
+    assert page.locator("#featvis img").count() == 8
+    shoot(page, "embedding", "filters")

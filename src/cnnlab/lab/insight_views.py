@@ -6,7 +6,10 @@ checkout, so the rest of the lab works without it.
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
+from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
@@ -59,8 +62,10 @@ def attribution_view(target, item, method: str, class_param: str | None, layer: 
             "caption": f"{ATTRIBUTION_LABELS[method]} for class {classes[cls]}{where}"}
 
 
-EMBED_POINTS = 2000  # a seeded subset: t-SNE of all 10,000 MNIST test images takes minutes on 2 cores
+# A seeded subset of the test set: t-SNE of all 10,000 MNIST test images takes minutes on 2 cores.
+EMBED_POINTS = {"pca": 2000, "tsne": 1000, "umap": 1000}
 FEATVIS_CHANNELS = 8
+FEATVIS_STEPS = 96
 
 
 def embedding_view(target, method: str) -> dict:
@@ -71,8 +76,9 @@ def embedding_view(target, method: str) -> dict:
     if method not in embedding.METHODS:
         raise LabError(400, f"method {method[:40]!r} is not one of {', '.join(embedding.METHODS)}")
     target.model  # noqa: B018 - raises 409 while the run has no weights yet
-    n = len(target.test[1])
-    emb = embedding.run_embedding(target.path, method=method, limit=EMBED_POINTS if n > EMBED_POINTS else None)
+    n, limit = len(target.test[1]), EMBED_POINTS[method]
+    with target.slow_lock:  # run_embedding loads its own copy of the network and caches the map
+        emb = embedding.run_embedding(target.path, method=method, limit=limit if n > limit else None)
     xy = emb.coords.astype(np.float64)
     lo, span = xy.min(0), np.maximum(np.ptp(xy, 0), 1e-12)
     xy = (xy - lo) / span.max()  # one scale for both axes: distances stay honest
@@ -90,9 +96,9 @@ def featurevis_view(target, layer: str, start: int) -> dict:
     featurevis = _require("cnnlab.insight.featurevis", "feature visualisation")
     from torch import nn
 
-    from cnnlab.lab.imaging import png_b64
-
-    model = target.model
+    with target.lock:
+        model = copy.deepcopy(target.model)  # optimising freezes the network for seconds: not the shared one
+        stamp = getattr(target, "_stamp", None)
     modules = dict(model.named_modules())
     if not isinstance(modules.get(layer), nn.Conv2d):
         convs = [n for n, m in modules.items() if isinstance(m, nn.Conv2d)]
@@ -101,18 +107,24 @@ def featurevis_view(target, layer: str, start: int) -> dict:
     if not 0 <= start < count:
         raise LabError(400, f"start must be a channel 0..{count - 1} of {layer}, got {start}")
     channels = list(range(start, min(count, start + FEATVIS_CHANNELS)))
-    key = (layer, start, getattr(target, "_stamp", None))
-    cache = target.featurevis_cache
-    if key not in cache:
-        h, w, _ = target.input_shape
-        size, norm = (h, w), target_normalisation(target)
-        if target.kind == "pretrained":
-            size = (128, 128)  # 224 would take minutes on a CPU; 128 shows the same patterns
-        images = featurevis.visualize_channels(model, layer=layer, channels=channels, size=size, steps=128, **norm)
-        cache[key] = [{"channel": c, "png": png_b64((np.clip(im, 0, 1) * 255).round().astype(np.uint8))}
-                      for c, im in zip(channels, images, strict=True)]
-    return {"layer": layer, "images": cache[key],
-            "caption": f"{layer}: inputs optimised to excite channels {channels[0]}-{channels[-1]} of {count} (128 steps)"}
+    key = (layer, start, stamp)
+    with target.slow_lock:
+        if key not in target.featurevis_cache:
+            target.featurevis_cache[key] = _visualize(featurevis, target, model, layer, channels)
+    return {"layer": layer, "images": target.featurevis_cache[key],
+            "caption": f"{layer}: inputs optimised to excite channels {channels[0]}-{channels[-1]} of {count} "
+                       f"({FEATVIS_STEPS} steps)"}
+
+
+def _visualize(featurevis, target, model, layer: str, channels: list[int]) -> list[dict]:
+    from cnnlab.lab.imaging import png_b64
+
+    h, w, _ = target.input_shape
+    size = (128, 128) if target.kind == "pretrained" else (h, w)  # 224 would take minutes on a CPU
+    images = featurevis.visualize_channels(model, layer=layer, channels=channels, size=size, steps=FEATVIS_STEPS,
+                                           **target_normalisation(target))
+    return [{"channel": c, "png": png_b64((np.clip(im, 0, 1) * 255).round().astype(np.uint8))}
+            for c, im in zip(channels, images, strict=True)]
 
 
 def target_normalisation(target) -> dict:
@@ -132,15 +144,17 @@ def routes(lab, api: str, locked, int_param) -> list:
                             q.get("layer", "auto"))
         return JSONResponse({**body, "input": q.get("input")})
 
+    # Both take seconds to minutes: they run on their own copy of the network under their own
+    # lock (slow_lock), so the other panels keep answering meanwhile.
     async def embedding(request: Request):
         _, target = lab.target(request)
         method = request.query_params.get("method", "pca")
-        return JSONResponse(await locked(target, embedding_view, target, method))
+        return JSONResponse(await run_in_threadpool(embedding_view, target, method))
 
     async def featurevis(request: Request):
         _, target = lab.target(request)
         layer, start = request.query_params.get("layer", ""), int_param(request, "start", 0)
-        return JSONResponse(await locked(target, featurevis_view, target, layer, start))
+        return JSONResponse(await run_in_threadpool(featurevis_view, target, layer, start))
 
     return [Route(f"{api}/attribution", attribution), Route(f"{api}/embedding", embedding),
             Route(f"{api}/featurevis", featurevis)]

@@ -63,6 +63,7 @@ class RunTarget:
         self._test = None
         self._probs: np.ndarray | None = None
         self.featurevis_cache: dict = {}  # (layer, first channel, weights) -> images: optimising takes seconds
+        self.slow_lock = threading.Lock()  # one embedding or feature visualisation at a time
 
     @property
     def classes(self) -> list[str]:
@@ -162,6 +163,7 @@ class PretrainedTarget:
         self.classes = imagenet_classes()
         self.lock = threading.RLock()
         self.featurevis_cache: dict = {}
+        self.slow_lock = threading.Lock()
 
     def from_pil(self, img) -> Input:
         from cnnlab.models.pretrained import IMAGENET_MEAN, IMAGENET_STD, preprocess
