@@ -92,7 +92,7 @@ class Results:
     model_summary: str | None = None  # cnnlab.models.summary's table
     model_text: str = ""  # repr(model): shown when the summary is not available
     metrics: dict[str, Any] | None = None  # what metrics.json holds
-    top_losses: list[Any] = field(default_factory=list)  # cnnlab.insight.evaluate.TopLoss, largest first
+    top_losses: list[Any] = field(default_factory=list)  # cnnlab.insight.metrics.TopLoss, largest first
     top_loss_images: np.ndarray | None = None  # uint8 (n, H, W, C); row i is top_losses[i]'s image
     wrong: Predictions | None = None  # the first wrong predictions, with their images
     predictions: Predictions | None = None  # every test example, without images: confidence
@@ -166,7 +166,7 @@ def _model_text(model, input_shape: Sequence[int]) -> tuple[str | None, str]:
 
 
 def _saved_top_losses(metrics: dict | None, n: int) -> list:
-    from cnnlab.insight.evaluate import TopLoss
+    from cnnlab.insight.metrics import TopLoss
 
     saved = (metrics or {}).get("top_losses") or []
     return [TopLoss(**{k: d[k] for k in TopLoss._fields}) for d in saved[:n]]

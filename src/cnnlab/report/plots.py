@@ -279,7 +279,7 @@ def plot_wrong_predictions(
 def plot_top_losses(
     images: np.ndarray, losses: Sequence, classes: Sequence[str], *, ncols: int = 5
 ) -> Figure:
-    """The images of ``losses`` (:class:`cnnlab.insight.evaluate.TopLoss`, indices into ``images``),
+    """The images of ``losses`` (:class:`cnnlab.insight.metrics.TopLoss`, indices into ``images``),
     titled with the predicted class and its probability, the actual class and its
     probability, and the loss."""
     if not losses:

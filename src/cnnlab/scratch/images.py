@@ -55,7 +55,7 @@ def read_image(path, *, colour: str = "auto", alpha: bool = False) -> np.ndarray
     """Read a PNG, JPEG, BMP (anything Pillow decodes) into float64 in [0, 1].
 
     cnnlab's one image-file reader: commands that need uint8 at a model's size
-    (``cnnlab.insight.evaluate.read_image``, ``cnnlab.models.pretrained.open_image``) start
+    (``cnnlab.insight.image_files.read_image``, ``cnnlab.models.pretrained.open_image``) start
     from it, so every command reads a file the same way and fails with the same message.
 
     ``colour="auto"`` keeps what the file holds: ``(H, W)`` for grey, ``(H, W, 3)`` for

@@ -1,0 +1,50 @@
+"""Loss and accuracy of a model on held-out data, in large batches, summed over all
+torchrun processes: what fit() reports as val_loss and val_accuracy after each epoch."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from cnnlab.errors import CnnlabError
+from cnnlab.train import distributed as dist
+from cnnlab.train.batches import training_view
+from cnnlab.train.step import autocast
+
+
+def evaluate_loss_accuracy(
+    model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, batch_size: int = 1024, flip: bool = False,
+    precision: str = "auto",
+) -> tuple[float, float]:
+    """Mean cross-entropy and accuracy over (x, y), in large batches, summed over all ranks.
+
+    ``flip`` averages each image's logits with its mirror image's (see TrainConfig.eval_flip).
+    """
+    if batch_size < 1:
+        raise CnnlabError(f"batch_size must be at least 1, got {batch_size}")
+    if len(x) != len(y):
+        raise CnnlabError(f"{len(x)} inputs but {len(y)} labels; they must match")
+    sums = _eval_sums(model, x, y, batch_size, flip, precision)
+    loss_sum, correct, count = dist.all_reduce_sum(sums).tolist()
+    return loss_sum / max(count, 1), correct / max(count, 1)
+
+
+def _eval_sums(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int, flip: bool,
+               precision: str) -> torch.Tensor:
+    rank, world = dist.rank(), dist.world_size()
+    sums = torch.zeros(3, dtype=torch.float64, device=x.device)
+    was_training = model.training
+    model.eval()
+    fast = training_view(model)  # same outputs, ReLU on the pooled map
+    with torch.inference_mode(), autocast(x.device, precision):
+        for start in range(rank * batch_size, len(x), batch_size * world):  # rank's disjoint shard
+            xb, yb = x[start : start + batch_size], y[start : start + batch_size]
+            logits = fast(xb).float()
+            if flip:
+                logits = (logits + fast(xb.flip(3)).float()) / 2
+            sums[0] += F.cross_entropy(logits, yb, reduction="sum").double()
+            sums[1] += (logits.argmax(1) == yb).sum()
+            sums[2] += len(yb)
+    model.train(was_training)
+    return sums
