@@ -151,7 +151,7 @@ def _tiny_model() -> nn.Module:
 def test_predict_matches_softmax_and_restores_mode():
     model = _tiny_model().train()
     x = torch.randn(10, 1, 8, 8)
-    probs = predict(model, x, batch_size=3)
+    probs = predict(model, x, batch_size=3, precision="fp32")
     assert model.training  # restored
     model.eval()
     with torch.no_grad():

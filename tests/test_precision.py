@@ -1,5 +1,6 @@
 """--precision auto: bf16 autocast where the hardware computes bf16 natively, fp32 elsewhere."""
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -58,3 +59,26 @@ def test_a_run_records_and_announces_what_auto_resolved_to(monkeypatch, tmp_path
     header = capsys.readouterr().out.splitlines()[0]
     assert header.endswith(f"precision {expected}" + ("" if typed else " (auto)"))
     assert json.loads((tmp_path / "run" / "config.json").read_text())["train"]["precision"] == expected
+
+
+@pytest.mark.slow
+def test_bf16_inference_agrees_with_fp32_on_real_mnist(mnist_dir, monkeypatch):
+    # Issue 18: bf16 inference must keep the top-1 of >= 99.9% of the images.
+    from cnnlab.data import load
+    from cnnlab.data.transforms import to_tensor
+    from cnnlab.insight.evaluate import predict
+    from cnnlab.models import build
+    from cnnlab.train import TrainConfig, fit
+
+    monkeypatch.setenv("CNNLAB_CPU_BF16", "1")
+    ds = load("mnist", root=mnist_dir.parent, download=False, train_size=6000)
+    torch.manual_seed(0)
+    model = build("mnist-cnn")
+    fit(model, ds.train.images, ds.train.labels,
+        config=TrainConfig(epochs=1, batch_size=128, verbose=0, device="cpu", precision="fp32"))
+    x = to_tensor(ds.test.images[:5000])
+    p32, p16 = predict(model, x, precision="fp32"), predict(model, x)  # auto -> bf16 here
+    agree = (p32.argmax(1) == p16.argmax(1)).mean()
+    assert agree >= 0.999, f"bf16 changed the top-1 of {(1 - agree):.2%} of the images"
+    assert np.abs(p32 - p16).max() < 0.05
+    assert not np.array_equal(p32, p16)  # it did compute in bf16

@@ -29,6 +29,7 @@ from cnnlab.insight.metrics import (
     wrong_indices,
 )
 from cnnlab.train.device import resolve_device
+from cnnlab.train.step import autocast
 
 __all__ = [
     "Evaluation",
@@ -60,12 +61,16 @@ def predict(
     batch_size: int = 1024,
     *,
     device: torch.device | str | None = None,
+    precision: str = "auto",
 ) -> np.ndarray:
     """Class probabilities ``(N, K)`` float32 for the input batch ``x`` ``(N, C, H, W)``.
 
     The model must return logits; softmax is applied here. Runs in eval mode under
     ``torch.inference_mode`` in batches of ``batch_size`` on ``device`` (default: where the
     model's parameters are), and restores the model's training flag afterwards.
+    ``precision``: "auto" computes in bf16 autocast where the hardware has native bf16
+    (as training does; top-1 agrees with fp32 on >= 99.9% of MNIST's test set, see
+    BENCHMARKS.md), "fp32" or "bf16" to choose.
     """
     _check_batch_size(batch_size)
     if not isinstance(x, torch.Tensor) or x.ndim < 2:
@@ -78,7 +83,7 @@ def predict(
     model.eval()
     chunks = []
     try:
-        with torch.inference_mode():
+        with torch.inference_mode(), autocast(torch.device(device), precision):
             for start in range(0, len(x), batch_size):
                 logits = model(x[start : start + batch_size].to(device))
                 chunks.append(torch.softmax(logits.float(), dim=1).cpu())
