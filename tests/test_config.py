@@ -54,6 +54,8 @@ CASES = [
     (["--val-size", "0"], "val_size", 0),
     (["--val-size", "500"], "val_size", 500),
     (["--normalize", "none"], "normalize", "none"),
+    (["--init", "torch"], "init", "torch"),
+    (["--init", "model"], "init", "model"),
     (["--epochs", "10"], "epochs", 10),
     (["--batch-size", "128"], "batch_size", 128),
     (["--steps-per-epoch", "7"], "steps_per_epoch", 7),
@@ -149,7 +151,7 @@ def test_resume_applies_or_refuses_each_option(saved_run, argv, name, value):
 
 def test_refused_on_resume_are_what_decided_the_finished_epochs():
     refused = {n for n, f in all_settings().items() if f.metadata["resume"] == REFUSE}
-    assert refused == {"data", "model", "train_size", "val_size", "normalize", "seed", "optimizer"}
+    assert refused == {"data", "model", "train_size", "val_size", "normalize", "init", "seed", "optimizer"}
 
 
 @pytest.mark.parametrize("argv", [["--recipe", "mnist-fast"], ["--out", "x"], ["--overwrite"]])
@@ -224,7 +226,7 @@ def test_toml_round_trips(tmp_path, cfg):
 def test_toml_text_is_what_tomllib_reads():
     text = to_toml(RECIPES["mnist-fast"])
     doc = tomllib.loads(text)
-    assert doc["run"] == {"data": "mnist", "model": "mnist-fast", "val_size": 0, "normalize": "none"}
+    assert doc["run"] == {"data": "mnist", "model": "mnist-fast", "val_size": 0, "normalize": "none", "init": "model"}
     assert doc["hyperparams"]["betas"] == [0.7, 0.9] and doc["hyperparams"]["lr"] == 0.01
     assert "lr" not in tomllib.loads(to_toml(RunConfig()))["hyperparams"]  # unset: a comment
     assert "# lr: unset" in to_toml(RunConfig())

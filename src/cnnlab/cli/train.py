@@ -17,7 +17,7 @@ from cnnlab.cli import options
 from cnnlab.errors import CnnlabError
 
 EPILOG = """precedence: built-in defaults < --recipe < --config FILE < options typed here.
-with --resume: data, model, train size, validation size, normalisation, seed and optimizer
+with --resume: data, model, train size, validation size, normalisation, init, seed and optimizer
 are those of the finished epochs (typing another value is an error); every other option
 applies to the remaining epochs and is recorded in the run's config.json.
 examples:
@@ -179,8 +179,11 @@ def run(args: argparse.Namespace) -> int:
                 print(f"training {cfg.model} on {cfg.data}: device {where}, precision {cfg.train.precision}"
                       + (" (auto)" if args.precision in (None, "auto") else ""))
             out = args.out or Path("runs") / f"{cfg.data.replace(':', '-').replace('/', '-')}-{cfg.model}"
+            # Keras: steps_per_epoch and no batch size means batches of ceil(N / steps).
+            from_steps = cfg.train.steps_per_epoch is not None and "batch_size" not in changes and not args.recipe
             path, history = train_run(cfg, out, overwrite=args.overwrite, download=not args.offline,
-                                      tensorboard=args.tensorboard)
+                                      tensorboard=args.tensorboard, batch_from_steps=from_steps,
+                                      notify=(lambda line: print(f"cnnlab train: {line}")) if main else None)
     except KeyboardInterrupt:
         if main:
             print(f"cnnlab train: interrupted; finished epochs are saved, continue with "

@@ -50,7 +50,8 @@ class Hyperparams:
 
     epochs: int = setting(10, "epochs to train (with --resume: the new total)")
     batch_size: int = setting(128, "global batch size, split across processes under torchrun")
-    steps_per_epoch: int | None = setting(None, "batches per epoch (default: one pass over the data)")
+    steps_per_epoch: int | None = setting(None, "batches per epoch (default: one pass over the data); without "
+                                                "a batch size, batches of ceil(N / steps) as in Keras")
     optimizer: str = setting("adam", "optimiser", choices=tuple(DEFAULT_LR), resume=REFUSE)
     lr: float | None = setting(None, "learning rate (default: the optimiser's usual one)")
     momentum: float = setting(0.0, "SGD momentum (e.g. 0.9)")
@@ -150,6 +151,11 @@ class RunConfig:
                                  "(default: validate on the test set)", resume=REFUSE)
     normalize: str = setting("none", "featurewise: subtract the training set's per-channel mean, divide by its std",
                              choices=("none", "featurewise"), resume=REFUSE)
+    # Keras initialises Conv2D/Dense kernels Glorot-uniform with zero biases, PyTorch not;
+    # "model" keeps each model's own (Keras' for the seed models and specs: cnnlab.models.init).
+    init: str = setting("model", "initial weights: keras (Glorot-uniform kernels, zero biases), torch "
+                                 "(PyTorch's layer defaults) or model (the model's own: keras for the "
+                                 "tutorial models and specs)", choices=("model", "keras", "torch"), resume=REFUSE)
     train: TrainConfig = setting(factory=TrainConfig, flag=False)
 
     def __post_init__(self) -> None:

@@ -7,6 +7,7 @@ interrupted run up from its last checkpoint. Notebooks call these directly.
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import torch
@@ -18,25 +19,43 @@ from cnnlab.train.config import RunConfig, TrainConfig, resume_config, settings,
 from cnnlab.train.loop import History, evaluate_loss_accuracy, fit
 
 
-def _prepare(cfg: RunConfig, download: bool):
+def keras_batch_size(n: int, steps: int) -> int:
+    """Keras' batch size for ``fit(x, y, steps_per_epoch=steps)`` without one: ``ceil(n / steps)``.
+
+    Keras then splits the ``n`` training arrays into ``steps`` batches per epoch (the
+    CIFAR-10 tutorial trains on batches of 500 this way: 50,000 images, 100 steps).
+    """
+    if steps < 1:
+        raise CnnlabError(f"steps_per_epoch must be at least 1, got {steps}")
+    return max(1, math.ceil(n / steps))
+
+
+def _prepare(cfg: RunConfig, download: bool, batch_from_steps: bool = False, notify=None):
     from cnnlab.data import channel_stats, load
     from cnnlab.models import build
 
     data = load(cfg.data, download=download, train_size=cfg.train_size, val_size=cfg.val_size,
                 seed=cfg.train.seed, progress=dist.is_main())
+    if batch_from_steps and cfg.train.steps_per_epoch:
+        n, steps = len(data.train), cfg.train.steps_per_epoch
+        cfg = with_overrides(cfg, batch_size=keras_batch_size(n, steps))
+        if notify is not None:
+            notify(f"steps_per_epoch {steps} without a batch size: batches of ceil({n} / {steps}) = "
+                   f"{cfg.train.batch_size} images, as Keras' fit does")
     mean = std = None
     if cfg.normalize == "featurewise":
         mean, std = (list(map(float, v)) for v in channel_stats(data.train.images))
     torch.manual_seed(cfg.train.seed)  # same seed, same initial weights
-    model = build(cfg.model, input_shape=data.input_shape, num_classes=data.num_classes)
+    model = build(cfg.model, input_shape=data.input_shape, num_classes=data.num_classes,
+                  init=None if cfg.init == "model" else cfg.init)
     meta = {
-        "data": cfg.data, "model": cfg.model, "input_shape": list(data.input_shape),
+        "data": cfg.data, "model": cfg.model, "init": cfg.init, "input_shape": list(data.input_shape),
         "num_classes": data.num_classes, "classes": list(data.classes),
         "train_size": cfg.train_size, "val_size": cfg.val_size, "normalize": cfg.normalize,
         "mean": mean, "std": std, "validation": "val split" if data.val is not None else "test set",
         "world_size": dist.world_size(), "train": cfg.train.to_dict(),
     }
-    return data, model, meta
+    return data, model, meta, cfg
 
 
 def _train(data, model, meta: dict, cfg: TrainConfig, out: Path, resume: dict | None,
@@ -79,12 +98,15 @@ def _on_main(action):
 
 
 def train_run(cfg: RunConfig, out, *, overwrite: bool = False, download: bool = True,
-              tensorboard: bool = False) -> tuple[Path, History]:
+              tensorboard: bool = False, batch_from_steps: bool = False, notify=None) -> tuple[Path, History]:
     """Train ``cfg`` into the run directory ``out``; returns (out, history).
 
-    ``tensorboard``: also write TensorBoard logs into ``out/tensorboard``."""
+    ``tensorboard``: also write TensorBoard logs into ``out/tensorboard``.
+    ``batch_from_steps``: ignore ``cfg.train.batch_size`` and, as Keras does for
+    ``steps_per_epoch`` without a batch size, use ``ceil(N / steps_per_epoch)``
+    (:func:`keras_batch_size`); ``notify(line)`` is told the size chosen."""
     out = Path(out)
-    data, model, meta = _prepare(cfg, download)
+    data, model, meta, cfg = _prepare(cfg, download, batch_from_steps, notify)
     _on_main(lambda: runs.create_run(out, meta, overwrite=overwrite))
     return out, _train(data, model, meta, cfg.train, out, resume=None, tensorboard=tensorboard)
 
@@ -109,7 +131,7 @@ def resume_run(run_path, *, epochs: int | None = None, changes: dict | None = No
     run_path = Path(run_path)
     changes = {**(changes or {}), **({"epochs": epochs} if epochs is not None else {})}
     cfg = resume_config(config_of(run_path), **changes)
-    data, model, meta = _prepare(cfg, download)
+    data, model, meta, cfg = _prepare(cfg, download)
     last = run_path / "last.pt"
     state = runs.load_checkpoint(last) if last.is_file() else None
     if state is not None and state["epoch"] >= cfg.train.epochs:
