@@ -193,3 +193,43 @@ def test_run_embedding_is_cached_and_invalidated_by_a_new_checkpoint(tiny_run, m
     assert len(limited.coords) == 5 and calls == [1, 1]
     assert len(np.unique(limited.indices)) == 5
     assert not list(tiny_run.glob(".embedding-*"))  # no temporary files left behind
+
+
+# --------------------------------------------------------------------------- figures
+
+
+def test_embedding_figure_colours_classes_and_crosses_out_the_wrong():
+    from cnnlab.report.plots_insight import OKABE_ITO, class_style, plot_embedding
+
+    rng = np.random.default_rng(0)
+    labels = np.repeat(np.arange(3), 10)
+    preds = labels.copy()
+    preds[[0, 15]] = [1, 2]
+    e = emb.Embedding(coords=rng.normal(size=(30, 2)), labels=labels, predictions=preds, method="tsne",
+                      indices=np.arange(30))
+    ax = plot_embedding(e, classes=["a", "b", "c"]).axes[0]
+    texts = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert texts == ["a", "b", "c", "wrong (2)"]
+    crosses = ax.collections[-1].get_offsets()
+    np.testing.assert_allclose(crosses, e.coords[[0, 15]])
+    assert {class_style(k)[0] for k in range(7)} <= set(OKABE_ITO)
+    assert class_style(0) != class_style(8)  # same colour, another marker
+    many = emb.Embedding(coords=rng.normal(size=(200, 2)), labels=np.arange(200) % 100,
+                         predictions=np.arange(200) % 100, method="pca", indices=np.arange(200))
+    fig = plot_embedding(many)
+    assert fig.axes[0].get_legend() is None and "100 classes" in fig.axes[0].get_title()
+    import io
+
+    fig.savefig(io.BytesIO(), format="png")  # lays out without warnings
+
+
+def test_feature_visualization_figure_has_a_row_per_channel():
+    from cnnlab.report.plots_insight import plot_feature_visualizations
+
+    vis = np.random.default_rng(0).random((3, 8, 8, 3), dtype=np.float32)
+    examples = np.zeros((3, 4, 10, 10, 1), np.uint8)
+    fig = plot_feature_visualizations(vis, labels=["a", "b", "c"], examples=examples)
+    assert len(fig.axes) == 3 * 5
+    assert len(plot_feature_visualizations(vis).axes) == 3
+    with pytest.raises(CnnlabError, match="2 rows of examples for 3"):
+        plot_feature_visualizations(vis, examples=examples[:2])

@@ -29,10 +29,11 @@ from cnnlab.train import runs
 
 SPEC = "conv4k3-relu,maxpool2,conv6k3-relu,flatten"
 SECTIONS = ("config", "summary", "curves", "metrics", "per-class", "confusion", "most-confused",
-            "top-losses", "wrong", "confidence", "filters", "activations")
+            "top-losses", "wrong", "confidence", "filters", "activations", "features", "embedding")
 PER_EXAMPLE = ("wrong", "confidence")
 FAST = {"options": ReportOptions(dpi=30),  # smaller PNGs, same sections
-        "collect": ResultsOptions(n_activation_images=1, n_top_losses=5, n_wrong=5)}
+        "collect": ResultsOptions(n_activation_images=1, n_top_losses=5, n_wrong=5, n_feature_channels=2,
+                                  feature_steps=4)}
 
 
 def write_report(run_dir, **kwargs):
@@ -86,8 +87,10 @@ def test_report_has_every_section_and_images_decode(tiny_run):
     html = path.read_text()
     assert section_ids(html) == list(SECTIONS)
     images = embedded_images(html)
-    # curves, confusion + errors, top losses, wrong, confidence, filters, 3 images x (1 + 2 conv layers)
-    assert len(images) == 1 + 2 + 1 + 1 + 1 + 1 + 3 * 3
+    # curves, confusion + errors, top losses, wrong, confidence, filters, 3 images x (1 + 2 conv layers),
+    # feature visualisation, embedding map
+    assert len(images) == 1 + 2 + 1 + 1 + 1 + 1 + 3 * 3 + 1 + 1
+    assert (tiny_run / "embedding-pca.npz").is_file()  # the map is cached for the lab and `cnnlab embed`
     assert all(img.width > 0 and img.height > 0 for img in images)
     # self-contained: nothing fetched from elsewhere
     assert not re.search(r'(src|href)="(https?:|//|file:)', html)
@@ -219,7 +222,9 @@ def test_report_package_imports_nothing_that_trains_or_evaluates():
 
 def hand_built_results(tmp_path: Path, *, with_images: bool = True):
     """Results made by hand, as another tool (or a test) would: no run directory, no model."""
+    from cnnlab.insight.embedding import Embedding
     from cnnlab.insight.evaluate import compute_metrics, top_losses
+    from cnnlab.insight.featurevis import ChannelVisuals
     from cnnlab.insight.inspect import filter_images
     from cnnlab.insight.results import ActivationExample, FilterResults, Predictions, Results
 
@@ -245,6 +250,12 @@ def hand_built_results(tmp_path: Path, *, with_images: bool = True):
                                        label=int(labels[0]), predicted=int(probs[0].argmax()),
                                        prob=float(probs[0].max()))] if with_images else None,
         activations_skipped=None if with_images else "the dataset is not available",
+        features=ChannelVisuals(layer="conv2", channels=[0, 3], images=rng.random((2, 8, 8, 3), dtype=np.float32),
+                                top=np.array([[1, 2], [3, 4]]) if with_images else None,
+                                examples=images[[[1, 2], [3, 4]]] if with_images else None),
+        embedding=Embedding(coords=rng.normal(size=(40, 2)).astype(np.float32), labels=labels,
+                            predictions=probs.argmax(1), method="pca", indices=np.arange(40)) if with_images else None,
+        embedding_skipped=None if with_images else "the dataset is not available",
     )
 
 
@@ -259,14 +270,17 @@ def test_report_renders_hand_built_results_without_running_a_model(tmp_path, mon
     assert f"{results.metrics['accuracy']:.4f}" in html and "Total params: 123" in html
     assert f"The first 3 of {results.wrong.total} wrong predictions" in html
     assert "First-layer filters (conv1)" in html and "test image 0: " in html, re.findall("<h3>.*</h3>", html)
-    # curves, confusion + errors, top losses, wrong, confidence, filters, 1 image x (1 + 1 conv layer)
-    assert len(embedded_images(html)) == 1 + 2 + 1 + 1 + 1 + 1 + 2
+    # curves, confusion + errors, top losses, wrong, confidence, filters, 1 image x (1 + 1 conv layer),
+    # feature visualisation, embedding map
+    assert len(embedded_images(html)) == 1 + 2 + 1 + 1 + 1 + 1 + 2 + 1 + 1
+    assert "Feature visualisation (conv2)" in html and "black × = wrong prediction" in html
     (tmp_path / "hand-made").mkdir()
     path = write_results(results, options=ReportOptions(dpi=30))
     assert path == tmp_path / "hand-made" / "report.html" and section_ids(path.read_text()) == list(SECTIONS)
     without = render_report(hand_built_results(tmp_path, with_images=False), options=ReportOptions(dpi=30))
     assert "wrong" not in section_ids(without) and "The images are skipped" in without
     assert "Skipped: the dataset is not available" in without
+    assert "features" in section_ids(without) and "embedding" in section_ids(without)  # with a skip note
 
 
 def test_report_refuses_a_path_and_names_the_new_way(tiny_run):

@@ -208,14 +208,16 @@ def _cache_matches(path: Path, meta: dict) -> Embedding | None:
 
 
 def run_embedding(run_dir, *, method: str = "pca", limit: int | None = None, seed: int = 0,
-                  batch_size: int = 512, refresh: bool = False) -> Embedding:
+                  batch_size: int = 512, refresh: bool = False, model: nn.Module | None = None,
+                  data=None) -> Embedding:
     """The embedding map of a run's test split, computed once and cached as
     ``RUN_DIR/embedding-<method>.npz`` (written atomically).
 
     The cache is used while it was made from the same checkpoint file (its modification
     time is stored: retraining invalidates it) with the same ``limit`` and ``seed``;
     ``refresh=True`` recomputes. ``limit``: map a seeded random subset of that many test
-    examples (t-SNE of 10,000 takes minutes on a laptop CPU).
+    examples (t-SNE of 10,000 takes minutes on a laptop CPU). ``model`` (the run's best
+    weights) and ``data`` (``run.load_data()``) save loading them again when the caller has.
     """
     from cnnlab.train.runs import load_run
 
@@ -231,12 +233,13 @@ def run_embedding(run_dir, *, method: str = "pca", limit: int | None = None, see
     cached = None if refresh else _cache_matches(path, meta)
     if cached is not None:
         return cached
-    split = run.load_data().test
+    split = (data if data is not None else run.load_data()).test
     idx = np.arange(len(split.labels))
     if limit is not None and limit < len(idx):
         idx = np.sort(np.random.default_rng(seed).choice(len(idx), size=limit, replace=False))
-    result = embed(run.build_model("best"), split.images[idx], split.labels[idx], method=method,
-                   preprocess=run.preprocess, seed=seed, batch_size=batch_size, indices=idx)
+    model = model if model is not None else run.build_model("best")
+    result = embed(model, split.images[idx], split.labels[idx], method=method, preprocess=run.preprocess,
+                   seed=seed, batch_size=batch_size, indices=idx)
     write_with(path, lambda f: np.savez(f, coords=result.coords, labels=result.labels, predictions=result.predictions,
                                         indices=result.indices, method=method, **meta))
     return result

@@ -378,12 +378,14 @@ def top_examples(model: nn.Module, images, *, layer: str | int, channels, k: int
 @dataclass(frozen=True, eq=False)
 class ChannelVisuals:
     """Feature visualisations of ``channels`` of ``layer``: ``images`` (K, H, W, C) in [0, 1],
-    and ``top`` (K, k) indices of the examples that activate each most (None without data)."""
+    ``top`` (K, k) indices of the examples that activate each most and ``examples`` those
+    images, uint8 (K, k, H, W, C) (both None without data)."""
 
     layer: str
     channels: list[int]
     images: np.ndarray
-    top: np.ndarray | None
+    top: np.ndarray | None = None
+    examples: np.ndarray | None = None
 
 
 def last_conv_layer(model: nn.Module) -> str:
@@ -406,8 +408,10 @@ def run_channel_visuals(run, model: nn.Module, *, layer: str | int | None = None
     h, w, c = run.input_shape
     visuals = visualize_channels(model, layer=name, channels=channels, steps=steps, size=(h, w), seed=seed,
                                  mean=run.config.get("mean"), std=run.config.get("std"), in_channels=c)
-    top = None
+    top = examples = None
     if images is not None and len(images):
         top = top_examples(model, images, layer=name, channels=channels, k=min(k, len(images)),
                            preprocess=run.preprocess)
-    return ChannelVisuals(layer=name, channels=_as_units(channels, "channel"), images=visuals, top=top)
+        examples = np.asarray(images)[top]  # (K, k, H, W, C)
+    return ChannelVisuals(layer=name, channels=_as_units(channels, "channel"), images=visuals, top=top,
+                          examples=examples)

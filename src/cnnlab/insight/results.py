@@ -41,6 +41,10 @@ class ResultsOptions:
     n_top_losses: int = 20  # rows in the top-loss table and images in its grid
     n_wrong: int = 25  # images of wrong predictions kept
     n_activation_images: int = 3  # test images whose feature maps are kept
+    n_feature_channels: int = 8  # channels of the last conv layer visualised (0: none)
+    feature_steps: int = 128  # optimisation steps per visualisation (cnnlab.insight.featurevis)
+    n_feature_examples: int = 6  # top test images shown beside each visualisation
+    embedding_method: str | None = "pca"  # the embedding map's projection (None: no map); cached in the run
     batch_size: int = 1024
     device: str = "cpu"  # where the model runs: "auto" picks CUDA when present
 
@@ -99,6 +103,10 @@ class Results:
     first_filters: FilterResults | None = None
     activations: list[ActivationExample] | None = None
     activations_skipped: str | None = None  # why there are no activations
+    features: Any = None  # cnnlab.insight.featurevis.ChannelVisuals of the last conv layer
+    features_skipped: str | None = None  # why there are no feature visualisations
+    embedding: Any = None  # cnnlab.insight.embedding.Embedding of the test split
+    embedding_skipped: str | None = None  # why there is no embedding map
     skipped: str | None = None  # why per-example sections are missing
     data_problem: str | None = None  # why the dataset could not be loaded
 
@@ -137,6 +145,7 @@ def collect_results(run_dir, *, evaluation=None, options: ResultsOptions = Resul
         **_example_fields(evaluation, metrics, images, options),
         first_filters=_first_filters(model),
         **_activation_fields(run, model, evaluation, images, options),
+        **_learned_fields(run, model, data, options),
         skipped=None if evaluation is not None and images is not None else (
             "Per-example sections (images of top losses and wrong predictions, confidence histograms, "
             f"activations) are skipped: {why}" if evaluation is None else
@@ -216,6 +225,33 @@ def _activation_fields(run, model, ev, images, opt: ResultsOptions) -> dict[str,
         examples.append(ActivationExample(index=int(i), image=images[i], maps={n: maps[n][j] for n in convs},
                                           label=label, predicted=predicted, prob=prob))
     return {"activations": examples, "activations_skipped": None}
+
+
+def _learned_fields(run, model, data, opt: ResultsOptions) -> dict[str, Any]:
+    """Feature visualisations of the last conv layer (with their top test images) and the
+    embedding map of the test split; a field left None has its reason beside it."""
+    from cnnlab.insight.embedding import run_embedding
+    from cnnlab.insight.featurevis import run_channel_visuals
+    from cnnlab.insight.inspect import conv_layers
+
+    out: dict[str, Any] = {}
+    if opt.n_feature_channels < 1 or not conv_layers(model):
+        out["features_skipped"] = "the model has no Conv2d layer" if opt.n_feature_channels else "not asked for"
+    else:
+        last = conv_layers(model)[-1]
+        count = min(opt.n_feature_channels, getattr(dict(model.named_modules())[last], "out_channels", 1))
+        out["features"] = run_channel_visuals(run, model, layer=last, channels=list(range(count)),
+                                              steps=opt.feature_steps, images=data.test.images if data else None,
+                                              k=opt.n_feature_examples)
+    if opt.embedding_method is None or data is None:
+        out["embedding_skipped"] = "not asked for" if opt.embedding_method is None else "the dataset is not available"
+        return out
+    try:
+        out["embedding"] = run_embedding(run.path, method=opt.embedding_method, model=model, data=data,
+                                         batch_size=opt.batch_size)
+    except CnnlabError as exc:  # e.g. no Linear layer: no penultimate features
+        out["embedding_skipped"] = str(exc)
+    return out
 
 
 def collect_filters(run_dir, *, layer: str | int | None = None) -> FilterResults:

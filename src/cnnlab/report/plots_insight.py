@@ -23,6 +23,7 @@ OKABE_ITO = ("#E69F00", "#56B4E9", "#009E73", "#F0E442", "#0072B2", "#D55E00", "
 # Black is Okabe-Ito's eighth colour, but wrong predictions are black crosses: use grey instead.
 _CLASS_COLOURS = OKABE_ITO[:7] + ("#999999",)
 _MARKERS = ("o", "s", "^", "D", "v", "P", "<", ">", "p", "h")
+MAX_LEGEND_CLASSES = 40
 
 
 def class_style(k: int) -> tuple[str, str]:
@@ -76,19 +77,23 @@ def plot_embedding(embedding, *, classes: Sequence[str] | None = None, title: st
     size = point_size or float(np.clip(3000 / max(len(coords), 1), 2, 30))
     fig = Figure(figsize=(8, 6.5), layout="constrained")
     ax = fig.subplots()
-    for c in np.unique(labels):
+    present = np.unique(labels)
+    legend = len(present) <= MAX_LEGEND_CLASSES  # past that the legend would outgrow the figure
+    for c in present:
         colour, marker = class_style(int(c))
         mask = labels == c
         name = names[c] if c < len(names) else str(c)
         ax.scatter(coords[mask, 0], coords[mask, 1], s=size, c=colour, marker=marker, alpha=0.7, linewidths=0,
-                   label=name)
+                   label=name if legend else None)
     if wrong.any():
         ax.scatter(coords[wrong, 0], coords[wrong, 1], s=size * 1.6 + 6, c="black", marker="x", linewidths=0.8,
                    label=f"wrong ({int(wrong.sum())})")
     method = {"pca": "PCA", "tsne": "t-SNE", "umap": "UMAP"}.get(embedding.method, embedding.method)
     ax.set_xlabel(f"{method} 1")
     ax.set_ylabel(f"{method} 2")
-    ax.set_title(title or f"Penultimate-layer features, {method} ({len(coords)} examples)", fontsize=11)
-    ax.legend(loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=8, markerscale=max(1.0, 20 / size),
-              frameon=False, ncols=1 if len(np.unique(labels)) <= 25 else 2)
+    classes_note = "" if legend else f", {len(present)} classes (colour and marker per class)"
+    ax.set_title(title or f"Penultimate-layer features, {method} ({len(coords)} examples{classes_note})", fontsize=11)
+    if legend or wrong.any():
+        ax.legend(loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=8, markerscale=max(1.0, 20 / size),
+                  frameon=False, ncols=1 if len(present) <= 20 else 2)
     return fig

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from cnnlab.report import plots
+from cnnlab.report import plots, plots_insight
 from cnnlab.report.page import Page, array_to_png, escape, img, note, table
 
 if TYPE_CHECKING:
@@ -197,6 +197,34 @@ def activations_section(page: Page, r: Results, opt: ReportOptions) -> None:
     page.section("activations", "Activations", *body)
 
 
+def features_section(page: Page, r: Results, opt: ReportOptions) -> None:
+    v = r.features
+    if v is None:
+        if r.features_skipped and r.features_skipped != "not asked for":
+            page.section("features", "Feature visualisation", note(f"Skipped: {r.features_skipped}.", "skip"))
+        return
+    beside = "" if v.examples is None else f", each beside the {v.examples.shape[1]} test images that excite it most"
+    fig = plots_insight.plot_feature_visualizations(v.images, labels=[f"channel {c}" for c in v.channels],
+                                                    examples=v.examples, title=f"layer {v.layer}")
+    page.section("features", f"Feature visualisation ({v.layer})", note(
+        f"What {len(v.channels)} channels of the last conv layer respond to most: an image optimised from noise "
+        f"to maximise each channel's mean activation (Fourier parameterisation, random jitter, scale and "
+        f"rotation; Olah et al., Distill 2017){beside}."), page.figure(fig, f"feature visualisation of {v.layer}"))
+
+
+def embedding_section(page: Page, r: Results, opt: ReportOptions) -> None:
+    e = r.embedding
+    if e is None:
+        if r.embedding_skipped and r.embedding_skipped != "not asked for":
+            page.section("embedding", "Embedding map", note(f"Skipped: {r.embedding_skipped}", "skip"))
+        return
+    page.section("embedding", "Embedding map", note(
+        f"The input of the last Linear layer for {len(e.coords)} test images, projected to 2-D "
+        f"({e.method.upper() if e.method == 'pca' else e.method}); colour and marker = actual class, "
+        f"black × = wrong prediction ({int(e.wrong.sum())}). `cnnlab embed RUN_DIR --method tsne` draws a t-SNE map."),
+        page.figure(plots_insight.plot_embedding(e, classes=r.classes), "embedding map"))
+
+
 # The report, top to bottom. A new section is one function added here (see the module docstring).
 SECTIONS: list[Callable[[Page, Results, ReportOptions], None]] = [
     config_section,
@@ -211,4 +239,6 @@ SECTIONS: list[Callable[[Page, Results, ReportOptions], None]] = [
     confidence_section,
     filters_section,
     activations_section,
+    features_section,
+    embedding_section,
 ]
