@@ -39,7 +39,7 @@ def env(tmp_path_factory):
         data = _shapes_folder(base / "shapes")
         run = base / "run"
         rc = main(["train", "--data", f"folder:{data}", "--model", SPEC, "--epochs", "2", "--batch-size", "8",
-                   "--out", str(run), "--verbose", "0", "--offline", "--no-report"])
+                   "--out", str(run), "--quiet", "--offline", "--no-report"])
         assert rc == 0
         yield {"base": base, "run": run, "data": data}
 

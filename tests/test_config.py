@@ -268,3 +268,39 @@ def test_precedence_defaults_recipe_file_command_line(tmp_path):
     assert cfg.train.lr == 0.5 and cfg.train.verbose == 0  # command line over file
     assert cfg.train.eval_batch_size == 1024 and cfg.val_size == 0  # defaults where no layer speaks
     assert resolved("--config", str(path)).model == "mnist-cnn"  # the file alone: defaults below it
+
+
+def test_print_config_under_resume_shows_the_saved_run_with_the_change(saved_run, capsys):
+    from cnnlab.cli import main
+
+    path, saved = saved_run
+    assert main(["train", "--resume", str(path), "--epochs", "12", "--print-config"]) == 0
+    doc = tomllib.loads(capsys.readouterr().out)
+    assert doc["run"]["model"] == "cifar-fast" and doc["hyperparams"]["epochs"] == 12
+    assert doc["hyperparams"]["lr"] == saved.train.lr and doc["hyperparams"]["nesterov"] is True
+
+
+def test_a_new_monitor_on_resume_rescores_the_finished_epochs():
+    import math
+
+    from cnnlab.train.loop import History, _rescore
+
+    history = History([{"epoch": 1, "loss": 0.9, "val_accuracy": 0.70}, {"epoch": 2, "loss": 0.5, "val_accuracy": 0.80},
+                       {"epoch": 3, "loss": 0.4, "val_accuracy": 0.75}])
+    best = {"value": math.inf, "epoch": 0, "wait": 0}
+    _rescore(history, TrainConfig(monitor="val_accuracy"), best)
+    assert best == {"value": -0.80, "epoch": 2, "wait": 1}
+    _rescore(history, TrainConfig(monitor="loss"), best)
+    assert best == {"value": 0.4, "epoch": 3, "wait": 0}
+
+
+def test_a_config_file_under_resume_is_checked_like_typed_options(saved_run, tmp_path):
+    path, saved = saved_run
+    good, bad = tmp_path / "good.toml", tmp_path / "bad.toml"
+    good.write_text("[hyperparams]\nepochs = 12\nseed = 0\n")  # seed as saved: allowed
+    bad.write_text("[run]\nmodel = \"mnist-cnn\"\n")
+    cfg, changes = resolve(parse("--resume", str(path), "--config", str(good), "--lr", "0.1"))
+    assert (cfg.train.epochs, cfg.train.lr, cfg.model) == (12, 0.1, saved.model)
+    assert changes == {"epochs": 12, "seed": 0, "lr": 0.1}
+    with pytest.raises(CnnlabError, match="cannot change model of a run being resumed"):
+        resolve(parse("--resume", str(path), "--config", str(bad)))
