@@ -106,10 +106,3 @@ def filters_view(target, layer: str | None) -> dict:
         grid[r * (kh + pad):r * (kh + pad) + kh, c * (kw + pad):c * (kw + pad) + kw] = patch
     return {"layer": name, "layers": convs, "shape": list(weights.shape), "shown": int(n), "cols": cols,
             "png": png_b64(grid), "min": float(weights.min()), "max": float(weights.max())}
-
-
-def extra_routes(lab, api: str, locked, int_param) -> list:
-    """Routes for the panels built on this wave's insight modules (see cnnlab.lab.insight_views)."""
-    from cnnlab.lab import insight_views
-
-    return insight_views.routes(lab, api, locked, int_param)

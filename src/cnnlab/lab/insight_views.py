@@ -32,6 +32,18 @@ ATTRIBUTION_LABELS = {"gradcam": "Grad-CAM", "gradcam++": "Grad-CAM++", "salienc
                       "smoothgrad": "SmoothGrad", "ig": "integrated gradients", "occlusion": "occlusion"}
 
 
+def _class_index(class_param: str | None, n_classes: int) -> int | None:
+    if class_param in (None, "", "predicted"):
+        return None
+    try:
+        cls = int(class_param)
+    except ValueError:
+        raise LabError(400, f"target must be a class index or 'predicted', got {class_param[:40]!r}") from None
+    if not 0 <= cls < n_classes:
+        raise LabError(400, f"target {cls} is not a class index 0..{n_classes - 1}")
+    return cls
+
+
 def attribution_view(target, item, method: str, class_param: str | None, layer: str) -> dict:
     """One attribution map of the input, as an RGBA heat map PNG to lay over it."""
     attribution = _require("cnnlab.insight.attribution", "the Why panel")
@@ -40,22 +52,17 @@ def attribution_view(target, item, method: str, class_param: str | None, layer: 
     if method not in attribution.METHODS:
         raise LabError(400, f"unknown method {method[:40]!r}; choose one of {', '.join(attribution.METHODS)}")
     model, classes = target.model, target.classes
-    if class_param in (None, "", "predicted"):
-        cls = int(attribution.scores(model, item.x).argmax(1)[0])
-    else:
-        try:
-            cls = int(class_param)
-        except ValueError:
-            raise LabError(400, f"target must be a class index or 'predicted', got {class_param[:40]!r}") from None
-        if not 0 <= cls < len(classes):
-            raise LabError(400, f"target {cls} is not a class index 0..{len(classes) - 1}")
+    cls = _class_index(class_param, len(classes))  # None: the predicted class
     where = ""
     if method in ("gradcam", "gradcam++"):
-        maps, _, used, _ = attribution.gradcam_maps(model, item.x, [cls], layers=[layer or "auto"],
-                                                    plus=method == "gradcam++")
-        heat = maps[used[0]][0]
+        # gradcam_maps reports the class it explained: no extra forward pass for "predicted".
+        maps, used_classes, used, _ = attribution.gradcam_maps(
+            model, item.x, "predicted" if cls is None else [cls], layers=[layer or "auto"], plus=method == "gradcam++")
+        heat, cls = maps[used[0]][0], int(used_classes[0])
         where = f" at layer {used[0]}"
     else:
+        if cls is None:
+            cls = int(attribution.scores(model, item.x).argmax(1)[0])
         heat = attribution.attribute(model, item.x, [cls], method=method)[0]
     return {"png": png_b64(colorize(heat, cmap="jet", alpha=True)), "class": cls, "class_name": classes[cls],
             "min": float(heat.min()), "max": float(heat.max()),
@@ -66,6 +73,10 @@ def attribution_view(target, item, method: str, class_param: str | None, layer: 
 EMBED_POINTS = {"pca": 2000, "tsne": 1000, "umap": 1000}
 FEATVIS_CHANNELS = 8
 FEATVIS_STEPS = 96
+# An ImageNet network costs ~100x more per step: fewer channels, steps and pixels (112, not
+# 224) keep one click to seconds on a CPU (about a minute per channel at 128 px, 96 steps,
+# on 2 busy cores).
+PRETRAINED_FEATVIS = {"channels": 4, "steps": 48, "size": 112}
 
 
 def embedding_view(target, method: str) -> dict:
@@ -106,22 +117,26 @@ def featurevis_view(target, layer: str, start: int) -> dict:
     count = modules[layer].out_channels
     if not 0 <= start < count:
         raise LabError(400, f"start must be a channel 0..{count - 1} of {layer}, got {start}")
-    channels = list(range(start, min(count, start + FEATVIS_CHANNELS)))
+    per_click = PRETRAINED_FEATVIS["channels"] if target.kind == "pretrained" else FEATVIS_CHANNELS
+    channels = list(range(start, min(count, start + per_click)))
     key = (layer, start, stamp)
     with target.slow_lock:
         if key not in target.featurevis_cache:
             target.featurevis_cache[key] = _visualize(featurevis, target, model, layer, channels)
-    return {"layer": layer, "images": target.featurevis_cache[key],
+    steps = PRETRAINED_FEATVIS["steps"] if target.kind == "pretrained" else FEATVIS_STEPS
+    return {"layer": layer, "images": target.featurevis_cache[key], "next": (channels[-1] + 1) % count,
             "caption": f"{layer}: inputs optimised to excite channels {channels[0]}-{channels[-1]} of {count} "
-                       f"({FEATVIS_STEPS} steps)"}
+                       f"({steps} steps)"}
 
 
 def _visualize(featurevis, target, model, layer: str, channels: list[int]) -> list[dict]:
     from cnnlab.lab.imaging import png_b64
 
     h, w, _ = target.input_shape
-    size = (128, 128) if target.kind == "pretrained" else (h, w)  # 224 would take minutes on a CPU
-    images = featurevis.visualize_channels(model, layer=layer, channels=channels, size=size, steps=FEATVIS_STEPS,
+    size, steps = (h, w), FEATVIS_STEPS
+    if target.kind == "pretrained":
+        size, steps = PRETRAINED_FEATVIS["size"], PRETRAINED_FEATVIS["steps"]
+    images = featurevis.visualize_channels(model, layer=layer, channels=channels, size=size, steps=steps,
                                            **target_normalisation(target))
     return [{"channel": c, "png": png_b64((np.clip(im, 0, 1) * 255).round().astype(np.uint8))}
             for c, im in zip(channels, images, strict=True)]
@@ -136,25 +151,36 @@ def target_normalisation(target) -> dict:
     return {"mean": cfg.get("mean"), "std": cfg.get("std")}
 
 
-def routes(lab, api: str, locked, int_param) -> list:
-    async def attribution(request: Request):
-        target, item = lab.input_of(request)
-        q = request.query_params
-        body = await locked(target, attribution_view, target, item, q.get("method", "gradcam"), q.get("target"),
-                            q.get("layer", "auto"))
-        return JSONResponse({**body, "input": q.get("input")})
+async def attribution(request: Request):
+    from cnnlab.lab.server import lab_of, locked
 
-    # Both take seconds to minutes: they run on their own copy of the network under their own
-    # lock (slow_lock), so the other panels keep answering meanwhile.
-    async def embedding(request: Request):
-        _, target = lab.target(request)
-        method = request.query_params.get("method", "pca")
-        return JSONResponse(await run_in_threadpool(embedding_view, target, method))
+    target, item = lab_of(request).input_of(request)
+    q = request.query_params
+    body = await locked(target, attribution_view, target, item, q.get("method", "gradcam"), q.get("target"),
+                        q.get("layer", "auto"))
+    return JSONResponse({**body, "input": q.get("input")})
 
-    async def featurevis(request: Request):
-        _, target = lab.target(request)
-        layer, start = request.query_params.get("layer", ""), int_param(request, "start", 0)
-        return JSONResponse(await run_in_threadpool(featurevis_view, target, layer, start))
 
+# Both take seconds to minutes: they run on their own copy of the network under their own
+# lock (slow_lock), so the other panels keep answering meanwhile.
+
+
+async def embedding(request: Request):
+    from cnnlab.lab.server import lab_of
+
+    _, target = lab_of(request).target(request)
+    method = request.query_params.get("method", "pca")
+    return JSONResponse(await run_in_threadpool(embedding_view, target, method))
+
+
+async def featurevis(request: Request):
+    from cnnlab.lab.server import int_param, lab_of
+
+    _, target = lab_of(request).target(request)
+    layer, start = request.query_params.get("layer", ""), int_param(request, "start", 0)
+    return JSONResponse(await run_in_threadpool(featurevis_view, target, layer, start))
+
+
+def routes(api: str) -> list:
     return [Route(f"{api}/attribution", attribution), Route(f"{api}/embedding", embedding),
             Route(f"{api}/featurevis", featurevis)]

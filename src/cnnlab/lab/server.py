@@ -22,7 +22,7 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from cnnlab.errors import CnnlabError
-from cnnlab.lab import analysis
+from cnnlab.lab import analysis, insight_views
 from cnnlab.lab.compute import overview
 from cnnlab.lab.imaging import MAX_UPLOAD_BYTES, LabError, decode_upload, png_bytes
 from cnnlab.lab.store import InputStore
@@ -106,108 +106,129 @@ def locked(target, fn, *args, **kwargs):
 # --------------------------------------------------------------------------- endpoints
 
 
-def build_routes(lab: Lab) -> list:
-    async def targets(request: Request):
-        return JSONResponse([{"id": i, "name": t.name, "kind": t.kind} for i, t in enumerate(lab.targets)])
+def lab_of(request: Request) -> Lab:
+    return request.app.state.lab
 
-    async def info(request: Request):
-        _, target = lab.target(request)
-        return JSONResponse(await locked(target, analysis.info, target))
 
-    async def draw(request: Request):
-        tid, target = lab.target(request)
-        body = await read_json(request)
-        h, w, c = target.input_shape
-        try:
-            pixels = np.frombuffer(base64.b64decode(body.get("pixels", ""), validate=True), dtype=np.uint8)
-        except (binascii.Error, TypeError, ValueError) as exc:
-            raise LabError(400, "pixels must be base64 of H*W grey bytes") from exc
-        if pixels.size != h * w:
-            raise LabError(400, f"a drawing for this model has {h}x{w} = {h * w} grey pixels, got {pixels.size}")
-        image = np.repeat(pixels.reshape(h, w, 1), c, axis=2)  # grey strokes fill every channel
-        item = Input(image, target.preprocess(image), note="drawn")
-        token = lab.inputs.add(tid, item)
-        result = await locked(target, overview, target.model, item.x, target.classes)
-        return JSONResponse({"input": token, **result, "label": None, "note": item.note})
+async def targets(request: Request):
+    return JSONResponse([{"id": i, "name": t.name, "kind": t.kind} for i, t in enumerate(lab_of(request).targets)])
 
-    async def upload(request: Request):
-        tid, target = lab.target(request)
-        data = await read_body(request)
 
-        def decode():
-            return target.from_pil(decode_upload(data))
+async def info(request: Request):
+    _, target = lab_of(request).target(request)
+    return JSONResponse(await locked(target, analysis.info, target))
 
-        item = await run_in_threadpool(decode)
-        return JSONResponse({"input": lab.inputs.add(tid, item), "note": item.note})
 
-    async def sample(request: Request):
-        from cnnlab.models.pretrained import open_image
+async def draw(request: Request):
+    tid, target = lab_of(request).target(request)
+    body = await read_json(request)
+    h, w, c = target.input_shape
+    try:
+        pixels = np.frombuffer(base64.b64decode(body.get("pixels", ""), validate=True), dtype=np.uint8)
+    except (binascii.Error, TypeError, ValueError) as exc:
+        raise LabError(400, "pixels must be base64 of H*W grey bytes") from exc
+    if pixels.size != h * w:
+        raise LabError(400, f"a drawing for this model has {h}x{w} = {h * w} grey pixels, got {pixels.size}")
+    image = np.repeat(pixels.reshape(h, w, 1), c, axis=2)  # grey strokes fill every channel
+    item = Input(image, target.preprocess(image), note="drawn")
+    token = lab_of(request).inputs.add(tid, item)
+    result = await locked(target, overview, target.model, item.x, target.classes)
+    return JSONResponse({"input": token, **result, "label": None, "note": item.note})
 
-        tid, target = lab.target(request)
-        item = await run_in_threadpool(lambda: target.from_pil(open_image("grace_hopper")))
-        return JSONResponse({"input": lab.inputs.add(tid, item), "note": "Grace Hopper (matplotlib's sample)"})
 
-    async def analyze(request: Request):
-        target, item = lab.input_of(request)
-        result = await locked(target, overview, target.model, item.x, target.classes)
-        label = None if item.label is None else {"index": item.label, "name": target.classes[item.label]}
-        return JSONResponse({**result, "label": label, "note": item.note})
+async def upload(request: Request):
+    tid, target = lab_of(request).target(request)
+    data = await read_body(request)
 
-    async def input_png(request: Request):
-        _, item = lab.input_of(request)
-        return png(item.image)
+    def decode():
+        return target.from_pil(decode_upload(data))
 
-    async def map_png(request: Request):
-        target, item = lab.input_of(request)
-        return png(await locked(target, analysis.map_image, target, item, request.query_params.get("layer", ""),
-                                int_param(request, "channel")))
+    item = await run_in_threadpool(decode)
+    return JSONResponse({"input": lab_of(request).inputs.add(tid, item), "note": item.note})
 
-    async def dot(request: Request):
-        from cnnlab.lab.arithmetic import dot_product
 
-        target, item = lab.input_of(request)
-        args = [int_param(request, k) for k in ("channel", "y", "x")]
-        return JSONResponse(await locked(target, dot_product, target.model, item.x,
-                                         request.query_params.get("layer", ""), *args))
+async def sample(request: Request):
+    from cnnlab.models.pretrained import open_image
 
-    async def test_png(request: Request):
-        _, target = lab.target(request)
-        return png((await locked(target, target.test_input, request.path_params["index"])).image)
+    tid, target = lab_of(request).target(request)
+    item = await run_in_threadpool(lambda: target.from_pil(open_image("grace_hopper")))
+    return JSONResponse({"input": lab_of(request).inputs.add(tid, item), "note": "Grace Hopper (matplotlib's sample)"})
 
-    async def pick(request: Request):
-        _, target = lab.target(request)
-        kind = request.query_params.get("kind", "random")
-        return JSONResponse(await locked(target, analysis.pick, target, kind, int_param(request, "seed", 0)))
 
-    async def confusion(request: Request):
-        _, target = lab.target(request)
-        return JSONResponse(await locked(target, analysis.confusion, target))
+async def analyze(request: Request):
+    target, item = lab_of(request).input_of(request)
+    result = await locked(target, overview, target.model, item.x, target.classes)
+    label = None if item.label is None else {"index": item.label, "name": target.classes[item.label]}
+    return JSONResponse({**result, "label": label, "note": item.note})
 
-    async def cell(request: Request):
-        _, target = lab.target(request)
-        return JSONResponse(await locked(target, analysis.cell, target, int_param(request, "actual"),
-                                         int_param(request, "predicted"), int_param(request, "limit", 60)))
 
-    async def playground(request: Request):
-        from cnnlab.lab.arithmetic import playground as run_playground
+async def input_png(request: Request):
+    _, item = lab_of(request).input_of(request)
+    return png(item.image)
 
-        body = await read_json(request)
-        target, item = lab.input_of(request, str(body.get("input", "")))
-        return JSONResponse(await run_in_threadpool(
-            run_playground, item.image, body.get("kernel", "sobel-x"), padding=body.get("padding", 0),
-            stride=body.get("stride", 1), dilation=body.get("dilation", 1)))
 
-    async def history(request: Request):
-        _, target = lab.target(request)
-        return JSONResponse(await run_in_threadpool(target.history))
+async def map_png(request: Request):
+    target, item = lab_of(request).input_of(request)
+    return png(await locked(target, analysis.map_image, target, item, request.query_params.get("layer", ""),
+                            int_param(request, "channel")))
 
-    async def filters(request: Request):
-        _, target = lab.target(request)
-        return JSONResponse(await locked(target, analysis.filters_view, target, request.query_params.get("layer")))
 
-    async def index(request: Request):
-        return FileResponse(STATIC / "index.html", headers={"Cache-Control": "no-cache"})
+async def dot(request: Request):
+    from cnnlab.lab.arithmetic import dot_product
 
+    target, item = lab_of(request).input_of(request)
+    args = [int_param(request, k) for k in ("channel", "y", "x")]
+    return JSONResponse(await locked(target, dot_product, target.model, item.x,
+                                     request.query_params.get("layer", ""), *args))
+
+
+async def test_png(request: Request):
+    _, target = lab_of(request).target(request)
+    return png((await locked(target, target.test_input, request.path_params["index"])).image)
+
+
+async def pick(request: Request):
+    _, target = lab_of(request).target(request)
+    kind = request.query_params.get("kind", "random")
+    return JSONResponse(await locked(target, analysis.pick, target, kind, int_param(request, "seed", 0)))
+
+
+async def confusion(request: Request):
+    _, target = lab_of(request).target(request)
+    return JSONResponse(await locked(target, analysis.confusion, target))
+
+
+async def cell(request: Request):
+    _, target = lab_of(request).target(request)
+    return JSONResponse(await locked(target, analysis.cell, target, int_param(request, "actual"),
+                                     int_param(request, "predicted"), int_param(request, "limit", 60)))
+
+
+async def playground(request: Request):
+    from cnnlab.lab.arithmetic import playground as run_playground
+
+    body = await read_json(request)
+    target, item = lab_of(request).input_of(request, str(body.get("input", "")))
+    return JSONResponse(await run_in_threadpool(
+        run_playground, item.image, body.get("kernel", "sobel-x"), padding=body.get("padding", 0),
+        stride=body.get("stride", 1), dilation=body.get("dilation", 1)))
+
+
+async def history(request: Request):
+    _, target = lab_of(request).target(request)
+    return JSONResponse(await run_in_threadpool(target.history))
+
+
+async def filters(request: Request):
+    _, target = lab_of(request).target(request)
+    return JSONResponse(await locked(target, analysis.filters_view, target, request.query_params.get("layer")))
+
+
+async def index(request: Request):
+    return FileResponse(STATIC / "index.html", headers={"Cache-Control": "no-cache"})
+
+
+def build_routes() -> list:
     api = "/api/t/{tid:int}"
     return [
         Route("/", index),
@@ -227,7 +248,7 @@ def build_routes(lab: Lab) -> list:
         Route(f"{api}/playground", playground, methods=["POST"]),
         Route(f"{api}/history", history),
         Route(f"{api}/filters", filters),
-        *analysis.extra_routes(lab, api, locked, int_param),
+        *insight_views.routes(api),
         Mount("/static", StaticFiles(directory=STATIC), name="static"),
     ]
 
@@ -291,8 +312,9 @@ def create_app(targets: list, *, allowed_hosts: tuple[str, ...] | None = LOOPBAC
     ``allowed_hosts``: the Host headers served (the loopback names by default; None: any).
     """
     lab = Lab(targets)
-    app = Starlette(routes=build_routes(lab),
+    app = Starlette(routes=build_routes(),
                     exception_handlers={LabError: lab_error, CnnlabError: cnnlab_error})
+    app.state.lab = lab
     guard = Guard(app, allowed_hosts=allowed_hosts)
     guard.lab = lab
     return guard

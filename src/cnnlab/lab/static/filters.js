@@ -11,15 +11,17 @@ export function initFilters(info) {
     button.disabled = true;
     document.getElementById("featvis-caption").textContent = "(needs cnnlab.insight.featurevis, not in this cnnlab)";
   }
-  let start = 0, shownLayer = null;
-  button.onclick = () => {
-    start = select.value === shownLayer ? start + 8 : 0;  // each click: the next 8 channels
+  let next = 0, shownLayer = null;
+  button.onclick = async () => {
+    const start = select.value === shownLayer ? next : 0;  // each click: the next few channels
     shownLayer = select.value;
-    featvis(select.value, start).catch((err) => {
+    button.disabled = true;
+    try { next = await featvis(select.value, start); } catch (err) {
       showError("filters-error", err);
       document.getElementById("featvis-caption").textContent = "";
-      start = -8;
-    });
+      next = 0;
+    }
+    button.disabled = false;
   };
 }
 
@@ -35,11 +37,12 @@ async function load(layer) {
 
 async function featvis(layer, start) {
   showError("filters-error", null);
-  document.getElementById("featvis-caption").textContent = "optimising inputs…";
+  document.getElementById("featvis-caption").textContent = "optimising inputs… (seconds for a small net, a minute or more for an ImageNet one)";
   const r = await getJSON("featurevis", { layer, start });
   document.getElementById("featvis-caption").textContent = r.caption || "";
   document.getElementById("featvis").replaceChildren(...r.images.map((im) =>
     el("figure", {}, el("img", { src: pngSrc(im.png), alt: `channel ${im.channel}` }),
       el("figcaption", { textContent: `channel ${im.channel}` }))));
   document.getElementById("filters-panel").dataset.featvis = `${layer}:${start}`;
+  return r.next;
 }

@@ -24,12 +24,13 @@ async function boot() {
   document.getElementById("model-name").textContent =
     `${info.model} · input ${info.input_shape.join("×")} · ${info.classes.length} classes`;
 
-  initInput(info); initPrediction(info); initOverview(info); initAttribution(info);
-  initConfusion(info); initEmbedding(info); initFilters(info); initPlayground(info); initTraining(info);
-
+  initInput(info); initPrediction(info); initOverview(info); initAttribution(info); initPlayground(info);
   if (info.has_test) await setInput("test:0");
   else await loadSample();
   document.body.dataset.ready = "1";  // tests wait for this
+  // The panels below the first screen start once the first input is drawn: on two CPU cores
+  // their requests would otherwise queue in front of the overview's.
+  initConfusion(info); initEmbedding(info); initFilters(info); initTraining(info);
 }
 
 boot().catch((err) => showError("status", err));
