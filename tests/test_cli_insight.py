@@ -26,7 +26,7 @@ def test_parse_units():
 
 def test_features_of_a_run_draws_channels_with_their_top_test_images(tiny_run, tmp_path, user_cache, capsys):
     out, arr = tmp_path / "grid.png", tmp_path / "vis.npy"
-    assert main(["features", str(tiny_run), "--channels", "0-2", "--steps", "5", "--top", "3", "--out", str(out),
+    assert main(["features", str(tiny_run), "--channels", "0-2", "--steps", "5", "--examples", "3", "--out", str(out),
                  "--save-array", str(arr)]) == 0
     text = capsys.readouterr().out
     assert "layer 3," in text  # the last conv layer: conv, relu, maxpool, conv (3), ...

@@ -108,6 +108,7 @@ RENAMED = [
     (["report", "RUN", "--progress"], ["report", "RUN", "--verbose"]),
     (["filters", "RUN", "--html", "f.html"], ["filters", "RUN", "--out", "f.html"]),
     (["classify", "cat.png", "--no-progress"], ["classify", "cat.png", "--quiet"]),
+    (["features", "RUN", "--top", "3", "--out", "g.png"], ["features", "RUN", "--examples", "3", "--out", "g.png"]),
 ]
 
 

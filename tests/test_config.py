@@ -283,14 +283,14 @@ def test_print_config_under_resume_shows_the_saved_run_with_the_change(saved_run
 def test_a_new_monitor_on_resume_rescores_the_finished_epochs():
     import math
 
-    from cnnlab.train.loop import History, _rescore
+    from cnnlab.train.history import History, rescore
 
     history = History([{"epoch": 1, "loss": 0.9, "val_accuracy": 0.70}, {"epoch": 2, "loss": 0.5, "val_accuracy": 0.80},
                        {"epoch": 3, "loss": 0.4, "val_accuracy": 0.75}])
     best = {"value": math.inf, "epoch": 0, "wait": 0}
-    _rescore(history, TrainConfig(monitor="val_accuracy"), best)
+    rescore(history, TrainConfig(monitor="val_accuracy"), best)
     assert best == {"value": -0.80, "epoch": 2, "wait": 1}
-    _rescore(history, TrainConfig(monitor="loss"), best)
+    rescore(history, TrainConfig(monitor="loss"), best)
     assert best == {"value": 0.4, "epoch": 3, "wait": 0}
 
 

@@ -41,7 +41,10 @@ def register(sub) -> None:
     p.add_argument("--steps", type=int, default=256, help="optimisation steps (default 256)")
     p.add_argument("--size", type=int, help="image side for a pretrained net (default 128; a run uses its own)")
     p.add_argument("--seed", type=int, default=0, help="seed of the starting noise and transforms (default 0)")
-    p.add_argument("--top", type=int, default=6, help="top test images per channel for a run (default 6; 0: none)")
+    p.add_argument("--examples", dest="top", type=int, default=6, metavar="N",
+                   help="top test images per channel for a run (default 6; 0: none)")
+    # --top means classes per image in every command (cli/options.py); this was its first name.
+    options.deprecated(p, "--top", "--examples", dest="top", type=int)
     p.add_argument("--out", type=Path, required=True, metavar="GRID.png", help="where to draw the grid")
     p.add_argument("--save-array", type=Path, metavar="IMAGES.npy", help="also save the images (K, H, W, C) float32")
     options.add_offline(p)
