@@ -10,8 +10,9 @@ decode, and every class folder must hold at least one.
 Common size: every image is resized (Pillow bilinear, which low-pass filters when shrinking) to
 the most common (height, width) among the images, or to ``image_size``. Common mode: "L"
 (1 channel) when every image is greyscale, else "RGB" (3 channels), or ``mode``. Conversion is
-Pillow's ``Image.convert``: alpha is dropped, palettes are expanded, 16-bit greyscale is clipped
-to 0..255. EXIF orientation tags are ignored (pixels as stored).
+Pillow's ``Image.convert``: alpha is dropped, palettes are expanded; 16-bit, 32-bit and float
+greyscale are scaled by their range first (``cnnlab.scratch.images.to_8bit``). EXIF orientation
+tags are ignored (pixels as stored).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from cnnlab.errors import CnnlabError
+from cnnlab.scratch.images import to_8bit
 from cnnlab.text import printable
 
 GREY_MODES = {"1", "L", "LA", "La", "I", "I;16", "I;16B", "I;16L", "I;16N", "F"}
@@ -141,7 +143,7 @@ def read_images(files: list[Path], *, image_size=None, mode: str | None = None,
     for i, file in enumerate(tqdm(files, desc="decoding images", unit="img", disable=not progress, leave=False)):
         with _open(file) as im:
             try:
-                im = im.convert(mode)
+                im = to_8bit(im).convert(mode)  # a float TIFF in [0, 1] is scaled, not cast to black
                 if (im.height, im.width) != (h, w):
                     im = im.resize((w, h), Image.Resampling.BILINEAR)
                 out[i] = np.asarray(im, np.uint8).reshape(h, w, -1)

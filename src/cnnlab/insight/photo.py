@@ -22,6 +22,7 @@ from cnnlab.errors import CnnlabError
 from cnnlab.insight import attribution
 from cnnlab.insight.inspect import conv_layers
 from cnnlab.models.pretrained import URLS, imagenet_classes, load_pretrained, preprocess, top_k
+from cnnlab.scratch.images import to_8bit
 
 __all__ = ["PhotoExplanation", "display_pair", "explain_photo", "load_photo"]
 
@@ -64,7 +65,7 @@ def load_photo(path) -> tuple[Image.Image, tuple[int, int]]:
             factor = int(min(img.size) / need)
             if factor >= 2:
                 img = img.reduce(factor)  # box-filter shrink of the decoded bitmap, before converting
-            return img.convert("RGB"), size
+            return to_8bit(img).convert("RGB"), size  # to_8bit: a float TIFF is scaled, not cast to black
     except (UnidentifiedImageError, OSError, SyntaxError, Image.DecompressionBombError) as exc:
         raise CnnlabError(f"{str(path)!r} is not a readable image ({exc}); give a PNG, JPEG or BMP photo") from exc
 

@@ -18,6 +18,8 @@ from functools import lru_cache
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from cnnlab.scratch.images import to_8bit
+
 MAX_UPLOAD_BYTES = 10 * 1024 * 1024  # a phone photo is 2-6 MB
 MAX_UPLOAD_PIXELS = 40_000_000  # 40 MP: the largest phone cameras; decoded RGB that is 120 MB
 
@@ -57,7 +59,8 @@ def decode_upload(data: bytes, *, max_pixels: int = MAX_UPLOAD_PIXELS) -> Image.
         img.draft("RGB", (512, 512))
     try:
         img = ImageOps.exif_transpose(img)  # phones store portrait photos sideways plus a tag
-        return img.convert("RGB")  # convert() decodes: a truncated file fails here
+        img.load()  # decodes: a truncated file fails here
+        return to_8bit(img).convert("RGB")  # to_8bit: a float TIFF in [0, 1] is scaled, not cast to black
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
         raise LabError(400, f"the image could not be decoded ({exc}); it is truncated or damaged") from exc
 

@@ -192,10 +192,10 @@ def open_image(image) -> Image.Image:
     """A path (str/Path; 'grace_hopper' names matplotlib's sample portrait), a PIL image or a
     uint8 array (H, W) / (H, W, 3) -> RGB PIL image. Files are read by cnnlab's one reader
     (``cnnlab.scratch.images.load_image``); CnnlabError names a file that is not an image."""
-    from cnnlab.scratch.images import load_image, to_uint8
+    from cnnlab.scratch.images import load_image, to_8bit, to_uint8
 
     if isinstance(image, Image.Image):
-        return image.convert("RGB")
+        return to_8bit(image).convert("RGB")
     if isinstance(image, np.ndarray):
         if image.dtype != np.uint8 or image.ndim not in (2, 3):
             raise CnnlabError(f"image array of dtype {image.dtype} and shape {image.shape} is not uint8 (H, W) "

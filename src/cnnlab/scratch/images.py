@@ -31,6 +31,7 @@ __all__ = [
     "read_image",
     "rgb_to_grey",
     "tile",
+    "to_8bit",
     "to_uint8",
     "write_image",
 ]
@@ -96,12 +97,8 @@ def read_image(path, *, colour: str = "auto", alpha: bool = False) -> np.ndarray
 def _to_float(im: Image.Image) -> tuple[np.ndarray, bool]:
     """Decoded Pillow image -> (float64 array in [0, 1] with alpha last if any, has_alpha)."""
     mode = im.mode
-    if mode.startswith("I;16"):  # 16-bit grey PNG
-        return np.asarray(im).astype(np.float64) / 65535, False
-    if mode == "I":  # 32-bit integers: older Pillows open 16-bit PNGs this way
-        return np.clip(np.asarray(im).astype(np.float64) / 65535, 0, 1), False
-    if mode == "F":  # 32-bit float: taken as already in [0, 1]
-        return np.clip(np.asarray(im).astype(np.float64), 0, 1), False
+    if _is_deep(mode):  # 16-bit, 32-bit integer or floating-point grey
+        return _deep_to_unit(im), False
     if mode == "1":
         return np.asarray(im).astype(np.float64), False
     if mode == "P":
@@ -111,6 +108,38 @@ def _to_float(im: Image.Image) -> tuple[np.ndarray, bool]:
     if im.mode != target:
         im = im.convert(target)
     return np.asarray(im).astype(np.float64) / 255, target in ("LA", "RGBA")
+
+
+def _is_deep(mode: str) -> bool:
+    return mode in ("F", "I") or mode.startswith("I;16")
+
+
+def _deep_to_unit(im: Image.Image) -> np.ndarray:
+    """A grey image of more than 8 bits -> float64 (H, W) in [0, 1], scaled by its range.
+
+    Pillow's ``convert("L")`` casts these, which turns a float TIFF in [0, 1] black and a
+    16-bit PNG white. Instead: floats up to 1 are taken as [0, 1] (scientific and
+    rendering tools write them so), floats up to 255 as 8-bit levels, anything larger
+    as 16-bit; 16-bit integers are divided by 65535, 32-bit ones by 65535 unless they
+    fit in 8 bits. NaN counts as 0.
+    """
+    x = np.nan_to_num(np.asarray(im, dtype=np.float64), nan=0.0, posinf=0.0, neginf=0.0)
+    top = float(x.max(initial=0.0))
+    if im.mode == "F":
+        full = 1.0 if top <= 1.0 else 255.0 if top <= 255.0 else 65535.0
+    else:
+        full = 255.0 if im.mode == "I" and top <= 255 else 65535.0
+    return np.clip(x / full, 0.0, 1.0)
+
+
+def to_8bit(im: Image.Image) -> Image.Image:
+    """A Pillow image safe to ``convert()``: deep grey modes ("F", "I", "I;16") scaled into "L".
+
+    Every other mode is returned as it is. See :func:`_deep_to_unit` for the scaling.
+    """
+    if not _is_deep(im.mode):
+        return im
+    return Image.fromarray(np.round(_deep_to_unit(im) * 255).astype(np.uint8), "L")
 
 
 def load_image(path_or_sample_name, *, colour: str = "auto", alpha: bool = False) -> np.ndarray:
