@@ -304,3 +304,16 @@ def test_a_config_file_under_resume_is_checked_like_typed_options(saved_run, tmp
     assert changes == {"epochs": 12, "seed": 0, "lr": 0.1}
     with pytest.raises(CnnlabError, match="cannot change model of a run being resumed"):
         resolve(parse("--resume", str(path), "--config", str(bad)))
+
+
+def test_a_batch_size_derived_from_steps_stays_derived_through_print_config(tmp_path, capsys):
+    from cnnlab.cli import main
+
+    assert main(["train", "--steps-per-epoch", "4", "--print-config"]) == 0
+    text = capsys.readouterr().out
+    assert "# batch_size: ceil(N / steps_per_epoch)" in text
+    (tmp_path / "c.toml").write_text(text)
+    cfg, changes = resolve(parse("--config", str(tmp_path / "c.toml")))
+    assert "batch_size" not in changes and changes["steps_per_epoch"] == 4  # so the run derives it again
+    assert main(["train", "--steps-per-epoch", "4", "--batch-size", "32", "--print-config"]) == 0
+    assert "batch_size = 32" in capsys.readouterr().out

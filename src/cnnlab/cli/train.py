@@ -161,8 +161,11 @@ def run(args: argparse.Namespace) -> int:
     from cnnlab.train.experiment import resume_run, train_run
 
     cfg, changes = resolve(args)
-    if args.print_config:
-        print(to_toml(cfg, header=_HEADER), end="")
+    # Keras: steps_per_epoch and no batch size means batches of ceil(N / steps).
+    from_steps = cfg.train.steps_per_epoch is not None and "batch_size" not in changes and not args.recipe
+    if args.print_config:  # a batch size known only once the data is loaded stays out of the file
+        derived = {"batch_size": "ceil(N / steps_per_epoch), as in Keras"} if from_steps and not args.resume else {}
+        print(to_toml(cfg, header=_HEADER, derived=derived), end="")
         return 0
     device = dist.setup(cfg.train.device)
     main = dist.is_main()  # remembered: after teardown every process looks like rank 0
@@ -179,8 +182,6 @@ def run(args: argparse.Namespace) -> int:
                 print(f"training {cfg.model} on {cfg.data}: device {where}, precision {cfg.train.precision}"
                       + (" (auto)" if args.precision in (None, "auto") else ""))
             out = args.out or Path("runs") / f"{cfg.data.replace(':', '-').replace('/', '-')}-{cfg.model}"
-            # Keras: steps_per_epoch and no batch size means batches of ceil(N / steps).
-            from_steps = cfg.train.steps_per_epoch is not None and "batch_size" not in changes and not args.recipe
             path, history = train_run(cfg, out, overwrite=args.overwrite, download=not args.offline,
                                       tensorboard=args.tensorboard, batch_from_steps=from_steps,
                                       notify=(lambda line: print(f"cnnlab train: {line}")) if main else None)

@@ -71,8 +71,10 @@ def _home(key: str) -> str:
     return ""
 
 
-def to_toml(cfg: RunConfig, *, header: str = "") -> str:
+def to_toml(cfg: RunConfig, *, header: str = "", derived: dict[str, str] | None = None) -> str:
     """``cfg`` as the TOML that ``read_config`` reads back to it.
+
+    ``derived`` names settings to leave out, as comments saying how the run derives them.
 
     Written by hand because the standard library reads TOML (tomllib) but cannot write it,
     and these values are few and simple: strings, numbers, booleans and short lists.
@@ -82,7 +84,9 @@ def to_toml(cfg: RunConfig, *, header: str = "") -> str:
         lines += ["", f"[{section}]"]
         for f in settings(cls):
             value = get(cfg, f.name)
-            if value is None:
+            if f.name in (derived or {}):
+                lines.append(f"# {f.name}: {derived[f.name]}")
+            elif value is None:
                 lines.append(f"# {f.name}: unset ({f.metadata['help']})")
             else:
                 lines.append(f"{f.name} = {_value(value)}")
