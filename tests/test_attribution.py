@@ -446,3 +446,28 @@ def test_overlay_blends_a_colour_blind_safe_colormap():
         overlay(image, heat.T)
     with pytest.raises(CnnlabError, match="opacity"):
         overlay(image, heat, alpha=1.5)
+
+
+# --------------------------------------------------------------------------- the report's decision maps
+
+
+def test_explain_decisions_maps_the_actual_and_the_predicted_class(model, images):
+    from cnnlab.insight.decisions import explain_decisions
+    from cnnlab.insight.evaluate import TopLoss
+
+    uint8 = (np.arange(5 * 12 * 12 * 3) % 256).astype(np.uint8).reshape(5, 12, 12, 3)
+
+    def preprocess(batch):  # uint8 (N, H, W, C) -> what the model takes
+        return images[: len(batch)]
+
+    losses = [TopLoss(index=10 + i, loss=1.0, predicted=(i + 1) % 7, predicted_prob=0.5, actual=i, actual_prob=0.1)
+              for i in range(4)]
+    d = explain_decisions(model, preprocess, uint8, losses, n=3)
+    assert d.layer == "5" and list(d.indices) == [10, 11, 12] and d.images.shape == (3, 12, 12, 3)
+    np.testing.assert_array_equal(d.actual_maps, A.gradcam(model, images[:3], [0, 1, 2]))
+    np.testing.assert_array_equal(d.predicted_maps, A.gradcam(model, images[:3], [1, 2, 3]))
+    assert d.sweep_index == 10 and list(d.sweep) == ["0", "2", "5"]
+    np.testing.assert_allclose(d.sweep["2"], A.gradcam(model, images[:1], 1, layer="2")[0], rtol=1e-6)
+    assert explain_decisions(model, preprocess, uint8, [], n=3) is None
+    dense = nn.Sequential(nn.Flatten(), nn.Linear(432, 7)).double()
+    assert explain_decisions(dense, preprocess, uint8, losses) is None

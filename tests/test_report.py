@@ -29,7 +29,8 @@ from cnnlab.train import runs
 
 SPEC = "conv4k3-relu,maxpool2,conv6k3-relu,flatten"
 SECTIONS = ("config", "summary", "curves", "metrics", "per-class", "confusion", "most-confused",
-            "top-losses", "wrong", "confidence", "filters", "activations", "features", "embedding")
+            "top-losses", "wrong", "confidence", "filters", "activations", "features", "embedding",
+            "why")
 PER_EXAMPLE = ("wrong", "confidence")
 FAST = {"options": ReportOptions(dpi=30),  # smaller PNGs, same sections
         "collect": ResultsOptions(n_activation_images=1, n_top_losses=5, n_wrong=5, n_feature_channels=2,
@@ -88,9 +89,10 @@ def test_report_has_every_section_and_images_decode(tiny_run):
     assert section_ids(html) == list(SECTIONS)
     images = embedded_images(html)
     # curves, confusion + errors, top losses, wrong, confidence, filters, 3 images x (1 + 2 conv layers),
-    # feature visualisation, embedding map
-    assert len(images) == 1 + 2 + 1 + 1 + 1 + 1 + 3 * 3 + 1 + 1
+    # feature visualisation, embedding map, Grad-CAM of the top losses + a layer sweep
+    assert len(images) == 1 + 2 + 1 + 1 + 1 + 1 + 3 * 3 + 1 + 1 + 2
     assert (tiny_run / "embedding-pca.npz").is_file()  # the map is cached for the lab and `cnnlab embed`
+    assert "Grad-CAM (layer 0, the last conv layer with a map larger than 1×1)" in html  # layer 3's map is 1x1
     assert all(img.width > 0 and img.height > 0 for img in images)
     # self-contained: nothing fetched from elsewhere
     assert not re.search(r'(src|href)="(https?:|//|file:)', html)
@@ -222,6 +224,7 @@ def test_report_package_imports_nothing_that_trains_or_evaluates():
 
 def hand_built_results(tmp_path: Path, *, with_images: bool = True):
     """Results made by hand, as another tool (or a test) would: no run directory, no model."""
+    from cnnlab.insight.decisions import DecisionMaps
     from cnnlab.insight.embedding import Embedding
     from cnnlab.insight.evaluate import compute_metrics, top_losses
     from cnnlab.insight.featurevis import ChannelVisuals
@@ -256,6 +259,14 @@ def hand_built_results(tmp_path: Path, *, with_images: bool = True):
         embedding=Embedding(coords=rng.normal(size=(40, 2)).astype(np.float32), labels=labels,
                             predictions=probs.argmax(1), method="pca", indices=np.arange(40)) if with_images else None,
         embedding_skipped=None if with_images else "the dataset is not available",
+        decisions=DecisionMaps(
+            layer="conv1", indices=np.array([t.index for t in losses]), images=images[[t.index for t in losses]],
+            labels=np.array([t.actual for t in losses]), predicted=np.array([t.predicted for t in losses]),
+            actual_probs=np.array([t.actual_prob for t in losses]),
+            predicted_probs=np.array([t.predicted_prob for t in losses]),
+            actual_maps=rng.random((4, 8, 8)), predicted_maps=rng.random((4, 8, 8)), sweep_index=losses[0].index,
+            sweep={"conv1": rng.random((8, 8)), "conv2": rng.random((8, 8))}) if with_images else None,
+        decisions_skipped=None if with_images else "the dataset is not available",
     )
 
 
@@ -265,15 +276,17 @@ def test_report_renders_hand_built_results_without_running_a_model(tmp_path, mon
 
     monkeypatch.setattr(torch.nn.Module, "__call__", lambda *a, **k: pytest.fail("the report ran a model"))
     results = hand_built_results(tmp_path)
+    losses = results.top_losses
     html = render_report(results, options=ReportOptions(dpi=30))
     assert section_ids(html) == list(SECTIONS)
     assert f"{results.metrics['accuracy']:.4f}" in html and "Total params: 123" in html
     assert f"The first 3 of {results.wrong.total} wrong predictions" in html
     assert "First-layer filters (conv1)" in html and "test image 0: " in html, re.findall("<h3>.*</h3>", html)
     # curves, confusion + errors, top losses, wrong, confidence, filters, 1 image x (1 + 1 conv layer),
-    # feature visualisation, embedding map
-    assert len(embedded_images(html)) == 1 + 2 + 1 + 1 + 1 + 1 + 2 + 1 + 1
+    # feature visualisation, embedding map, Grad-CAM of the top losses + a layer sweep
+    assert len(embedded_images(html)) == 1 + 2 + 1 + 1 + 1 + 1 + 2 + 1 + 1 + 2
     assert "Feature visualisation (conv2)" in html and "black × = wrong prediction" in html
+    assert f"Grad-CAM (layer conv1, the last conv layer with a map larger than 1×1) of the {len(losses)} largest" in html
     (tmp_path / "hand-made").mkdir()
     path = write_results(results, options=ReportOptions(dpi=30))
     assert path == tmp_path / "hand-made" / "report.html" and section_ids(path.read_text()) == list(SECTIONS)

@@ -24,11 +24,14 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from cnnlab.errors import CnnlabError
+
+if TYPE_CHECKING:
+    from cnnlab.insight.decisions import DecisionMaps
 
 __all__ = ["ActivationExample", "FilterResults", "Predictions", "Results", "ResultsOptions", "collect_filters",
            "collect_results"]
@@ -45,6 +48,7 @@ class ResultsOptions:
     feature_steps: int = 128  # optimisation steps per visualisation (cnnlab.insight.featurevis)
     n_feature_examples: int = 6  # top test images shown beside each visualisation
     embedding_method: str | None = "pca"  # the embedding map's projection (None: no map); cached in the run
+    n_explained: int = 6  # top losses explained with Grad-CAM ("Why it decided")
     batch_size: int = 1024
     device: str = "cpu"  # where the model runs: "auto" picks CUDA when present
 
@@ -107,6 +111,8 @@ class Results:
     features_skipped: str | None = None  # why there are no feature visualisations
     embedding: Any = None  # cnnlab.insight.embedding.Embedding of the test split
     embedding_skipped: str | None = None  # why there is no embedding map
+    decisions: DecisionMaps | None = None  # Grad-CAM of the top losses for both classes, and a layer sweep
+    decisions_skipped: str | None = None  # why there are no decision maps
     skipped: str | None = None  # why per-example sections are missing
     data_problem: str | None = None  # why the dataset could not be loaded
 
@@ -146,6 +152,7 @@ def collect_results(run_dir, *, evaluation=None, options: ResultsOptions = Resul
         first_filters=_first_filters(model),
         **_activation_fields(run, model, evaluation, images, options),
         **_learned_fields(run, model, data, options),
+        **_decision_fields(run, model, images, losses_of(evaluation, metrics, options), options),
         skipped=None if evaluation is not None and images is not None else (
             "Per-example sections (images of top losses and wrong predictions, confidence histograms, "
             f"activations) are skipped: {why}" if evaluation is None else
@@ -252,6 +259,18 @@ def _learned_fields(run, model, data, opt: ResultsOptions) -> dict[str, Any]:
     except CnnlabError as exc:  # e.g. no Linear layer: no penultimate features
         out["embedding_skipped"] = str(exc)
     return out
+def losses_of(ev, metrics: dict | None, opt: ResultsOptions) -> list:
+    return ev.top_losses(opt.n_top_losses) if ev is not None else _saved_top_losses(metrics, opt.n_top_losses)
+
+
+def _decision_fields(run, model, images, losses: list, opt: ResultsOptions) -> dict[str, Any]:
+    from cnnlab.insight.decisions import explain_decisions
+
+    if images is None or not losses:
+        return {"decisions": None, "decisions_skipped": "the dataset is not available" if images is None else None}
+    picked = images[[t.index for t in losses[: opt.n_explained]]]
+    decisions = explain_decisions(model, run.preprocess, picked, losses, n=opt.n_explained)
+    return {"decisions": decisions, "decisions_skipped": None if decisions else "the model has no Conv2d layer"}
 
 
 def collect_filters(run_dir, *, layer: str | int | None = None) -> FilterResults:

@@ -29,6 +29,7 @@ import numpy as np
 
 from cnnlab.report import plots, plots_insight
 from cnnlab.report.page import Page, array_to_png, escape, img, note, table
+from cnnlab.report.why import why_section
 
 if TYPE_CHECKING:
     from cnnlab.insight.results import Results
@@ -241,4 +242,5 @@ SECTIONS: list[Callable[[Page, Results, ReportOptions], None]] = [
     activations_section,
     features_section,
     embedding_section,
+    why_section,
 ]
