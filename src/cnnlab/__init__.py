@@ -13,10 +13,26 @@ NumPy-only parts (``cnnlab.scratch.conv``, ``cnnlab.data``) do not pay for impor
 from __future__ import annotations
 
 import importlib
+import logging
 
 from cnnlab import _moved
 
-__version__ = "0.1.0"
+def _version() -> str:
+    # The one version number is pyproject.toml's; an installed cnnlab (editable included)
+    # carries it in its metadata. A bare source tree on sys.path has none to read.
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("cnnlab")
+    except PackageNotFoundError:
+        return "0+unknown"
+
+
+__version__ = _version()
+
+# Library code reports through the "cnnlab" logger; silent unless the application configures
+# logging (the standard library's advice for libraries).
+logging.getLogger("cnnlab").addHandler(logging.NullHandler())
 
 # public name -> (module, attribute)
 _API = {
