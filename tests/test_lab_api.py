@@ -23,12 +23,15 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import nn
 
-from cnnlab.insight.evaluate import confusion_matrix, predict
-from cnnlab.insight.inspect import activations
-from cnnlab.lab import arithmetic
-from cnnlab.lab.server import create_app
-from cnnlab.lab.targets import PretrainedTarget, RunTarget
-from cnnlab.train import runs
+pytest.importorskip("starlette", reason="the lab needs the 'lab' extra: pip install 'cnnlab[lab]'")
+pytest.importorskip("httpx", reason="Starlette's test client needs httpx (the 'lab-test' extra)")
+
+from cnnlab.insight.evaluate import confusion_matrix, predict  # noqa: E402
+from cnnlab.insight.inspect import activations  # noqa: E402
+from cnnlab.lab import arithmetic  # noqa: E402
+from cnnlab.lab.server import create_app  # noqa: E402
+from cnnlab.lab.targets import PretrainedTarget, RunTarget  # noqa: E402
+from cnnlab.train import runs  # noqa: E402
 
 with warnings.catch_warnings():  # starlette asks for httpx2 over httpx; the client works the same
     warnings.simplefilter("ignore")

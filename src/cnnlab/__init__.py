@@ -17,6 +17,7 @@ import logging
 
 from cnnlab import _moved
 
+
 def _version() -> str:
     # The one version number is pyproject.toml's; an installed cnnlab (editable included)
     # carries it in its metadata. A bare source tree on sys.path has none to read.
