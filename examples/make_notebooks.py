@@ -1,4 +1,5 @@
-"""Write the tutorial notebooks in this folder, outputs stripped: ``python examples/make_notebooks.py``.
+"""Write the tutorial notebooks, outputs stripped: ``python examples/make_notebooks.py [OUT_DIR]``
+(default: this folder).
 
 The notebooks are generated so that their code lives in reviewable Python and every one
 starts the same way: ``CNNLAB_NOTEBOOK_SMALL=1`` (set by tests/test_notebooks.py) shrinks
@@ -290,14 +291,17 @@ print(f"from scratch:             {accuracy_after(cnnlab.build_model('mnist-cnn'
 
 
 def main(argv: list[str]) -> int:
+    out = Path(argv[0]) if argv else HERE
     for name, cells in NOTEBOOKS.items():
+        for i, cell in enumerate(cells):
+            cell.id = f"cell-{i}"  # stable ids (nbformat draws random ones): the files only change with the code
         nb = new_notebook(cells=cells, metadata={
             "kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"},
             "language_info": {"name": "python"},
         })
         nbformat.validate(nb)
-        (HERE / name).write_text(nbformat.writes(nb) + "\n", encoding="utf-8")
-        print(f"wrote {HERE / name}")
+        (out / name).write_text(nbformat.writes(nb) + "\n", encoding="utf-8")
+        print(f"wrote {out / name}")
     return 0
 
 

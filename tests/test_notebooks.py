@@ -26,9 +26,12 @@ def test_notebooks_are_stripped_and_generated(tmp_path):
         for cell in json.loads(path.read_text())["cells"]:
             assert not cell.get("outputs") and cell.get("execution_count") is None, f"{path.name} has outputs"
     # The generator writes exactly the committed files (run it after editing a notebook's code).
-    done = subprocess.run([sys.executable, str(EXAMPLES / "make_notebooks.py")], capture_output=True, text=True,
-                          cwd=tmp_path)
+    done = subprocess.run([sys.executable, str(EXAMPLES / "make_notebooks.py"), str(tmp_path)], capture_output=True,
+                          text=True)
     assert done.returncode == 0, done.stderr
+    assert sorted(p.name for p in tmp_path.glob("*.ipynb")) == [p.name for p in NOTEBOOKS]
+    for path in NOTEBOOKS:
+        assert (tmp_path / path.name).read_text() == path.read_text(), f"{path.name} differs from make_notebooks.py"
 
 
 @pytest.mark.slow
