@@ -57,7 +57,11 @@ def read_binary_batch(path: Path, num_classes: int = 10) -> tuple[np.ndarray, np
 
 
 def read_class_names_txt(path: Path, num_classes: int = 10) -> tuple[str, ...]:
-    names = tuple(line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip())
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise CnnlabError(f"{path}: not UTF-8 text (byte {exc.start}); the class-name list is corrupt; {_FIX}") from None
+    names = tuple(line.strip() for line in text.splitlines() if line.strip())
     if len(names) != num_classes:
         raise CnnlabError(f"{path}: lists {len(names)} class names, expected {num_classes}; {_FIX}")
     return names
@@ -114,8 +118,7 @@ def restricted_load(path: Path) -> object:
             f"{path}: {exc}; CIFAR-10 Python batches hold only dicts, lists, bytes, numbers and numpy "
             f"arrays, so this file is corrupt or not a CIFAR-10 batch (possibly malicious); {_FIX}"
         ) from None
-    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, IndexError, KeyError,
-            MemoryError) as exc:
+    except Exception as exc:  # a damaged pickle fails in many ways (OverflowError, struct.error, ...)
         raise CnnlabError(f"{path}: not a readable pickle ({type(exc).__name__}: {exc}); {_FIX}") from None
 
 

@@ -102,11 +102,12 @@ def display_names(folders) -> tuple[str, ...]:
 
 
 def _open(file: Path):
-    from PIL import Image, UnidentifiedImageError
+    from PIL import Image
 
     try:
         return Image.open(file)
-    except (UnidentifiedImageError, OSError) as exc:
+    # Pillow's header parsers also raise ValueError, SyntaxError, struct.error, ... on damaged files.
+    except Exception as exc:
         raise CnnlabError(
             f"{file} is not an image Pillow can read ({type(exc).__name__}); remove it from the folder"
         ) from None
@@ -147,7 +148,7 @@ def read_images(files: list[Path], *, image_size=None, mode: str | None = None,
                 if (im.height, im.width) != (h, w):
                     im = im.resize((w, h), Image.Resampling.BILINEAR)
                 out[i] = np.asarray(im, np.uint8).reshape(h, w, -1)
-            except (OSError, ValueError, SyntaxError) as exc:
+            except Exception as exc:  # a damaged file fails in whatever part of Pillow reads it
                 raise CnnlabError(f"{file}: cannot decode ({exc}); the image is truncated or corrupt; replace it") from None
     return out
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 from torch import nn
 
 from cnnlab.errors import CnnlabError
@@ -66,7 +66,7 @@ def load_photo(path) -> tuple[Image.Image, tuple[int, int]]:
             if factor >= 2:
                 img = img.reduce(factor)  # box-filter shrink of the decoded bitmap, before converting
             return to_8bit(img).convert("RGB"), size  # to_8bit: a float TIFF is scaled, not cast to black
-    except (UnidentifiedImageError, OSError, SyntaxError, Image.DecompressionBombError) as exc:
+    except Exception as exc:  # Pillow's decoders fail in many ways on damaged files (ValueError, struct.error, ...)
         raise CnnlabError(f"{str(path)!r} is not a readable image ({exc}); give a PNG, JPEG or BMP photo") from exc
 
 

@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageOps
 
 from cnnlab.errors import CnnlabError
 from cnnlab.files import write_bytes
@@ -76,7 +76,7 @@ def read_image(path, *, colour: str = "auto", alpha: bool = False) -> np.ndarray
         with Image.open(path) as im:
             im = ImageOps.exif_transpose(im)
             pixels, has_alpha = _to_float(im)
-    except (UnidentifiedImageError, OSError, SyntaxError) as exc:
+    except Exception as exc:  # Pillow's decoders fail in many ways on damaged files (ValueError, struct.error, ...)
         raise CnnlabError(f"'{path}' is not a readable image ({_one_line(exc)}); "
                           "give a PNG, JPEG or BMP file") from exc
     if has_alpha:
