@@ -146,7 +146,7 @@ def test_dot_product_strides_dilations_groups_padding(conv):
 
 def test_confusion_and_cells_match_insight(client, reference):
     run, model, images, labels = reference
-    probs = predict(model, run.preprocess(images))
+    probs = predict(model, run.preprocess(images), precision="fp32")
     preds = probs.argmax(1)
     body = client.get("/api/t/0/confusion").json()
     assert body["matrix"] == confusion_matrix(labels, preds, 10).tolist() and body["n"] == N_TEST
@@ -386,7 +386,7 @@ def test_attribution_is_cnnlab_insights_map(client, reference, method, layer):
     lo, hi = expected.min(), expected.max()
     np.testing.assert_allclose(rgba[:, :, 3], np.clip((expected - lo) * 255 / (hi - lo), 0, 255).astype(np.uint8), atol=1)
     predicted = client.get("/api/t/0/attribution", params={"input": "test:4", "method": method}).json()
-    assert predicted["class"] == int(predict(model, x)[0].argmax())
+    assert predicted["class"] == int(predict(model, x, precision="fp32")[0].argmax())
 
 
 @pytest.mark.parametrize(("params", "status", "words"), [

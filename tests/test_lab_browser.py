@@ -151,12 +151,12 @@ def test_drawing_updates_the_prediction_live(page, lab_url, run_dir):
     page.mouse.up()
     wait_js(page, "document.body.dataset.input && !document.body.dataset.input.startsWith('test:')")
     wait_js(page, "document.getElementById('input-caption').textContent === 'your drawing'")
-    page.wait_for_timeout(300)  # the last stroke's request
+    wait_js(page, "document.body.dataset.drawing === 'idle'")  # the last stroke's prediction is shown
     after = bars(page)
     assert after != before
     ref = page.evaluate("document.body.dataset.input")
     _, model, x = model_and_input(lab_url, run_dir, ref)
-    probs = predict(model, x)[0]
+    probs = predict(model, x, precision="fp32")[0]  # the lab computes in fp32
     assert after[0][0] == str(int(probs.argmax()))
     assert after[0][1] == pytest.approx(float(probs.max()), abs=1e-5)
     shoot(page, "input", "prediction")

@@ -190,17 +190,17 @@ async def test_png(request: Request):
 async def pick(request: Request):
     _, target = lab_of(request).target(request)
     kind = request.query_params.get("kind", "random")
-    return JSONResponse(await locked(target, analysis.pick, target, kind, int_param(request, "seed", 0)))
+    return JSONResponse(await run_in_threadpool(analysis.pick, target, kind, int_param(request, "seed", 0)))
 
 
 async def confusion(request: Request):
     _, target = lab_of(request).target(request)
-    return JSONResponse(await locked(target, analysis.confusion, target))
+    return JSONResponse(await run_in_threadpool(analysis.confusion, target))
 
 
 async def cell(request: Request):
     _, target = lab_of(request).target(request)
-    return JSONResponse(await locked(target, analysis.cell, target, int_param(request, "actual"),
+    return JSONResponse(await run_in_threadpool(analysis.cell, target, int_param(request, "actual"),
                                      int_param(request, "predicted"), int_param(request, "limit", 60)))
 
 

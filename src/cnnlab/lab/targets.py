@@ -8,6 +8,7 @@ lock: overview hooks and gradients must not interleave between two requests.
 
 from __future__ import annotations
 
+import copy
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -61,7 +62,8 @@ class RunTarget:
         self._model: torch.nn.Module | None = None
         self._stamp: tuple | None = None
         self._test = None
-        self._probs: np.ndarray | None = None
+        self._probs: tuple | None = None  # (weights stamp, (N, K) probabilities)
+        self.eval_lock = threading.Lock()  # one test-set evaluation at a time
         self.featurevis_cache: dict = {}  # (layer, first channel, weights) -> images: optimising takes seconds
         self.slow_lock = threading.Lock()  # one embedding or feature visualisation at a time
 
@@ -92,7 +94,7 @@ class RunTarget:
             stamp = self._weights_stamp()
             if stamp != self._stamp:
                 self._model = self.run.build_model()
-                self._stamp, self._probs = stamp, None
+                self._stamp = stamp
             return self._model
 
     def preprocess(self, image: np.ndarray) -> torch.Tensor:
@@ -126,17 +128,28 @@ class RunTarget:
         return Input(images[index], self.preprocess(images[index]), label=int(labels[index]))
 
     def probs(self) -> np.ndarray:
-        """Test-set probabilities (N, K), computed once per set of weights."""
+        """Test-set probabilities (N, K), computed once per set of weights.
+
+        The evaluation (seconds for 10,000 images) runs on a copy of the network outside
+        ``lock``, so the overview and the other panels keep answering meanwhile.
+        """
         from cnnlab.insight.evaluate import predict
 
         with self.lock:
-            model = self.model
-            if self._probs is None:
-                images = self.test[0][:len(self.evaluated_labels())]
-                chunks = [predict(model, self.run.preprocess(images[s:s + 1000]), 1000)
+            model = self.model  # reloads newer weights first
+            stamp = self._stamp
+            if self._probs is not None and self._probs[0] == stamp:
+                return self._probs[1]
+            model = copy.deepcopy(model)  # forward hooks of an overview must not see this evaluation
+            images = self.test[0][:len(self.evaluated_labels())]
+        with self.eval_lock:
+            # fp32, not predict's bf16 default: a cell's images must show the probabilities and
+            # top class that the overview computes (in fp32) once one becomes the input.
+            if self._probs is None or self._probs[0] != stamp:  # not computed by a request meanwhile
+                chunks = [predict(model, self.run.preprocess(images[s:s + 1000]), 1000, precision="fp32")
                           for s in range(0, len(images), 1000)]
-                self._probs = np.concatenate(chunks)
-            return self._probs
+                self._probs = (stamp, np.concatenate(chunks))
+            return self._probs[1]
 
     def history(self) -> dict:
         from cnnlab.train.runs import read_history

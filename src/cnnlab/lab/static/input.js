@@ -71,6 +71,7 @@ function initDrawing(info) {
   const send = async () => {
     if (busy) { pending = true; return; }
     busy = true;
+    document.body.dataset.drawing = "sending";  // for tests: the page is waiting for a prediction
     try {
       const pixels = toModelPixels(canvas, h, w);
       if (pixels) {
@@ -79,7 +80,7 @@ function initDrawing(info) {
       }
     } catch (err) { showError("input-error", err); }
     busy = false;
-    if (pending) { pending = false; send(); }
+    if (pending) { pending = false; send(); } else document.body.dataset.drawing = "idle";
   };
 
   const point = (e) => {
