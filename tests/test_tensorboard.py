@@ -16,8 +16,6 @@ from cnnlab.errors import CnnlabError
 pytest.importorskip("tensorboard")
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator  # noqa: E402
 
-from cnnlab.export.tensorboard import SPRITE_LIMIT, sprite_sheet  # noqa: E402
-
 SPEC = "conv4k3-relu,maxpool2,conv6k3-relu,flatten"
 
 
@@ -108,17 +106,28 @@ def test_projector_files(run):
     assert list(emb.sprite.single_image_dim) == [8, 8] and size == (cols * 8, cols * 8)
 
 
-def test_sprite_for_many_non_square_images():
-    x = torch.rand(1200, 3, 40, 320)  # wide images, more than fit at full size
-    sheet, (w, h) = sprite_sheet(x)
-    cols = 35  # ceil(sqrt(1200))
-    assert max(sheet.size) <= SPRITE_LIMIT and sheet.size == (cols * w, cols * h)
-    assert w == int(320 * SPRITE_LIMIT / (cols * 320)) and abs(w / h - 8) < 0.1  # aspect kept
-    i = 1199  # the last image sits at row 34, column 9
-    r, c = divmod(i, cols)
-    pixels = ((x[i] - x[i].min()) / (x[i].max() - x[i].min()) * 255).round().to(torch.uint8).permute(1, 2, 0).numpy()
-    expected = np.asarray(Image.fromarray(pixels).resize((w, h), Image.BILINEAR))
-    assert np.array_equal(np.asarray(sheet)[r * h:(r + 1) * h, c * w:(c + 1) * w], expected)
+def test_projector_for_many_non_square_images(tmp_path):
+    from torch import nn
+
+    from cnnlab.export.tensorboard import TensorBoardLog
+
+    x = torch.rand(1200, 3, 40, 320)  # wide images, more than fit on one sheet at full size
+    model = nn.Sequential(nn.AdaptiveAvgPool2d(4), nn.Flatten(), nn.Linear(48, 3))
+    log = TensorBoardLog(tmp_path, max_points=5000)
+    config = log.write_embedding(model, x, np.arange(1200) % 3).read_text()
+    log.close()
+    cell = 8192 // 35  # ceil(sqrt(1200)) = 35 cells a row
+    assert f"single_image_dim: {cell}\n    single_image_dim: {cell}" in config
+    with Image.open(tmp_path / "projector" / "sprite.png") as png:
+        sheet = np.asarray(png)
+    assert sheet.shape == (35 * cell, 35 * cell, 3)
+    # Image 1199 (row 34, column 9) keeps its 8:1 shape: a 234x29 band centred in its cell.
+    r, c = divmod(1199, 35)
+    box = sheet[r * cell:(r + 1) * cell, c * cell:(c + 1) * cell]
+    band = round(40 * cell / 320)
+    top = (cell - band) // 2
+    assert (box[:top] == 0).all() and (box[top + band:] == 0).all() and box[top:top + band].mean() > 60
+    assert len((tmp_path / "projector" / "metadata.tsv").read_text().splitlines()) == 1201
 
 
 def test_fit_tensorboard_argument(tmp_path):
@@ -133,7 +142,7 @@ def test_fit_tensorboard_argument(tmp_path):
     events = EventAccumulator(str(tmp_path / "tb"))
     events.Reload()
     assert [e.value for e in events.Scalars("val_loss")] == [float(np.float32(e["val_loss"])) for e in history.epochs]
-    assert "single_image_dim: 16\n    single_image_dim: 10" in (tmp_path / "tb" / "projector_config.pbtxt").read_text()
+    assert "single_image_dim: 16\n    single_image_dim: 16" in (tmp_path / "tb" / "projector_config.pbtxt").read_text()
 
 
 def test_missing_tensorboard_names_the_extra(tmp_path, monkeypatch):
