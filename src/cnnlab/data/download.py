@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import http.client
+import logging
 import urllib.request
 from collections.abc import Callable
 from pathlib import Path
@@ -20,6 +21,10 @@ from cnnlab.data import sources
 from cnnlab.data.archive import extract_archive
 from cnnlab.data.registry import Download, get_spec
 from cnnlab.errors import CnnlabError
+
+# What a download did, for a caller who wants to see or redirect it (logging.getLogger("cnnlab")):
+# which URL, which mirror failed before another was tried, what was verified.
+log = logging.getLogger(__name__)
 
 TIMEOUT_S = 60
 _CHUNK = 1 << 20
@@ -80,10 +85,13 @@ def download_file(download: Download, folder: Path, *, progress: bool = True,
     dest = folder / download.filename
     errors = []
     for url in download.urls:
+        log.info("downloading %s into %s", url, folder)
         try:
             _download_one(url, dest, download.md5, opener, progress)
+            log.info("%s: md5 %s verified", dest.name, download.md5)
             return dest
         except DownloadError as exc:
+            log.warning("download of %s failed (%s)", url, exc)
             errors.append(f"{url}: {exc}")
     for path in created:  # leave the cache as it was: remove the folders made for this file
         try:

@@ -25,6 +25,7 @@ from cnnlab.extras import require
 from cnnlab.files import write_with
 
 INPUT_NAME, OUTPUT_NAME = "images", "logits"
+log = logging.getLogger(__name__)
 META_FILE = "cnnlab.json"  # the metadata inside a .pt2 / TorchScript archive
 
 
@@ -41,10 +42,9 @@ def _quiet_torch():
     """
     loggers = [logging.getLogger(n) for n in ["torch", *logging.root.manager.loggerDict] if n.startswith("torch")]
     levels = [lg.level for lg in loggers]
-    with warnings.catch_warnings(), contextlib.redirect_stderr(io.StringIO()):
-        warnings.simplefilter("ignore", FutureWarning)
-        warnings.simplefilter("ignore", DeprecationWarning)
-        warnings.filterwarnings("ignore", category=UserWarning, module=r"torch\.")
+    stderr = io.StringIO()
+    with warnings.catch_warnings(record=True) as caught, contextlib.redirect_stderr(stderr):
+        warnings.simplefilter("always")  # recorded, then logged at DEBUG below, not shown
         warnings.simplefilter("error", torch.jit.TracerWarning)
         for lg in loggers:
             lg.setLevel(logging.CRITICAL)
@@ -53,6 +53,11 @@ def _quiet_torch():
         finally:
             for lg, level in zip(loggers, levels, strict=True):
                 lg.setLevel(level)
+            # Kept for whoever debugs an export: logging.getLogger("cnnlab.export").setLevel(logging.DEBUG).
+            for w in caught:
+                log.debug("torch warned during export: %s: %s", w.category.__name__, w.message)
+            if stderr.getvalue().strip():
+                log.debug("torch printed during export:\n%s", stderr.getvalue())
 
 
 def _batch_dim(n_inputs: int) -> tuple:
