@@ -6,12 +6,13 @@ Three figures, each p50 and p95 (targets from the lab's issue in brackets):
    100 requests [p95 < 100 ms]; peer: the bare ``model(x)`` forward in this process;
 2. Grad-CAM of an uploaded 224x224 photo on SqueezeNet (POST /upload, then GET
    /attribution), 100 rounds [p95 < 300 ms]; peer: ``cnnlab.insight.attribution.gradcam``
-   called in this process;
+   of a ready tensor, called in this process;
 3. the page's first load in headless Chromium (a fresh browser context each time, so no
    cache) until every panel has drawn its first input [< 1 s]; peer: fetching index.html alone.
 
 The server is uvicorn in a thread of this process, as `cnnlab lab` runs it; requests come
-from one keep-alive HTTP client. Weights do not change the timings: without ``--run`` the
+from one keep-alive HTTP client. The lab's request and its peer are timed in turns, so both
+see the same load. Weights do not change the timings: without ``--run`` the
 mnist-cnn run is written with untrained weights (its test set is found through
 $CNNLAB_DATA), and without the shared SqueezeNet weights random ones are used.
 
@@ -61,6 +62,15 @@ def timed(fn, n: int) -> list[float]:
         fn()
         out.append(time.perf_counter() - t)
     return out
+
+
+def alternating(lab, peer, n: int) -> tuple[list[float], list[float]]:
+    """Time ``lab`` and ``peer`` in turns, so both see the same load on a busy machine."""
+    a, b = [], []
+    for _ in range(n):
+        a += timed(lab, 1)
+        b += timed(peer, 1)
+    return a, b
 
 
 def make_run(folder: Path) -> Path:
@@ -122,9 +132,7 @@ def digit_pixels() -> str:
 
 def bench_draw(client, target, n: int) -> None:
     pixels = digit_pixels()
-    client.post("/api/t/0/draw", json={"pixels": pixels}).raise_for_status()  # warm-up
-    lab = timed(lambda: client.post("/api/t/0/draw", json={"pixels": pixels}).raise_for_status(), n)
-    body = client.post("/api/t/0/draw", json={"pixels": pixels}).json()
+    body = client.post("/api/t/0/draw", json={"pixels": pixels}).json()  # warm-up
     x = torch.rand(1, 1, 28, 28)
     model = target.model
 
@@ -132,7 +140,8 @@ def bench_draw(client, target, n: int) -> None:
         with torch.inference_mode():
             model(x)
     bare()
-    row(f"draw -> prediction + {len(body['layers'])} layers' maps (mnist-cnn)", lab, timed(bare, n), 100)
+    lab, peer = alternating(lambda: client.post("/api/t/0/draw", json={"pixels": pixels}).raise_for_status(), bare, n)
+    row(f"draw -> prediction + {len(body['layers'])} layers' maps (mnist-cnn)", lab, peer, 100)
 
 
 def bench_gradcam(client, target, n: int) -> None:
@@ -156,12 +165,14 @@ def bench_gradcam(client, target, n: int) -> None:
         print(f"{'Grad-CAM (SqueezeNet)':<44} skipped: {r.json()['error']}")
         return
     one()
-    lab = timed(one, n)
     from cnnlab.insight.attribution import gradcam
 
     x = torch.rand(1, 3, 224, 224)
-    with target.lock:
-        peer = timed(lambda: gradcam(target.model, x, [0]), n)
+
+    def bare():
+        with target.lock:
+            gradcam(target.model, x, "predicted")
+    lab, peer = alternating(one, bare, n)
     row("upload 224x224 JPEG + Grad-CAM (SqueezeNet)", lab, peer, 300)
 
 

@@ -184,7 +184,7 @@ class PretrainedTarget:
         x = preprocess(img)  # (3, 224, 224): the resize, crop and normalisation of `cnnlab classify`
         mean, std = torch.tensor(IMAGENET_MEAN).view(3, 1, 1), torch.tensor(IMAGENET_STD).view(3, 1, 1)
         shown = ((x * std + mean) * 255).round().clamp(0, 255).to(torch.uint8).permute(1, 2, 0).numpy()
-        return Input(shown, x[None], note="resized to 256 on the short side, centre 224x224 cropped")
+        return Input(shown, x[None].contiguous(), note="resized to 256 on the short side, centre 224x224 cropped")
 
     def preprocess(self, image: np.ndarray) -> torch.Tensor:
         from cnnlab.models.pretrained import IMAGENET_MEAN, IMAGENET_STD
