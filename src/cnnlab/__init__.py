@@ -89,6 +89,10 @@ _API = {
     "overlay": ("cnnlab.report.overlay", "overlay"),
     "classify": ("cnnlab.models.pretrained", "classify"),
     "load_pretrained": ("cnnlab.models.pretrained", "load_pretrained"),
+    # export (ONNX, .pt2, TorchScript, safetensors) and TensorBoard logs
+    "export_run": ("cnnlab.export", "export_run"),
+    "export_pretrained": ("cnnlab.export", "export_pretrained"),
+    "TensorBoardLog": ("cnnlab.export.tensorboard", "TensorBoardLog"),
 }
 
 __all__ = sorted(_API)
