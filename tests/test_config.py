@@ -91,6 +91,12 @@ CASES = [
     (["--eval-batch-size", "1024"], "eval_batch_size", 1024),
     (["--quiet"], "verbose", 0),
     (["--verbose"], "verbose", 2),
+    (["--freeze-epochs", "0"], "freeze_epochs", 0),
+    (["--freeze-epochs", "2"], "freeze_epochs", 2),
+    (["--body-lr-mult", "0.1"], "body_lr_mult", 0.1),
+    (["--no-pretrained"], "pretrained", False),
+    (["--weights", "w.pth"], "weights", "w.pth"),
+    (["--image-size", "64"], "image_size", 64),
 ]
 
 
@@ -151,7 +157,8 @@ def test_resume_applies_or_refuses_each_option(saved_run, argv, name, value):
 
 def test_refused_on_resume_are_what_decided_the_finished_epochs():
     refused = {n for n, f in all_settings().items() if f.metadata["resume"] == REFUSE}
-    assert refused == {"data", "model", "train_size", "val_size", "normalize", "init", "seed", "optimizer"}
+    assert refused == {"data", "model", "train_size", "val_size", "normalize", "init", "seed", "optimizer",
+                       "pretrained", "weights", "image_size"}
 
 
 @pytest.mark.parametrize("argv", [["--recipe", "mnist-fast"], ["--out", "x"], ["--overwrite"]])
@@ -226,7 +233,8 @@ def test_toml_round_trips(tmp_path, cfg):
 def test_toml_text_is_what_tomllib_reads():
     text = to_toml(RECIPES["mnist-fast"])
     doc = tomllib.loads(text)
-    assert doc["run"] == {"data": "mnist", "model": "mnist-fast", "val_size": 0, "normalize": "none", "init": "model"}
+    assert doc["run"] == {"data": "mnist", "model": "mnist-fast", "val_size": 0, "normalize": "none", "init": "model",
+                          "pretrained": False}
     assert doc["hyperparams"]["betas"] == [0.7, 0.9] and doc["hyperparams"]["lr"] == 0.01
     assert "lr" not in tomllib.loads(to_toml(RunConfig()))["hyperparams"]  # unset: a comment
     assert "# lr: unset" in to_toml(RunConfig())

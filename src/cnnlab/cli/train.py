@@ -138,6 +138,10 @@ def resolve(args: argparse.Namespace):
         cfg = resume_config(base, **changes)
     else:
         base = get_recipe(args.recipe) if args.recipe else RunConfig()
+        if changes.get("pretrained") and not args.recipe:
+            from cnnlab.train.finetune import FINETUNE_DEFAULTS
+
+            base = with_overrides(base, **FINETUNE_DEFAULTS)  # fastai's fine_tune recipe, under what was typed
         cfg = with_overrides(base, **changes)
     if args.lr_scale_batch:
         cfg = with_overrides(cfg, lr=_scaled_lr(cfg, args.lr_scale_batch))

@@ -62,7 +62,11 @@ class Augment:
 
     shift: largest shift as a fraction of width/height (Keras' width_shift_range);
     crop: pad by this many pixels and crop back at a random offset (the CIFAR standard);
-    flip_h / flip_v: mirror half of the images; rotation: largest angle in degrees.
+    flip_h / flip_v: mirror half of the images; rotation: largest angle in degrees;
+    resized_crop: the photo standard (torchvision's RandomResizedCrop, Inception's
+    augmentation): a random box of ``resized_crop``..100% of the area and aspect ratio
+    3/4..4/3, scaled back to the full size (bilinear); a box wider than the image is
+    clipped to it instead of redrawn. 0 turns it off; 0.35 suits fine-tuning on small photos.
     Shifts fill with the nearest edge pixel (Keras' default fill_mode="nearest");
     crops fill with zeros, as padding does.
     """
@@ -72,6 +76,7 @@ class Augment:
     flip_h: bool = False
     flip_v: bool = False
     rotation: float = 0.0
+    resized_crop: float = 0.0
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.shift < 1.0:
@@ -80,14 +85,16 @@ class Augment:
             raise CnnlabError(f"crop padding must be >= 0, got {self.crop}")
         if not 0.0 <= self.rotation <= 180.0:
             raise CnnlabError(f"rotation must be in degrees in [0, 180], got {self.rotation}")
+        if not 0.0 <= self.resized_crop <= 1.0:
+            raise CnnlabError(f"resized_crop is the smallest area fraction in [0, 1], got {self.resized_crop}")
 
     @property
     def active(self) -> bool:
-        return bool(self.shift or self.crop or self.flip_h or self.flip_v or self.rotation)
+        return bool(self.shift or self.crop or self.flip_h or self.flip_v or self.rotation or self.resized_crop)
 
     @classmethod
     def parse(cls, text: str | None) -> Augment:
-        """Parse ``"shift=0.1,flip-h,rotation=10,crop=4"`` (the CLI's --augment)."""
+        """Parse ``"shift=0.1,flip-h,rotation=10,crop=4,resized-crop=0.35"`` (the CLI's --augment)."""
         if not text or text == "none":
             return cls()
         kwargs: dict = {}
@@ -97,7 +104,7 @@ class Augment:
             try:
                 if key in ("flip_h", "flip_v"):
                     kwargs[key] = True
-                elif key in ("shift", "rotation"):
+                elif key in ("shift", "rotation", "resized_crop"):
                     kwargs[key] = float(value)
                 elif key == "crop":
                     kwargs[key] = int(value)
@@ -105,7 +112,8 @@ class Augment:
                     raise KeyError(key)
             except (KeyError, ValueError):
                 raise CnnlabError(
-                    f"bad augmentation {token!r} in {text!r}; use shift=F, crop=N, flip-h, flip-v, rotation=DEG"
+                    f"bad augmentation {token!r} in {text!r}; "
+                    "use shift=F, crop=N, flip-h, flip-v, rotation=DEG, resized-crop=F"
                 ) from None
         return cls(**kwargs)
 
@@ -132,7 +140,8 @@ def augment_draws(aug: Augment, n: int, generator: torch.Generator | None = None
 
 
 def _draw_rows(aug: Augment) -> int:
-    return int(aug.flip_h) + int(aug.flip_v) + int(bool(aug.rotation)) + 2 * int(bool(aug.shift)) + 2 * int(bool(aug.crop))
+    return (int(aug.flip_h) + int(aug.flip_v) + int(bool(aug.rotation)) + 2 * int(bool(aug.shift))
+            + 2 * int(bool(aug.crop)) + 4 * int(bool(aug.resized_crop)))
 
 
 def apply_augment(x: torch.Tensor, aug: Augment, draws: torch.Tensor) -> torch.Tensor:
@@ -144,6 +153,8 @@ def apply_augment(x: torch.Tensor, aug: Augment, draws: torch.Tensor) -> torch.T
             f"expected {(_draw_rows(aug), n)} (use augment_draws)"
         )
     rows = iter(draws)
+    if aug.resized_crop:
+        x = _resized_crop(x, aug.resized_crop, *(next(rows) for _ in range(4)))
     if aug.flip_h:
         x = torch.where(next(rows).view(n, 1, 1, 1) < 0.5, x.flip(3), x)
     if aug.flip_v:
@@ -174,6 +185,20 @@ def _translate(x: torch.Tensor, dy: torch.Tensor, dx: torch.Tensor, *, fill: str
         inside = ((rows >= 0) & (rows < h)).view(n, 1, h, 1) & ((cols >= 0) & (cols < w)).view(n, 1, 1, w)
         out = out * inside
     return out
+
+
+def _resized_crop(x: torch.Tensor, min_area: float, u_area, u_ratio, u_x, u_y) -> torch.Tensor:
+    """Crop box i (area fraction and aspect from the uniforms) of each image, resized to (H, W)."""
+    area = min_area + (1.0 - min_area) * u_area  # (N,) fraction of the image
+    log_ratio = math.log(3 / 4) + (math.log(4 / 3) - math.log(3 / 4)) * u_ratio
+    ratio = torch.exp(log_ratio)  # width / height of the box
+    w = torch.sqrt(area * ratio).clamp(max=1.0)  # box size as a fraction of the image
+    h = torch.sqrt(area / ratio).clamp(max=1.0)
+    cx, cy = (u_x * 2 - 1) * (1 - w), (u_y * 2 - 1) * (1 - h)  # centre, in [-1, 1] grid units
+    zeros = torch.zeros_like(w)
+    affine = torch.stack([torch.stack([w, zeros, cx], 1), torch.stack([zeros, h, cy], 1)], 1)  # (N, 2, 3)
+    grid = torch.nn.functional.affine_grid(affine.to(x.dtype), list(x.shape), align_corners=False)
+    return torch.nn.functional.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
 
 
 def _rotate(x: torch.Tensor, degrees: torch.Tensor) -> torch.Tensor:

@@ -108,12 +108,14 @@ def _label_ticks(ax, classes: Sequence[str], axis: str, max_labels: int = 40) ->
 # --------------------------------------------------------------------------- training
 
 
-def plot_history(history: Sequence[Mapping[str, float]]) -> Figure:
+def plot_history(history) -> Figure:
     """Accuracy and loss per epoch, training vs validation: two axes side by side.
 
-    ``history`` is a list of rows with ``epoch``, ``loss``, ``accuracy`` and optionally
-    ``val_loss``, ``val_accuracy`` (``run.history``). Missing or NaN values are left out.
+    ``history`` is what ``fit`` returns (a History), a list of rows with ``epoch``, ``loss``,
+    ``accuracy`` and optionally ``val_loss``, ``val_accuracy`` (``run.history``), or Keras'
+    layout, a dict of per-epoch lists (``History.history``). Missing or NaN values are left out.
     """
+    history = _history_rows(history)
     fig = Figure(figsize=(10, 3.8), layout="constrained")
     ax_acc, ax_loss = fig.subplots(1, 2)
     epochs = [row.get("epoch", i + 1) for i, row in enumerate(history)]
@@ -136,6 +138,18 @@ def plot_history(history: Sequence[Mapping[str, float]]) -> Figure:
         else:
             ax.text(0.5, 0.5, "no data", ha="center", va="center", transform=ax.transAxes)
     return fig
+
+
+def _history_rows(history) -> list[Mapping[str, float]]:
+    if isinstance(getattr(history, "epochs", None), list):  # cnnlab.train.History
+        return history.epochs
+    if isinstance(history, Mapping):  # {"loss": [...], "accuracy": [...], ...}
+        n = max((len(v) for v in history.values()), default=0)
+        return [{k: v[i] for k, v in history.items() if i < len(v)} for i in range(n)]
+    if isinstance(history, Sequence) and all(isinstance(row, Mapping) for row in history):
+        return list(history)
+    raise CnnlabError(f"history of type {type(history).__name__} is not fit()'s History, a list of per-epoch "
+                      "dicts or a dict of per-epoch lists")
 
 
 # --------------------------------------------------------------------------- error analysis

@@ -11,6 +11,7 @@ _LAZY = {name: "cnnlab.train.loop" for name in
          ("EpochEnd", "History", "TrainingError", "evaluate_loss_accuracy", "fit")}
 _LAZY.update({name: "cnnlab.train.config" for name in
               ("Hyperparams", "RECIPES", "Runtime", "RunConfig", "TrainConfig", "get_recipe", "with_overrides")})
+_LAZY.update({name: "cnnlab.train.callbacks" for name in ("Callback", "StopTraining")})
 __all__ = sorted(_LAZY)
 
 

@@ -75,6 +75,12 @@ class Hyperparams:
     # evaluating. Only for data whose mirror images keep their class (CIFAR-10 yes, digits
     # no); airbench gains ~0.5 points on CIFAR-10 this way.
     eval_flip: bool = setting(False, "evaluate on each image and its mirror, averaged (test-time augmentation)")
+    # Fine-tuning a pretrained network (cnnlab.train.finetune): the first freeze_epochs of the
+    # epochs train only the new head; then the body trains at body_lr_mult times the head's
+    # rate. 0.1: ImageNet features need far smaller steps than a freshly initialised head.
+    freeze_epochs: int = setting(0, "fine-tuning: epochs (of --epochs) that train only the new head "
+                                    "(1 with --pretrained)")
+    body_lr_mult: float = setting(0.1, "fine-tuning: the pretrained body's learning rate as a fraction of the head's")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -114,6 +120,10 @@ class TrainConfig(Runtime, Hyperparams):
             raise CnnlabError(f"label_smoothing must be in [0, 1), got {self.label_smoothing}")
         if self.lr is not None and not (self.lr > 0 and math.isfinite(self.lr)):
             raise CnnlabError(f"lr must be a positive number, got {self.lr}")
+        if self.freeze_epochs < 0:
+            raise CnnlabError(f"freeze_epochs must be >= 0, got {self.freeze_epochs}")
+        if not 0.0 < self.body_lr_mult <= 1.0:
+            raise CnnlabError(f"body_lr_mult must be in (0, 1], got {self.body_lr_mult}; e.g. 0.1")
 
     @property
     def hyperparams(self) -> Hyperparams:
@@ -156,10 +166,23 @@ class RunConfig:
     init: str = setting("model", "initial weights: keras (Glorot-uniform kernels, zero biases), torch "
                                  "(PyTorch's layer defaults) or model (the model's own: keras for the "
                                  "tutorial models and specs)", choices=("model", "keras", "torch"), resume=REFUSE)
+    # Transfer learning (cnnlab.models.transfer): ImageNet weights with a new head; inputs get
+    # ImageNet's mean/std, folder images RGB.
+    pretrained: bool = setting(False, "start from ImageNet weights with a new head (squeezenet1_1, vgg16, resnet18, "
+                                      "mobilenet_v3_small); settings not given take fastai's fine_tune recipe "
+                                      "(cnnlab.train.finetune.FINETUNE_DEFAULTS)", resume=REFUSE)
+    weights: str | None = setting(None, "with --pretrained: the ImageNet weights file (default: torch hub's cache, "
+                                        "else torchvision's download)", resume=REFUSE)
+    image_size: int | None = setting(None, "folder datasets: resize every image to SIZE x SIZE (e.g. 224)",
+                                     resume=REFUSE)
     train: TrainConfig = setting(factory=TrainConfig, flag=False)
 
     def __post_init__(self) -> None:
         _check_choices(self)
+        if self.pretrained and self.normalize != "none":
+            raise CnnlabError("--pretrained normalises with ImageNet's mean/std; leave out --normalize")
+        if self.image_size is not None and self.image_size < 8:
+            raise CnnlabError(f"image_size must be at least 8 pixels, got {self.image_size}")
         if self.train_size is not None and self.train_size < 1:
             raise CnnlabError(f"train_size must be at least 1, got {self.train_size}")
         if self.val_size < 0:

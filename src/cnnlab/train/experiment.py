@@ -30,12 +30,19 @@ def keras_batch_size(n: int, steps: int) -> int:
     return max(1, math.ceil(n / steps))
 
 
+def folder_options(cfg: RunConfig) -> dict:
+    """How a folder dataset is decoded for this run (``load``'s image_size and mode)."""
+    if not cfg.data.startswith("folder:"):
+        return {}
+    return {"image_size": cfg.image_size, "mode": "RGB" if cfg.pretrained else None}
+
+
 def _prepare(cfg: RunConfig, download: bool, batch_from_steps: bool = False, notify=None):
     from cnnlab.data import channel_stats, load
     from cnnlab.models import build
 
     data = load(cfg.data, download=download, train_size=cfg.train_size, val_size=cfg.val_size,
-                seed=cfg.train.seed, progress=dist.is_main())
+                seed=cfg.train.seed, progress=dist.is_main(), **folder_options(cfg))
     if batch_from_steps and cfg.train.steps_per_epoch:
         n, steps = len(data.train), cfg.train.steps_per_epoch
         cfg = with_overrides(cfg, batch_size=keras_batch_size(n, steps))
@@ -45,14 +52,24 @@ def _prepare(cfg: RunConfig, download: bool, batch_from_steps: bool = False, not
     mean = std = None
     if cfg.normalize == "featurewise":
         mean, std = (list(map(float, v)) for v in channel_stats(data.train.images))
-    torch.manual_seed(cfg.train.seed)  # same seed, same initial weights
-    model = build(cfg.model, input_shape=data.input_shape, num_classes=data.num_classes,
-                  init=None if cfg.init == "model" else cfg.init)
+    torch.manual_seed(cfg.train.seed)  # same seed, same initial weights (and the same new head)
+    if cfg.pretrained:
+        from cnnlab.models.pretrained import IMAGENET_MEAN, IMAGENET_STD
+        from cnnlab.models.transfer import pretrained_model
+
+        mean, std = list(IMAGENET_MEAN), list(IMAGENET_STD)
+        model = pretrained_model(cfg.model, num_classes=data.num_classes, input_shape=data.input_shape,
+                                 weights=cfg.weights, progress=dist.is_main())
+    else:
+        model = build(cfg.model, input_shape=data.input_shape, num_classes=data.num_classes,
+                      init=None if cfg.init == "model" else cfg.init)
     meta = {
         "data": cfg.data, "model": cfg.model, "init": cfg.init, "input_shape": list(data.input_shape),
         "num_classes": data.num_classes, "classes": list(data.classes),
         "train_size": cfg.train_size, "val_size": cfg.val_size, "normalize": cfg.normalize,
         "mean": mean, "std": std, "validation": "val split" if data.val is not None else "test set",
+        "pretrained": cfg.pretrained, "weights": cfg.weights, "image_size": cfg.image_size,
+        **({"mode": folder_options(cfg)["mode"]} if folder_options(cfg) else {}),
         "world_size": dist.world_size(), "train": cfg.train.to_dict(),
     }
     return data, model, meta, cfg
@@ -72,8 +89,13 @@ def _train(data, model, meta: dict, cfg: TrainConfig, out: Path, resume: dict | 
         from cnnlab.export.tensorboard import TensorBoardLog
 
         log = TensorBoardLog(out / "tensorboard", classes=data.classes)
+    head = None
+    if meta.get("pretrained"):
+        from cnnlab.models.transfer import head_of
+
+        head = head_of(model)  # discriminative learning rates, and freezing when freeze_epochs > 0
     history = fit(model, x, data.train.labels, config=cfg, validation=val,
-                  callbacks=[runs.checkpointer(out)], resume=resume, tensorboard=log)
+                  callbacks=[runs.checkpointer(out)], resume=resume, tensorboard=log, head=head)
     device = next(model.parameters()).device
     loss, acc = evaluate_loss_accuracy(model, x_test.to(device), torch.as_tensor(data.test.labels).to(device),
                                        batch_size=cfg.eval_batch_size, flip=cfg.eval_flip)

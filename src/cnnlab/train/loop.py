@@ -15,22 +15,21 @@ from __future__ import annotations
 
 import math
 import time
-import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 import torch
 from torch import nn
 
+from cnnlab.data.transforms import augment
 from cnnlab.errors import CnnlabError
 from cnnlab.train import distributed as dist
-from cnnlab.train.batches import Batches, as_inputs, training_view
+from cnnlab.train import session
+from cnnlab.train.batches import as_inputs, training_view
+from cnnlab.train.callbacks import CallbackList
 from cnnlab.train.config import TrainConfig
 from cnnlab.train.device import resolve_device
-from cnnlab.train.history import EpochEnd, History, TrainingError, rescore, track_best
-from cnnlab.train.memory import keep_freed_memory
-from cnnlab.train.optim import lr_factor, make_optimizer
-from cnnlab.train.state import restore, snapshot
-from cnnlab.train.step import EagerStep, GraphStep
+from cnnlab.train.feed import is_loader_data
+from cnnlab.train.history import EpochEnd, History, TrainingError, track_best
 from cnnlab.train.validation import evaluate_loss_accuracy
 
 # Importable from here as before the split: the loop's vocabulary lives in its own modules.
@@ -41,25 +40,50 @@ __all__ = ["EpochEnd", "History", "TrainConfig", "TrainingError", "as_inputs", "
 def fit(
     model: nn.Module,
     x,
-    y,
+    y=None,
     *,
     config: TrainConfig | None = None,
+    epochs: int | None = None,
+    batch_size: int | None = None,
+    validation_data=None,
     validation: tuple | None = None,
-    callbacks: Sequence[Callable[[EpochEnd], None]] = (),
+    callbacks: Sequence = (),
     resume: dict | None = None,
+    head: nn.Module | None = None,
     tensorboard=None,
+    **settings,
 ) -> History:
-    """Train ``model`` on (x, y) and return its History; ``x`` is (N, C, H, W) float or NHWC uint8.
+    """Train ``model`` and return its History (Keras' ``model.fit`` in function form).
 
-    ``validation`` is an (x_val, y_val) pair evaluated after every epoch. ``resume`` is a
-    state from ``EpochEnd.state()`` (as saved in a run's last.pt): training continues from
-    it exactly, optimiser, schedule and random streams included. ``tensorboard``: a folder
-    (or a ``cnnlab.export.tensorboard.TensorBoardLog``) to write TensorBoard logs into.
+    Training data, as Keras takes it:
+      - ``fit(model, x, y)`` or ``fit(model, (x, y))``: arrays or tensors, ``x`` (N, C, H, W)
+        float or (N, H, W, C) uint8 (scaled to [0, 1]); copied to the device as one tensor;
+      - ``fit(model, dataset)``: a ``torch.utils.data.Dataset`` of (image, label) pairs,
+        loaded by a seeded DataLoader made here (``cnnlab.train.feed``);
+      - ``fit(model, loader)``: a ``DataLoader``, used exactly as given.
+    ``validation_data`` (or ``validation``): the same kinds, evaluated after every epoch.
+    Settings: ``config`` (a TrainConfig), then ``epochs``, ``batch_size`` and any other
+    TrainConfig field as a keyword (``lr=0.01, optimizer="sgd"``) override it.
+    ``callbacks``: Keras-style objects (on_epoch_begin/on_batch_end/on_epoch_end...; stop
+    with ``self.model.stop_training = True`` or ``raise StopTraining``) or functions of an
+    ``EpochEnd`` (see ``cnnlab.train.callbacks``). ``resume``: a state from
+    ``EpochEnd.state()`` (a run's last.pt): training continues from it exactly.
+    ``head``: the new classifier of a pretrained model; with it (or ``freeze_epochs``)
+    training follows ``cnnlab.train.finetune`` (frozen body, then discriminative rates).
+
+    The model is trained in place: moved to the training device and to the
+    ``channels_last`` memory format (same values, faster convolutions; not on a CPU for
+    networks with depthwise convolutions, see ``memory_format``); nothing else about it
+    changes. Process-wide settings are left alone: the CLI, not fit, applies the malloc
+    tuning of ``cnnlab.train.memory`` (call ``keep_freed_memory()`` yourself for it).
+    ``tensorboard``: a folder (or a ``cnnlab.export.tensorboard.TensorBoardLog``) to write
+    TensorBoard logs into.
     """
     if tensorboard is not None:
-        return _fit_logged(model, x, y, config=config, validation=validation, callbacks=callbacks, resume=resume,
-                           tensorboard=tensorboard)
-    cfg = config or TrainConfig()
+        return _fit_logged(model, x, y, config=config, epochs=epochs, batch_size=batch_size,
+                           validation_data=validation_data, validation=validation, callbacks=callbacks,
+                           resume=resume, head=head, tensorboard=tensorboard, **settings)
+    cfg = session.settings(config, epochs=epochs, batch_size=batch_size, **settings)
     device = resolve_device(cfg.device)
     world = dist.world_size()
     if cfg.batch_size % world:
@@ -67,61 +91,25 @@ def fit(
             f"batch size {cfg.batch_size} is not divisible by the world size {world}; "
             "the batch size is global, use a multiple of the number of processes"
         )
-    if device.type == "cpu":
-        keep_freed_memory()  # a step reallocates every activation: keep them off the page-fault path
     torch.manual_seed(cfg.seed)
-    x, y = as_inputs(x, y, device)
-    val = as_inputs(*validation, device) if validation is not None else None
-    model.to(device, memory_format=torch.channels_last)
-    run_model = _wrap(training_view(model), cfg, device)
-    opt = make_optimizer(
-        cfg.optimizer, model.parameters(), lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov,
-        weight_decay=cfg.weight_decay, betas=cfg.betas,
-    )
-    batches = Batches(len(x), cfg.batch_size, cfg.seed, device)
-    steps = cfg.steps_per_epoch or math.ceil(len(x) / cfg.batch_size)
-    factor = lr_factor(cfg.schedule, total_steps=steps * cfg.epochs, steps_per_epoch=steps, decay=cfg.decay,
-                       step_epochs=cfg.step_epochs, gamma=cfg.gamma, warmup=cfg.warmup)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, factor)
-    history, best = History(), {"value": math.inf, "epoch": 0, "weights": None, "wait": 0}
-    aug_gen = torch.Generator().manual_seed(cfg.seed + 1)
-    start_epoch = 0
+    fmt = session.memory_format(model, device)
+    data = session.training_data(x, y, cfg, device, fmt)
+    val = validation_data if validation_data is not None else validation
+    val = session.validation_data(val, cfg, device, fmt)
+    model.to(device, memory_format=fmt)
+    phases = session.phases_for(model, head, cfg)
+    state = session.Session(model, cfg, device, data, phases)
     if resume is not None:
-        start_epoch = restore(resume, model, opt, sched, batches, aug_gen, history, best)
-        if resume.get("config", {}).get("monitor", cfg.monitor) != cfg.monitor:
-            rescore(history, cfg, best)
-
-    def state() -> dict:
-        return snapshot(model, opt, sched, batches, aug_gen, history, best, cfg)
-
-    step = EagerStep(run_model, opt, x, y, aug=cfg.augment, aug_gen=aug_gen, label_smoothing=cfg.label_smoothing,
-                     precision=cfg.precision, world=world)
-    if (device.type == "cuda" and cfg.cuda_graphs and world == 1 and not cfg.compile and len(x) >= cfg.batch_size
-            and start_epoch < cfg.epochs):
-        graphed, why = GraphStep.capture(step, cfg.batch_size)
-        if graphed is None:
-            warnings.warn(f"cnnlab: could not record the training step as a CUDA graph ({why}); "
-                          "training op by op instead (cuda_graphs=False skips the attempt)", stacklevel=2)
-        step = graphed or step
-
-    for epoch in range(start_epoch, cfg.epochs):
-        t0 = time.perf_counter()
-        logs = _train_epoch(step, sched, batches, cfg, epoch)
-        if val is not None:
-            logs["val_loss"], logs["val_accuracy"] = evaluate_loss_accuracy(
-                model, *val, batch_size=cfg.eval_batch_size, flip=cfg.eval_flip, precision=cfg.precision)
-        logs["lr"] = opt.param_groups[0]["lr"]
-        logs["seconds"] = time.perf_counter() - t0
-        history.epochs.append({"epoch": epoch + 1, **logs})
-        improved = track_best(logs, model, cfg, best, epoch + 1)
-        _report_epoch(cfg, epoch, logs)
-        for callback in callbacks:
-            callback(EpochEnd(epoch + 1, dict(logs), model, improved, state))
-        if cfg.early_stopping is not None and best["wait"] >= cfg.early_stopping:  # as Keras: patience epochs
-            break
-    if cfg.restore_best and best["weights"] is not None:
-        model.load_state_dict(best["weights"])
-    return history
+        state.restore(resume)
+    events = CallbackList(callbacks, model)
+    try:
+        _run_epochs(state, val, events)
+    finally:
+        if phases is not None:
+            phases.release()
+    if cfg.restore_best and state.best["weights"] is not None:
+        model.load_state_dict(state.best["weights"])
+    return state.history
 
 
 def _fit_logged(model, x, y, *, tensorboard, callbacks, **kwargs) -> History:
@@ -133,40 +121,56 @@ def _fit_logged(model, x, y, *, tensorboard, callbacks, **kwargs) -> History:
     log = tensorboard if isinstance(tensorboard, TensorBoardLog) else TensorBoardLog(tensorboard)
     try:
         history = fit(model, x, y, callbacks=[*callbacks, log], **kwargs)
-        xe, ye = kwargs["validation"] if kwargs.get("validation") is not None else (x, y)
-        log.write_embedding(model, *as_inputs(xe[: log.max_points], ye[: log.max_points], torch.device("cpu")))
+        val = kwargs.get("validation_data")
+        val = val if val is not None else kwargs.get("validation")
+        xe, ye = val if val is not None else ((x, y) if y is not None else x)
+        if not is_loader_data(xe):  # the projector's points come from arrays only
+            log.write_embedding(model, *as_inputs(xe[: log.max_points], ye[: log.max_points], torch.device("cpu")))
     finally:
         log.close()
     return history
 
 
-def _wrap(model: nn.Module, cfg: TrainConfig, device: torch.device) -> nn.Module:
-    if cfg.compile:
-        model = torch.compile(model)
-    if dist.world_size() > 1:
-        ids = [device.index or 0] if device.type == "cuda" else None
-        model = nn.parallel.DistributedDataParallel(model, device_ids=ids)
-    return model
+def _run_epochs(state: session.Session, val, events: CallbackList) -> None:
+    cfg = state.cfg
+    state.maybe_graph()
+    if events.call("on_train_begin", {}):
+        return
+    for epoch in range(state.start_epoch, cfg.epochs):
+        t0 = time.perf_counter()
+        state.begin_epoch(epoch)
+        if events.call("on_epoch_begin", epoch, {}):
+            break
+        logs = _train_epoch(state, epoch, events)
+        if val is not None:
+            logs["val_loss"], logs["val_accuracy"] = session.evaluate(state.model, val, cfg)
+        logs["lr"] = state.opt.param_groups[-1]["lr"]
+        logs["seconds"] = time.perf_counter() - t0
+        state.history.epochs.append({"epoch": epoch + 1, **logs})
+        improved = track_best(logs, state.model, cfg, state.best, epoch + 1)
+        _report_epoch(cfg, epoch, logs)
+        if events.epoch_end(EpochEnd(epoch + 1, dict(logs), state.model, improved, state.snapshot)):
+            break
+        if cfg.early_stopping is not None and state.best["wait"] >= cfg.early_stopping:  # as Keras: patience epochs
+            break
+    events.call("on_train_end", state.history.epochs[-1] if state.history.epochs else {})
 
 
-def _train_epoch(step: EagerStep | GraphStep, sched, batches: Batches, cfg: TrainConfig, epoch: int) -> dict:
-    rank, world = dist.rank(), dist.world_size()
+def _train_epoch(state: session.Session, epoch: int, events: CallbackList) -> dict:
+    step, cfg = state.step, state.cfg
     sums = step.sums  # loss sum, correct: on the device, added to by every step
     sums.zero_()
     count = 0
     step.model.train()
-    total = cfg.steps_per_epoch or math.ceil(batches.n / cfg.batch_size)
+    total = state.steps
     bar = _bar(cfg, epoch, total)
     # Reading a GPU value (.tolist()) makes the host wait for the queued steps; nothing else
-    # in a step does, so on CUDA the host runs ahead and looks at the loss every 50 steps.
-    check_every = 1 if sums.device.type == "cpu" else 50
-    for i, batch in enumerate(batches.epoch(cfg.steps_per_epoch)):
-        if len(batch) < world:  # a last partial batch too small to give every process an example
-            continue
-        idx = batch[rank::world]  # this process's disjoint slice of the global batch, on the device
-        step(idx, len(batch))
-        sched.step()
-        count += len(idx)
+    # in a step does, so on CUDA the host runs ahead and looks at the loss every 50 steps
+    # (every step when a callback wants each batch's logs).
+    check_every = 1 if sums.device.type == "cpu" or events.wants_batches else 50
+    for i, n in enumerate(_steps(state, cfg)):
+        state.sched.step()
+        count += n
         if (i + 1) % check_every == 0 or i + 1 == total:
             loss_so_far, correct_so_far = sums.tolist()
             _check_finite(loss_so_far, epoch, i)
@@ -174,11 +178,33 @@ def _train_epoch(step: EagerStep | GraphStep, sched, batches: Batches, cfg: Trai
                 bar.update(i + 1 - bar.n)
                 bar.set_postfix(loss=f"{loss_so_far / count:.4f}", accuracy=f"{correct_so_far / count:.4f}",
                                 refresh=False)
+            if events.wants_batches and events.call("on_batch_end", i, {"loss": loss_so_far / count,
+                                                                        "accuracy": correct_so_far / count}):
+                break
     if bar is not None:
         bar.close()
     totals = torch.cat([sums, torch.tensor([float(count)], dtype=torch.float64, device=sums.device)])
     loss_sum, correct, count = dist.all_reduce_sum(totals).tolist()
-    return {"loss": loss_sum / count, "accuracy": correct / count}
+    return {"loss": loss_sum / max(count, 1), "accuracy": correct / max(count, 1)}
+
+
+def _steps(state: session.Session, cfg: TrainConfig):
+    """Run one epoch's training steps, yielding after each the number of examples it took."""
+    step, world = state.step, dist.world_size()
+    if state.feed is not None:
+        for xb, yb in state.feed.batches(cfg.steps_per_epoch):
+            xb = augment(xb, cfg.augment, state.aug_gen)
+            state.opt.zero_grad(set_to_none=True)
+            step.forward_backward_update(xb, yb, 1.0 / len(xb))
+            yield len(xb)
+        return
+    rank = dist.rank()
+    for batch in state.batches.epoch(cfg.steps_per_epoch):
+        if len(batch) < world:  # a last partial batch too small to give every process an example
+            continue
+        idx = batch[rank::world]  # this process's disjoint slice of the global batch, on the device
+        step(idx, len(batch))
+        yield len(idx)
 
 
 def _check_finite(loss_sum: float, epoch: int, step: int) -> None:

@@ -185,8 +185,10 @@ class Run:
         from cnnlab.data import load
 
         cfg = self.config
+        folder = {"image_size": cfg.get("image_size"), "mode": cfg.get("mode")} if "mode" in cfg else {}
         return load(cfg["data"], download=download, train_size=cfg.get("train_size"),
-                    val_size=cfg.get("val_size") or 0, seed=cfg.get("train", {}).get("seed", 0), progress=False)
+                    val_size=cfg.get("val_size") or 0, seed=cfg.get("train", {}).get("seed", 0), progress=False,
+                    **folder)
 
     def preprocess(self, images: np.ndarray) -> torch.Tensor:
         """uint8 (N, H, W, C) -> the float (N, C, H, W) tensor the model was trained on."""

@@ -1,0 +1,128 @@
+"""Training data that does not sit on the device as one tensor: a torch Dataset or DataLoader.
+
+``fit`` keeps arrays on the device and indexes batches out of them (``loop._Batches``);
+everything else goes through a ``LoaderFeed``:
+
+- a ``torch.utils.data.DataLoader`` is used exactly as given (its batch size, sampler,
+  workers, collate function); cnnlab only moves each batch to the device;
+- a ``torch.utils.data.Dataset`` gets a DataLoader made here: a seeded ``RandomSampler``
+  (the same order as in-memory data of the same seed), or a ``DistributedSampler`` under
+  torchrun, the global batch split across processes, pinned memory on CUDA, and the
+  dataset's own ``loader_options`` (e.g. ``num_workers``) when it has them.
+
+Batches are ``(inputs, labels)``. uint8 inputs (N, C, H, W), as streamed folders deliver
+them, become float in [0, 1] on the device, then ``(x - mean) / std`` with the dataset's
+``mean``/``std`` attributes when it has them, so decoding stays in the workers and the
+arithmetic runs batched on the device.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, RandomSampler, SequentialSampler
+
+from cnnlab.errors import CnnlabError
+from cnnlab.train import distributed as dist
+
+
+def is_loader_data(data) -> bool:
+    return isinstance(data, (Dataset, DataLoader))
+
+
+def make_loader(data, *, batch_size: int, seed: int, shuffle: bool, device: torch.device):
+    """(DataLoader, its sampler's generator or None): ``data`` as given, or a loader for a Dataset."""
+    if isinstance(data, DataLoader):
+        return data, None
+    world, rank = dist.world_size(), dist.rank()
+    gen = None
+    if world > 1:
+        sampler = DistributedSampler(data, num_replicas=world, rank=rank, shuffle=shuffle, seed=seed)
+    elif shuffle:
+        gen = torch.Generator().manual_seed(seed)  # the same permutations as loop._Batches with this seed
+        sampler = RandomSampler(data, generator=gen)
+    else:
+        sampler = SequentialSampler(data)
+    options = {"pin_memory": device.type == "cuda", **getattr(data, "loader_options", {})}
+    return DataLoader(data, batch_size=max(batch_size // world, 1), sampler=sampler, **options), gen
+
+
+class LoaderFeed:
+    """Per-epoch batches from a DataLoader, moved to ``device`` and made float."""
+
+    def __init__(self, data, *, batch_size: int, seed: int, device: torch.device, shuffle: bool = True,
+                 memory_format: torch.memory_format = torch.channels_last) -> None:
+        self.loader, self.gen = make_loader(data, batch_size=batch_size, seed=seed, shuffle=shuffle, device=device)
+        self.device, self.memory_format = device, memory_format
+        dataset = self.loader.dataset
+        self.mean, self.std = getattr(dataset, "mean", None), getattr(dataset, "std", None)
+        self.epoch_index = 0
+        try:
+            self.steps = len(self.loader)
+        except TypeError:  # an IterableDataset without a length
+            self.steps = None
+        if self.steps == 0:
+            raise CnnlabError("no training examples (the dataset or DataLoader is empty)")
+
+    def batches(self, steps: int | None = None):
+        """Yield (x, y) on the device for one epoch (at most ``steps`` batches)."""
+        sampler = getattr(self.loader, "sampler", None)
+        if isinstance(sampler, DistributedSampler):
+            sampler.set_epoch(self.epoch_index)  # a new shuffle each epoch, the same on every rank
+        self.epoch_index += 1
+        for i, batch in enumerate(self.loader):
+            if steps is not None and i >= steps:
+                break
+            yield self.to_device(batch)
+
+    def to_device(self, batch) -> tuple[torch.Tensor, torch.Tensor]:
+        if not isinstance(batch, (tuple, list)) or len(batch) != 2:
+            raise CnnlabError(f"a training batch must be (inputs, labels), got {type(batch).__name__}; "
+                              "make the Dataset return (image, label) pairs")
+        x, y = batch
+        x = torch.as_tensor(x).to(self.device, non_blocking=True)
+        y = torch.as_tensor(y).to(self.device, non_blocking=True).long()
+        if x.dtype == torch.uint8:
+            x = x.float().div_(255.0)  # (N, C, H, W) in [0, 1]
+            if self.mean is not None:
+                x = (x - _channels(self.mean, x)) / _channels(self.std, x)
+        elif not x.is_floating_point():
+            x = x.float()
+        return x.contiguous(memory_format=self.memory_format) if x.ndim == 4 else x, y
+
+    def state_dict(self) -> dict:
+        return {"epoch_index": self.epoch_index, **({"gen": self.gen.get_state()} if self.gen is not None else {})}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.epoch_index = int(state.get("epoch_index", 0))
+        if self.gen is not None and "gen" in state:
+            self.gen.set_state(state["gen"])
+
+
+def _channels(values, x: torch.Tensor) -> torch.Tensor:
+    return torch.as_tensor(values, dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
+
+
+def steps_of(feed: LoaderFeed, steps_per_epoch: int | None) -> int:
+    """Batches an epoch trains on (for the schedule and the progress bar)."""
+    if steps_per_epoch is not None:
+        return steps_per_epoch if feed.steps is None else min(steps_per_epoch, feed.steps)
+    if feed.steps is None:
+        raise CnnlabError("the training data has no length (an IterableDataset); give steps_per_epoch")
+    return feed.steps
+
+
+def eval_sums(model, feed: LoaderFeed, flip: bool, autocast_ctx) -> torch.Tensor:
+    """(loss sum, correct, count) of ``model`` over one pass of ``feed``, on this process's share."""
+    import torch.nn.functional as F
+
+    sums = torch.zeros(3, dtype=torch.float64, device=feed.device)
+    with torch.inference_mode(), autocast_ctx:
+        for xb, yb in feed.batches():
+            logits = model(xb).float()
+            if flip:
+                logits = (logits + model(xb.flip(3)).float()) / 2
+            sums[0] += F.cross_entropy(logits, yb, reduction="sum").double()
+            sums[1] += (logits.argmax(1) == yb).sum()
+            sums[2] += len(yb)
+    return sums
+
