@@ -12,11 +12,11 @@ from __future__ import annotations
 import os
 import shutil
 import tarfile
-import tempfile
 import zlib
 from pathlib import Path, PurePosixPath
 
 from cnnlab.errors import CnnlabError
+from cnnlab.files import make_temporary_folder
 
 
 def _inside(base: Path, path: Path) -> bool:
@@ -51,7 +51,7 @@ def extract_archive(archive: Path, into: Path) -> list[Path]:
     complete extraction). On any error nothing new is left in ``into``.
     """
     into.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".extract-", dir=into))
+    tmp = make_temporary_folder(into, "extract")  # normal permissions; a killed run's is removable
     try:
         try:
             with tarfile.open(archive, "r:*") as tar:

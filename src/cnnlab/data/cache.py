@@ -65,6 +65,9 @@ def write(name: str, key: str, arrays: dict[str, np.ndarray], meta: dict) -> boo
     try:
         entry.parent.mkdir(parents=True, exist_ok=True)
         tmp = make_temporary_folder(entry.parent, entry.name)  # normal permissions, unlike mkdtemp
+        # The files inside are written plainly, not through cnnlab.files: the folder is the unit
+        # that is renamed into place when complete, and a damaged entry is parsed again (read()
+        # returns None), so a cache never needs a per-file fsync or turns a full disk into an error.
         for k, array in arrays.items():
             np.save(tmp / f"{k}.npy", np.ascontiguousarray(array), allow_pickle=False)
         meta = {**meta, "version": VERSION, "name": name, "arrays": list(arrays)}
