@@ -440,6 +440,8 @@ def test_overlay_blends_a_colour_blind_safe_colormap():
     np.testing.assert_allclose(full[0, 0], np.array(colormaps["viridis"](0.0)[:3]) * 255, atol=1)
     half = overlay(np.zeros((4, 5, 3), np.float32), heat, alpha=0.5)
     np.testing.assert_allclose(half[-1, -1], np.array(colormaps["cividis"](1.0)[:3]) * 255 / 2, atol=1)
+    dim = overlay(image, heat / 2, alpha=1.0, cmap="viridis", vmax=2.0)  # half the scale: half-way up the colormap
+    np.testing.assert_allclose(dim[-1, -1], np.array(colormaps["viridis"](0.5)[:3]) * 255, atol=2)
     with pytest.raises(CnnlabError, match="not colour-blind safe"):
         overlay(image, heat, cmap="jet")
     with pytest.raises(CnnlabError, match="does not match"):

@@ -176,7 +176,7 @@ def _finish(args, maps: dict, chosen, images, names, *, shown: dict | None = Non
             fig = plot_layer_sweep(images[0], {k: v[0] for k, v in shown.items()}, title=titles[0], alpha=args.alpha)
         else:
             fig = plot_attributions(images, list(shown.values()), column_titles=list(shown), row_titles=titles,
-                                    alpha=args.alpha)
+                                    alpha=args.alpha, shared_scale=False)  # layers differ in scale by orders
         save_figure(fig, args.out, dpi=100)
         print(f"wrote {args.out}")
     if args.save_array:

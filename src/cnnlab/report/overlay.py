@@ -20,11 +20,12 @@ __all__ = ["SAFE_COLORMAPS", "normalize_map", "overlay", "plot_attributions", "p
 SAFE_COLORMAPS = ("cividis", "viridis", "magma", "inferno", "plasma")
 
 
-def normalize_map(heatmap: np.ndarray) -> np.ndarray:
-    """A map scaled to [0, 1] by its largest magnitude (0 stays 0; signed maps use |value|)."""
+def normalize_map(heatmap: np.ndarray, vmax: float | None = None) -> np.ndarray:
+    """A map scaled to [0, 1] by ``vmax``, default its largest magnitude (0 stays 0; signed
+    maps use |value|)."""
     m = np.abs(np.asarray(heatmap, dtype=np.float32))
-    peak = float(m.max()) if m.size else 0.0
-    return m / peak if peak > 0 else np.zeros_like(m)
+    peak = float(vmax) if vmax is not None else float(m.max()) if m.size else 0.0
+    return np.clip(m / peak, 0, 1) if peak > 0 else np.zeros_like(m)
 
 
 def _as_rgb(image: np.ndarray) -> np.ndarray:
@@ -38,9 +39,11 @@ def _as_rgb(image: np.ndarray) -> np.ndarray:
     return np.repeat(img[:, :, None], 3, axis=2) if img.ndim == 2 else img
 
 
-def overlay(image: np.ndarray, heatmap: np.ndarray, *, alpha: float = 0.5, cmap: str = "cividis") -> np.ndarray:
+def overlay(image: np.ndarray, heatmap: np.ndarray, *, alpha: float = 0.5, cmap: str = "cividis",
+            vmax: float | None = None) -> np.ndarray:
     """RGB uint8 (H, W, 3): ``image`` (uint8 or [0, 1] floats; grey or RGB) blended with
-    ``heatmap`` (H, W) coloured by ``cmap``; ``alpha`` is the map's opacity (0..1)."""
+    ``heatmap`` (H, W) coloured by ``cmap``; ``alpha`` is the map's opacity (0..1); ``vmax``
+    the map value shown brightest (default the map's own maximum)."""
     if cmap not in SAFE_COLORMAPS:
         raise CnnlabError(f"colormap {cmap!r} is not colour-blind safe here; use one of {', '.join(SAFE_COLORMAPS)}")
     if not isinstance(alpha, (int, float)) or not 0 <= alpha <= 1:
@@ -51,15 +54,17 @@ def overlay(image: np.ndarray, heatmap: np.ndarray, *, alpha: float = 0.5, cmap:
         raise CnnlabError(f"map of shape {heat.shape} does not match the image's {rgb.shape[:2]}; "
                           "compute the map at the image's size")
     table = (colormaps[cmap](np.linspace(0, 1, 256))[:, :3] * 255).astype(np.float32)  # (256, 3)
-    colour = table[(normalize_map(heat) * 255).round().astype(np.intp)]  # (H, W, 3)
+    colour = table[(normalize_map(heat, vmax) * 255).round().astype(np.intp)]  # (H, W, 3)
     return (rgb * (1 - alpha) + colour * alpha).round().astype(np.uint8)
 
 
 def plot_attributions(images: Sequence[np.ndarray], columns: Sequence[Sequence[np.ndarray]], *,
                       column_titles: Sequence[str], row_titles: Sequence[str] | None = None,
-                      alpha: float = 0.5, cmap: str = "cividis") -> Figure:
+                      alpha: float = 0.5, cmap: str = "cividis", shared_scale: bool = True) -> Figure:
     """A grid: per row the image, then one overlay per map column (e.g. the actual and the
-    predicted class side by side). ``columns[j][i]`` is column j's map of image i."""
+    predicted class side by side). ``columns[j][i]`` is column j's map of image i.
+    ``shared_scale``: the maps of a row share one colour scale, so a weak map looks weak
+    beside a strong one (False: each map spans the whole colormap)."""
     n = len(images)
     if n == 0 or any(len(col) != n for col in columns) or len(column_titles) != len(columns):
         raise CnnlabError(f"need one map per image in every column ({n} images, columns of "
@@ -67,7 +72,8 @@ def plot_attributions(images: Sequence[np.ndarray], columns: Sequence[Sequence[n
     fig = Figure(figsize=(1.9 * (len(columns) + 1), 1.9 * n + 0.3), layout="constrained")
     axes = fig.subplots(n, len(columns) + 1, squeeze=False)
     for i, image in enumerate(images):
-        panels = [_as_rgb(image)] + [overlay(image, col[i], alpha=alpha, cmap=cmap) for col in columns]
+        vmax = max(float(np.abs(col[i]).max()) for col in columns) if shared_scale else None
+        panels = [_as_rgb(image)] + [overlay(image, col[i], alpha=alpha, cmap=cmap, vmax=vmax) for col in columns]
         for j, panel in enumerate(panels):
             ax = axes[i, j]
             ax.imshow(panel, interpolation="nearest")

@@ -36,7 +36,8 @@ def why_section(page: Page, r: Results, opt: ReportOptions) -> None:
         "why", "Why it decided",
         note(f"Grad-CAM (layer {d.layer}, the last conv layer with a map larger than 1×1) of the {len(d.indices)} "
              "largest losses, for the actual class and for the class the model predicted: where the two maps "
-             "differ is what pulled the model the wrong way. Brighter is more influence (cividis colormap)."),
+             "differ is what pulled the model the wrong way. Brighter is more influence (cividis colormap); "
+             "the two maps of a row share one scale."),
         page.figure(grid, "Grad-CAM of the top losses for the actual and the predicted class"),
         note("The same map for every conv layer of the worst mistake, early layers first: early layers "
              "respond to edges everywhere, the last ones to what decides the class."),
