@@ -19,7 +19,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 # The default set, cheapest first; cifar time-to-accuracy (~15 min a seed) runs only by name.
-DEFAULT = ["conv", "data", "mnist_train", "time_to_accuracy", "pretrained"]
+DEFAULT = ["conv", "data", "mnist_train", "time_to_accuracy", "pretrained", "explain"]
 
 
 def load(name: str):
