@@ -213,7 +213,8 @@ def test_embedding_figure_colours_classes_and_crosses_out_the_wrong():
     crosses = ax.collections[-1].get_offsets()
     np.testing.assert_allclose(crosses, e.coords[[0, 15]])
     assert {class_style(k)[0] for k in range(7)} <= set(OKABE_ITO)
-    assert class_style(0) != class_style(8)  # same colour, another marker
+    assert len({class_style(k)[0] for k in range(10)}) == 10  # MNIST's ten classes: ten colours
+    assert class_style(0)[0] == class_style(10)[0] and class_style(0)[1] != class_style(10)[1]
     many = emb.Embedding(coords=rng.normal(size=(200, 2)), labels=np.arange(200) % 100,
                          predictions=np.arange(200) % 100, method="pca", indices=np.arange(200))
     fig = plot_embedding(many)

@@ -3,8 +3,10 @@ that excite each channel most, and the embedding map. Each function returns a ma
 Figure and computes nothing (``cnnlab.insight.featurevis`` and ``.embedding`` do).
 
 Class colours are the Okabe-Ito palette (Okabe and Ito 2008, "Color Universal Design"),
-distinguishable with any common colour-vision deficiency; past eight classes the marker
-shape changes too (circle, square, triangle, diamond, ...), so no two classes look alike.
+distinguishable with any common colour-vision deficiency, less its black (wrong predictions
+are black crosses), plus three colours of Paul Tol's colour-blind-safe "muted" scheme, so ten
+classes (MNIST, CIFAR-10) get ten colours; past ten the marker shape changes too (circle,
+square, triangle, diamond, ...), so no two classes look alike.
 """
 
 from __future__ import annotations
@@ -13,21 +15,22 @@ from collections.abc import Sequence
 
 import numpy as np
 from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
 
 from cnnlab.errors import CnnlabError
 from cnnlab.report.plots import _show_image
 
-__all__ = ["OKABE_ITO", "class_style", "plot_embedding", "plot_feature_visualizations"]
+__all__ = ["OKABE_ITO", "TOL_MUTED", "class_style", "plot_embedding", "plot_feature_visualizations"]
 
 OKABE_ITO = ("#E69F00", "#56B4E9", "#009E73", "#F0E442", "#0072B2", "#D55E00", "#CC79A7", "#000000")
-# Black is Okabe-Ito's eighth colour, but wrong predictions are black crosses: use grey instead.
-_CLASS_COLOURS = OKABE_ITO[:7] + ("#999999",)
+TOL_MUTED = ("#332288", "#999933", "#882255")  # indigo, olive, wine
+_CLASS_COLOURS = OKABE_ITO[:7] + TOL_MUTED
 _MARKERS = ("o", "s", "^", "D", "v", "P", "<", ">", "p", "h")
 MAX_LEGEND_CLASSES = 40
 
 
 def class_style(k: int) -> tuple[str, str]:
-    """(colour, marker) of class ``k``: eight colours, then the next marker shape."""
+    """(colour, marker) of class ``k``: ten colours, then the next marker shape."""
     return _CLASS_COLOURS[k % len(_CLASS_COLOURS)], _MARKERS[(k // len(_CLASS_COLOURS)) % len(_MARKERS)]
 
 
@@ -84,7 +87,7 @@ def plot_embedding(embedding, *, classes: Sequence[str] | None = None, title: st
         mask = labels == c
         name = names[c] if c < len(names) else str(c)
         ax.scatter(coords[mask, 0], coords[mask, 1], s=size, c=colour, marker=marker, alpha=0.7, linewidths=0,
-                   label=name if legend else None)
+                   label=name)
     if wrong.any():
         ax.scatter(coords[wrong, 0], coords[wrong, 1], s=size * 1.6 + 6, c="black", marker="x", linewidths=0.8,
                    label=f"wrong ({int(wrong.sum())})")
@@ -93,7 +96,13 @@ def plot_embedding(embedding, *, classes: Sequence[str] | None = None, title: st
     ax.set_ylabel(f"{method} 2")
     classes_note = "" if legend else f", {len(present)} classes (colour and marker per class)"
     ax.set_title(title or f"Penultimate-layer features, {method} ({len(coords)} examples{classes_note})", fontsize=11)
-    if legend or wrong.any():
-        ax.legend(loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=8, markerscale=max(1.0, 20 / size),
-                  frameon=False, ncols=1 if len(present) <= 20 else 2)
+    # Legend entries drawn at one readable size, whatever the point size of a dense map.
+    handles = [Line2D([], [], linestyle="", marker=class_style(int(c))[1], color=class_style(int(c))[0], markersize=6,
+                      label=names[c] if c < len(names) else str(c)) for c in present] if legend else []
+    if wrong.any():
+        handles.append(Line2D([], [], linestyle="", marker="x", color="black", markersize=6,
+                              label=f"wrong ({int(wrong.sum())})"))
+    if handles:
+        ax.legend(handles=handles, loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=8, frameon=False,
+                  ncols=1 if len(handles) <= 21 else 2)
     return fig
