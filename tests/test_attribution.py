@@ -473,3 +473,20 @@ def test_explain_decisions_maps_the_actual_and_the_predicted_class(model, images
     assert explain_decisions(model, preprocess, uint8, [], n=3) is None
     dense = nn.Sequential(nn.Flatten(), nn.Linear(432, 7)).double()
     assert explain_decisions(dense, preprocess, uint8, losses) is None
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("name", "layer"), [("resnet18", "layer4.1.conv2"), ("mobilenet_v3_small", "features.12.0")])
+def test_explain_photo_with_the_other_pretrained_architectures(tmp_path, name, layer):
+    from PIL import Image
+
+    from cnnlab.insight.photo import explain_photo
+    from cnnlab.models import build
+
+    torch.manual_seed(0)
+    net = build(name).eval()  # random weights: the architecture, not the accuracy, is under test
+    path = tmp_path / "photo.jpg"
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (240, 320, 3), dtype=np.uint8)).save(path)
+    result = explain_photo(path, model=net, target=7)
+    assert result.layer == layer and result.target == 7 and result.map.shape == (240, 320)
+    assert result.map.max() > 0 and len(result.top) == 5
