@@ -168,6 +168,25 @@ def test_drawing_updates_the_prediction_live(page, lab_url, run_dir):
         shot.resize((900, 570), Image.Resampling.LANCZOS).quantize(colors=256).save(DOCS / "lab.png", optimize=True)
 
 
+def test_a_dropped_photo_becomes_the_input(page, lab_url):
+    open_lab(page, lab_url)
+    # A PNG of a dark "1" on white paper, made in the page and dropped onto it as a file.
+    page.evaluate("""async () => {
+      const c = document.createElement("canvas"); c.width = 40; c.height = 48;
+      const g = c.getContext("2d"); g.fillStyle = "#fff"; g.fillRect(0, 0, 40, 48);
+      g.fillStyle = "#000"; g.fillRect(17, 6, 6, 36);
+      const blob = await new Promise((resolve) => c.toBlob(resolve, "image/png"));
+      const files = new DataTransfer(); files.items.add(new File([blob], "one.png", { type: "image/png" }));
+      document.body.dispatchEvent(new DragEvent("drop", { dataTransfer: files, bubbles: true, cancelable: true }));
+    }""")
+    wait_js(page, "document.getElementById('input-caption').textContent.startsWith('one.png')")
+    assert "inverted" in page.locator("#input-caption").inner_text()
+    ref = page.evaluate("document.body.dataset.input")
+    assert not ref.startswith("test:")
+    image = np.array(Image.open(io.BytesIO(page.request.get(f"{lab_url}/api/t/0/input.png?input={ref}").body())))
+    assert image.shape == (28, 28) and image[14, 14] > 200 and image[1, 1] < 30  # white ink on black, as MNIST
+
+
 def test_confusion_cell_lists_its_images_and_one_becomes_the_input(page, lab_url):
     open_lab(page, lab_url)
     page.wait_for_selector("#confusion-matrix button")
