@@ -290,6 +290,20 @@ def test_upload_of_a_light_photo_is_inverted_and_predicted(client):
     assert shown.shape == (28, 28) and shown[14, 14] > 200 and shown[0, 0] < 20
 
 
+def test_a_run_before_its_first_epoch_says_it_is_waiting(tiny_run, tmp_path):
+    import shutil
+
+    path = tmp_path / "new"
+    path.mkdir()
+    shutil.copy(tiny_run / "config.json", path)
+    with TestClient(create_app([RunTarget(path)]), base_url="http://127.0.0.1") as c:
+        info = c.get("/api/t/0/info").json()
+        assert "no weights" in info["waiting"] and info["layers"] == [] and info["classes"][3] == "3"
+        assert c.get("/api/t/0/history").json()["epochs"] == []
+        r = c.get("/api/t/0/analyze", params={"input": "test:0"})
+        assert r.status_code == 409 and "no weights" in r.json()["error"]
+
+
 def test_a_checkpoint_that_would_run_code_is_refused(tiny_run, tmp_path):
     import shutil
 

@@ -246,14 +246,20 @@ def test_training_curves_grow_without_reload(browser, run_dir, tmp_path):
     from cnnlab.train import runs
 
     live = tmp_path / "live"
-    shutil.copytree(run_dir, live)
-    (live / "metrics.json").unlink()  # still training
+    live.mkdir()
+    shutil.copy(run_dir / "config.json", live)  # `cnnlab train` has just started: no epoch yet
     with Server([RunTarget(live, max_test=50)]) as url:
         context = browser.new_context()
         page = context.new_page()
         errors = []
         page.on("pageerror", lambda exc: errors.append(str(exc)))
-        open_lab(page, url)
+        page.goto(url)
+        page.wait_for_selector("body[data-ready='waiting']")
+        assert "no weights" in page.locator("#status").inner_text()
+        page.wait_for_selector("#training-status[data-epochs='0']")
+        for name in ("best.pt", "last.pt", "history.csv"):  # the first epoch ends
+            shutil.copy(run_dir / name, live)
+        page.wait_for_selector("body[data-ready='1']", timeout=20_000)  # the page reloaded itself
         page.wait_for_selector("#training-status[data-epochs='1']")
         rows = runs.read_history(live / "history.csv")
         runs.write_history(live / "history.csv", rows + [{**rows[0], "epoch": 2, "loss": rows[0]["loss"] / 2}])

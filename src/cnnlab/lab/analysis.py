@@ -26,10 +26,17 @@ def available(module: str) -> bool:
 
 
 def info(target) -> dict:
-    model = target.model
+    """What the page needs to set itself up. A run still before its first epoch has no
+    weights yet: ``waiting`` says so and the page shows only its training curves."""
+    try:
+        model, waiting = target.model, None
+    except LabError as exc:
+        if exc.status != 409:
+            raise
+        model, waiting = nn.Module(), exc.message
     layers = [{"name": n, "type": type(m).__name__, "conv": isinstance(m, nn.Conv2d)} for n, m in units(model)]
     return {
-        "name": target.name, "kind": target.kind, "model": target.model_name,
+        "name": target.name, "kind": target.kind, "model": target.model_name, "waiting": waiting,
         "classes": list(target.classes), "input_shape": list(target.input_shape),
         "layers": layers,
         "conv_layers": [n for n, m in model.named_modules() if isinstance(m, nn.Conv2d)],

@@ -24,13 +24,29 @@ async function boot() {
   document.getElementById("model-name").textContent =
     `${info.model} · input ${info.input_shape.join("×")} · ${info.classes.length} classes`;
 
+  if (info.waiting) return waitForWeights(info);
   initInput(info); initPrediction(info); initOverview(info); initAttribution(info); initPlayground(info);
-  if (info.has_test) await setInput("test:0");
-  else await loadSample();
+  try {
+    if (info.has_test) await setInput("test:0");
+    else await loadSample();
+  } catch (err) { showError("input-error", err); }  // e.g. no test set here: drawing and uploads still work
   document.body.dataset.ready = "1";  // tests wait for this
   // The panels below the first screen start once the first input is drawn: on two CPU cores
   // their requests would otherwise queue in front of the overview's.
   initConfusion(info); initEmbedding(info); initFilters(info); initTraining(info);
+}
+
+// A run started moments ago has no weights until its first epoch ends: show the curves, and
+// reload once there is a network to look at.
+function waitForWeights(info) {
+  document.getElementById("status").textContent = info.waiting;
+  initTraining(info);
+  document.body.dataset.ready = "waiting";
+  const poll = async () => {
+    try { if (!(await getJSON("info")).waiting) { location.reload(); return; } } catch (err) { showError("status", err); }
+    setTimeout(poll, 3000);
+  };
+  setTimeout(poll, 3000);
 }
 
 boot().catch((err) => showError("status", err));
