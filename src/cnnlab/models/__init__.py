@@ -67,8 +67,33 @@ def count_params(model: nn.Module, *, trainable_only: bool = False) -> int:
     return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)
 
 
+def build_from_path(path: str, *, input_shape=None, num_classes: int | None = None) -> nn.Module:
+    """Your own network: ``"package.module:function"`` imported and called, the way a run
+    directory records how to rebuild a model that is not in the zoo.
+
+    The function is given ``input_shape`` and ``num_classes`` as keywords when its signature
+    takes them (and they are known), and must return an ``nn.Module``.
+    """
+    import importlib
+
+    module, _, attr = path.partition(":")
+    try:
+        fn = getattr(importlib.import_module(module), attr)
+    except (ImportError, AttributeError, ValueError) as exc:
+        raise CnnlabError(f"cannot import model builder {path!r} ({exc}); give an importable "
+                          "'package.module:function' (on sys.path / PYTHONPATH) returning an nn.Module") from None
+    params = inspect.signature(fn).parameters
+    kwargs = {k: v for k, v in (("input_shape", input_shape), ("num_classes", num_classes))
+              if v is not None and k in params}
+    model = fn(**kwargs)
+    if not isinstance(model, nn.Module):
+        raise CnnlabError(f"model builder {path!r} returned a {type(model).__name__}, not an nn.Module")
+    return model
+
+
 def build(name_or_spec: str, *, input_shape=None, num_classes: int | None = None, init: str | None = None) -> nn.Module:
-    """Build a model by name (see ``MODELS``) or from a spec string (see ``cnnlab.models.spec``).
+    """Build a model by name (see ``MODELS``), from a spec string (see ``cnnlab.models.spec``),
+    or with your own ``"package.module:function"`` (see ``build_from_path``).
 
     ``input_shape`` is (H, W, C) in Keras order and ``num_classes`` the number of logits; left
     out, each model's defaults apply. The model is checked with one zero image: an input it
@@ -92,6 +117,8 @@ def _build(name_or_spec, input_shape, num_classes) -> nn.Module:
         raise CnnlabError(f"model {name_or_spec!r} is not a name or a spec string; "
                           f"use one of {', '.join(MODELS)}")
     name = name_or_spec.strip()
+    if name not in MODELS and ":" in name and not _looks_like_spec(name):
+        return build_from_path(name, input_shape=input_shape, num_classes=num_classes)
     if name not in MODELS:
         if not _looks_like_spec(name):
             raise _unknown(name_or_spec)

@@ -5,7 +5,7 @@ everything else goes through a ``LoaderFeed``:
 
 - a ``torch.utils.data.DataLoader`` is used exactly as given (its batch size, sampler,
   workers, collate function); cnnlab only moves each batch to the device;
-- a ``torch.utils.data.Dataset`` gets a DataLoader made here: a seeded ``RandomSampler``
+- a ``torch.utils.data.Dataset`` gets a DataLoader made here: a seeded shuffle
   (the same order as in-memory data of the same seed), or a ``DistributedSampler`` under
   torchrun, the global batch split across processes, pinned memory on CUDA, and the
   dataset's own ``loader_options`` (e.g. ``num_workers``) when it has them.
@@ -19,7 +19,7 @@ arithmetic runs batched on the device.
 from __future__ import annotations
 
 import torch
-from torch.utils.data import DataLoader, Dataset, DistributedSampler, RandomSampler, SequentialSampler
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler, SequentialSampler
 
 from cnnlab.errors import CnnlabError
 from cnnlab.train import distributed as dist
@@ -38,12 +38,27 @@ def make_loader(data, *, batch_size: int, seed: int, shuffle: bool, device: torc
     if world > 1:
         sampler = DistributedSampler(data, num_replicas=world, rank=rank, shuffle=shuffle, seed=seed)
     elif shuffle:
-        gen = torch.Generator().manual_seed(seed)  # the same permutations as loop._Batches with this seed
-        sampler = RandomSampler(data, generator=gen)
+        gen = torch.Generator().manual_seed(seed)
+        sampler = Shuffled(len(data), gen)
     else:
         sampler = SequentialSampler(data)
     options = {"pin_memory": device.type == "cuda", **getattr(data, "loader_options", {})}
     return DataLoader(data, batch_size=max(batch_size // world, 1), sampler=sampler, **options), gen
+
+
+class Shuffled(Sampler):
+    """One ``randperm`` per epoch from ``gen``: the order ``batches.Batches`` gives in-memory
+    data of the same seed (RandomSampler draws a second, empty permutation each epoch, so
+    its second epoch differs)."""
+
+    def __init__(self, n: int, gen: torch.Generator) -> None:
+        self.n, self.gen = n, gen
+
+    def __iter__(self):
+        yield from torch.randperm(self.n, generator=self.gen).tolist()
+
+    def __len__(self) -> int:
+        return self.n
 
 
 class LoaderFeed:
