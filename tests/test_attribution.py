@@ -16,7 +16,11 @@ from torch import nn
 from cnnlab.errors import CnnlabError
 from cnnlab.insight import attribution as A
 
-captum_attr = pytest.importorskip("captum.attr")
+
+@pytest.fixture(scope="module")
+def captum_attr():
+    """Captum, the reference (the `test` extra); only the comparisons with it skip without it."""
+    return pytest.importorskip("captum.attr")
 
 RTOL = 1e-5
 
@@ -61,7 +65,7 @@ def close(ours: np.ndarray, ref, rtol: float = RTOL) -> None:
 
 
 @pytest.mark.parametrize("layer", ["0", "2", "5"])
-def test_gradcam_equals_captum_layergradcam_upsampled(model, images, layer):
+def test_gradcam_equals_captum_layergradcam_upsampled(model, images, layer, captum_attr):
     ref = captum_attr.LayerGradCam(model, model[int(layer)]).attribute(images, target=TARGETS, relu_attributions=True)
     ref = captum_attr.LayerAttribution.interpolate(ref, (12, 12), "bilinear")[:, 0]
     close(A.gradcam(model, images, TARGETS, layer=layer), ref)
@@ -75,13 +79,13 @@ def test_gradcam_auto_is_the_last_conv_with_a_map_larger_than_1x1(model, images)
     np.testing.assert_array_equal(A.gradcam(net, images, 1), A.gradcam(net, images, 1, layer="0"))
 
 
-def test_saliency_equals_captum_saliency(model, images):
+def test_saliency_equals_captum_saliency(model, images, captum_attr):
     with pytest.warns(UserWarning, match="required_grads"):  # Captum's note that it set requires_grad itself
         ref = captum_attr.Saliency(model).attribute(images, target=TARGETS, abs=True)
     close(A.saliency(model, images, TARGETS), ref.amax(1))
 
 
-def test_integrated_gradients_equals_captum(model, images):
+def test_integrated_gradients_equals_captum(model, images, captum_attr):
     baseline = torch.full_like(images, 0.25)
     ref = captum_attr.IntegratedGradients(model).attribute(images, baselines=baseline, target=TARGETS, n_steps=24,
                                                            method="gausslegendre")
@@ -90,7 +94,7 @@ def test_integrated_gradients_equals_captum(model, images):
 
 
 @pytest.mark.parametrize(("window", "stride"), [(3, 2), ((4, 5), (3, 4)), (12, 1)])
-def test_occlusion_equals_captum_occlusion(model, images, window, stride):
+def test_occlusion_equals_captum_occlusion(model, images, window, stride, captum_attr):
     w = window if isinstance(window, tuple) else (window, window)
     s = stride if isinstance(stride, tuple) else (stride, stride)
     ref = captum_attr.Occlusion(model).attribute(images, sliding_window_shapes=(3, *w), strides=(3, *s),
