@@ -28,6 +28,9 @@ DOCS = Path(__file__).resolve().parents[1] / "docs"
 
 playwright_api = pytest.importorskip("playwright.sync_api", reason="Playwright for Python is not installed "
                                      "(pip install 'cnnlab[lab-test]')")
+# Each test drives a real browser (seconds each; the module ~1.5 minutes on 2 busy cores).
+pytestmark = pytest.mark.slow
+
 if not CHROMIUM.is_file():
     pytest.skip(f"Chromium is not installed at {CHROMIUM} (apt-get install chromium)", allow_module_level=True)
 
