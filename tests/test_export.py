@@ -127,6 +127,8 @@ def test_safetensors_round_trip_and_predict(mnist_run, tmp_path, capsys):
     from_run = capsys.readouterr().out
     assert main(["predict", str(path), str(image)]) == 0
     assert capsys.readouterr().out == from_run and "1. " in from_run
+    assert main(["activations", str(path), str(image), "--layer", "0"]) == 0
+    assert capsys.readouterr().out.startswith("0 (Conv2d): output (32, 28, 28)")
 
 
 def test_safetensors_without_metadata_is_refused(tmp_path, capsys):

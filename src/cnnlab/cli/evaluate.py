@@ -52,7 +52,8 @@ def register(sub) -> None:
         description="Run one image through a trained run's model and show the output of one layer. "
         "Without --layer, list every layer with its output shape for this image.",
     )
-    p.add_argument("run_dir", type=Path, metavar="RUN_DIR")
+    p.add_argument("run_dir", type=Path, metavar="RUN_DIR",
+                   help="a run directory, or a .safetensors file written by `cnnlab export`")
     p.add_argument("image", type=Path, metavar="IMAGE")
     p.add_argument("--layer", help="layer name (e.g. 3 or features.3) or index; omit to list the layers")
     p.add_argument("--out", type=Path, help="write the tiled feature maps here (PNG)")
@@ -170,11 +171,11 @@ def run_predict(args: argparse.Namespace) -> int:
 
 
 def run_activations(args: argparse.Namespace) -> int:
+    from cnnlab.export.weights import open_model
     from cnnlab.insight.inspect import activations, activations_of, get_layer, layer_names
     from cnnlab.train.device import resolve_device
-    from cnnlab.train.runs import load_run
 
-    run = load_run(args.run_dir)
+    run = open_model(args.run_dir)  # a run directory or exported .safetensors weights
     model = run.build_model(weights="best").to(resolve_device(args.device))  # the maps come back on the CPU
     images, notes = _read_images(run, [args.image], args.invert)
     x = run.preprocess(images)

@@ -8,8 +8,6 @@ from pathlib import Path
 
 from cnnlab.errors import CnnlabError
 
-FORMATS = ("onnx", "pt2", "torchscript", "safetensors")  # cnnlab.export.FORMATS, without importing torch here
-
 
 def register(sub) -> None:
     p = sub.add_parser(
@@ -22,6 +20,7 @@ def register(sub) -> None:
                     "Graph formats take float (N, C, H, W) images normalised as in training.",
     )
     p.add_argument("run_dir", type=Path, nargs="?", metavar="RUN_DIR", help="a run directory made by `cnnlab train`")
+    from cnnlab.export import FORMATS
     from cnnlab.models.pretrained import URLS
 
     p.add_argument("--model", choices=list(URLS), help="export this pretrained network instead of a run")

@@ -83,8 +83,8 @@ class ExportedWeights:
         try:
             model.load_state_dict(self.state, assign=True)
         except RuntimeError as exc:
-            raise CnnlabError(f"{self.path} does not fit {self.config['model']}: "
-                              f"{str(exc).splitlines()[1].strip() if len(str(exc).splitlines()) > 1 else exc}") from exc
+            reason = " ".join(str(exc).split())  # torch's message spans lines: one line here
+            raise CnnlabError(f"{self.path} does not fit {self.config['model']}: {reason[:300]}") from exc
         return model.eval()
 
     def preprocess(self, images: np.ndarray) -> torch.Tensor:
