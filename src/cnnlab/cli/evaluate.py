@@ -83,7 +83,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
     print()
     print(format_most_confused(m["most_confused"], args.pairs))
     if not args.no_save:
-        save_metrics(run.path, merged_metrics(run.metrics, m))
+        save_metrics(run.path, merged_metrics(run.readable_metrics, m))
         print(f"\nsaved {run.path / 'metrics.json'}")
     return 0
 

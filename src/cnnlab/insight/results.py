@@ -141,7 +141,7 @@ def collect_results(run_dir, *, evaluation=None, options: ResultsOptions = Resul
     if evaluation is None and data is not None:
         evaluation = evaluate_images(model, data.test.images, data.test.labels, preprocess=run.preprocess,
                                      classes=run.classes, batch_size=options.batch_size, progress=progress)
-    metrics = run.metrics if evaluation is None else merged_metrics(run.metrics, evaluation.metrics)
+    metrics = run.metrics if evaluation is None else merged_metrics(run.readable_metrics, evaluation.metrics)
     images = data.test.images if data is not None else None
     why = problem or "the dataset was not loaded"
     summary, text = _model_text(model, run.input_shape)

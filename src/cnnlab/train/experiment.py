@@ -12,9 +12,10 @@ from pathlib import Path
 
 import torch
 
+from cnnlab import files
 from cnnlab.errors import CnnlabError
 from cnnlab.train import distributed as dist
-from cnnlab.train import runs
+from cnnlab.train import runlock, runs
 from cnnlab.train.config import RunConfig, TrainConfig, resume_config, settings, with_overrides
 from cnnlab.train.loop import History, evaluate_loss_accuracy, fit
 
@@ -129,8 +130,11 @@ def train_run(cfg: RunConfig, out, *, overwrite: bool = False, download: bool = 
     (:func:`keras_batch_size`); ``notify(line)`` is told the size chosen."""
     out = Path(out)
     data, model, meta, cfg = _prepare(cfg, download, batch_from_steps, notify)
-    _on_main(lambda: runs.create_run(out, meta, overwrite=overwrite))
-    return out, _train(data, model, meta, cfg.train, out, resume=None, tensorboard=tensorboard)
+    try:
+        _on_main(lambda: runs.create_run(out, meta, overwrite=overwrite))  # takes the writer's lock
+        return out, _train(data, model, meta, cfg.train, out, resume=None, tensorboard=tensorboard)
+    finally:
+        runlock.release(out)
 
 
 def config_of(run_path) -> RunConfig:
@@ -151,15 +155,33 @@ def resume_run(run_path, *, epochs: int | None = None, changes: dict | None = No
     config.json.
     """
     run_path = Path(run_path)
-    changes = {**(changes or {}), **({"epochs": epochs} if epochs is not None else {})}
+    if not run_path.is_dir():
+        raise CnnlabError(f"run directory {run_path} does not exist")
+    _on_main(lambda: runlock.acquire(run_path))  # one writer: a second --resume or --overwrite is refused
+    try:
+        if dist.is_main():
+            files.remove_stale_temporaries(run_path)  # what a kill left behind
+        return run_path, _resume(run_path, changes={**(changes or {}), **({"epochs": epochs} if epochs is not None else {})},
+                                 download=download, tensorboard=tensorboard)
+    finally:
+        runlock.release(run_path)
+
+
+def _resume(run_path: Path, *, changes: dict, download: bool, tensorboard: bool) -> History:
+    from cnnlab.models.weights import check_state_dict
+
     cfg = resume_config(config_of(run_path), **changes)
     data, model, meta, cfg = _prepare(cfg, download)
     last = run_path / "last.pt"
     state = runs.load_checkpoint(last) if last.is_file() else None
+    if state is not None:
+        runs.check_training_state(state, last)
+        check_state_dict(model, state["model"], source=str(last), name=cfg.model,
+                         fix="delete it to resume from the start, or train again (--overwrite)")
     if state is not None and state["epoch"] >= cfg.train.epochs:
         raise CnnlabError(f"{run_path} already finished its {state['epoch']} epochs; "
                           "pass --epochs N with a larger N to train it further")
     if changes and dist.is_main():
         saved = runs.load_run(run_path).config
         runs.save_json(run_path / "config.json", {**saved, "train": cfg.train.to_dict()})
-    return run_path, _train(data, model, meta, cfg.train, run_path, resume=state, tensorboard=tensorboard)
+    return _train(data, model, meta, cfg.train, run_path, resume=state, tensorboard=tensorboard)

@@ -34,6 +34,7 @@ import torch
 from cnnlab import files
 from cnnlab.errors import CnnlabError
 from cnnlab.train import distributed as dist
+from cnnlab.train import runlock
 
 HISTORY_FIELDS = ("epoch", "loss", "accuracy", "val_loss", "val_accuracy", "lr", "seconds")
 
@@ -67,25 +68,81 @@ def write_history(path: Path, epochs: list[dict]) -> None:
             w.writerow({k: e.get(k, "") for k in HISTORY_FIELDS})
 
 
+def _text(path: Path, fix: str) -> str:
+    try:
+        return Path(path).read_bytes().decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise CnnlabError(f"{path} is not UTF-8 text (bad byte at {exc.start}); it is damaged; {fix}") from None
+
+
+def read_json(path: Path, kind: type, fix: str):
+    """A JSON file that must hold a ``kind`` (dict or list), or a one-line CnnlabError naming it."""
+    try:
+        value = json.loads(_text(path, fix))
+    except json.JSONDecodeError as exc:
+        raise CnnlabError(f"{path} is not valid JSON ({exc.msg}, line {exc.lineno}); it is truncated or "
+                          f"damaged; {fix}") from None
+    if not isinstance(value, kind):
+        raise CnnlabError(f"{path} holds a JSON {type(value).__name__}, not an {kind.__name__}; it is damaged; {fix}")
+    return value
+
+
+_HISTORY_FIX = "delete it: `cnnlab train --resume` writes it again from last.pt"
+
+
 def read_history(path: Path) -> list[dict]:
+    """history.csv as one dict per epoch; [] when absent, a one-line CnnlabError when damaged."""
     if not Path(path).is_file():
         return []
-    with open(path, newline="") as f:
-        return [{k: (float(v) if v not in ("", None) else math.nan) for k, v in row.items()}
-                for row in csv.DictReader(f)]
+    rows = list(csv.DictReader(_text(path, _HISTORY_FIX).splitlines()))
+    out = []
+    for i, row in enumerate(rows, start=2):  # line 1 is the header
+        if None in row or "epoch" not in row:  # extra fields, or not our header
+            raise CnnlabError(f"{path}, line {i}: not the columns {','.join(HISTORY_FIELDS)}; {_HISTORY_FIX}")
+        try:
+            out.append({k: (float(v) if v not in ("", None) else math.nan) for k, v in row.items()})
+        except ValueError:
+            bad = next(f"{k}={v!r}" for k, v in row.items() if v not in ("", None) and not _is_number(v))
+            raise CnnlabError(f"{path}, line {i}: {bad} is not a number; {_HISTORY_FIX}") from None
+    return out
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _contents(path: Path) -> list[Path]:
+    """A run folder's entries, less lock files and the temporary files of writers."""
+    if not path.is_dir():
+        return []
+    return [p for p in path.iterdir() if p.name not in runlock.BOOKKEEPING
+            and not (p.name.startswith(".") and p.name.endswith(files.TMP_SUFFIX))]
 
 
 def create_run(path: Path, config: dict, *, overwrite: bool = False) -> Path:
-    """Make the run directory and write config.json; refuse an existing one unless overwriting."""
+    """Make the run directory, take its writer's lock and write config.json.
+
+    Refuses an existing run unless overwriting, and a folder that is not a run. A folder
+    holding only what a killed ``train`` left (a lock file, temporary files) counts as
+    empty. The lock stays held by this process (see ``cnnlab.train.runlock``).
+    """
     path = Path(path)
-    if path.exists() and any(path.iterdir()):
+    if path.exists() and not path.is_dir():
+        raise CnnlabError(f"--out {path} is a file, not a folder; choose another --out")
+    if _contents(path):
         if not overwrite:
             raise CnnlabError(f"output directory {path} already exists; use --overwrite to replace it "
                               f"or --resume {path} to continue it")
         if not (path / "config.json").is_file():
             raise CnnlabError(f"{path} exists and is not a cnnlab run; refusing to overwrite it, choose another --out")
-        shutil.rmtree(path)
-    path.mkdir(parents=True, exist_ok=True)
+    runlock.acquire(path)  # from here on no other cnnlab process writes here
+    files.remove_stale_temporaries(path)
+    for entry in _contents(path):  # overwrite: empty the folder, keeping the lock we hold
+        shutil.rmtree(entry) if entry.is_dir() and not entry.is_symlink() else entry.unlink()
     save_json(path / "config.json", config)
     return path
 
@@ -124,7 +181,8 @@ def checkpointer(run_path: Path) -> Callable:
     def on_epoch_end(end) -> None:
         if dist.is_main():
             state = end.state()
-            with interrupts_deferred():  # Ctrl-C between two files would leave them disagreeing
+            # Ctrl-C between two files would leave them disagreeing; readers wait for all three.
+            with interrupts_deferred(), runlock.snapshot(run_path, write=True):
                 if end.improved or not (run_path / "best.pt").exists():
                     save_checkpoint(run_path / "best.pt", state["model"])
                 save_checkpoint(run_path / "last.pt", state)
@@ -141,13 +199,46 @@ class Run:
         self.path = Path(path)
         if not (self.path / "config.json").is_file():
             raise CnnlabError(f"{self.path} has no config.json; is it a run directory made by `cnnlab train`?")
+        with runlock.snapshot(self.path, write=False):  # the files of one epoch, not of two
+            self.config: dict = check_config(read_json(self.path / "config.json", dict, _CONFIG_FIX),
+                                             self.path / "config.json")
+            # history.csv and metrics.json are read now but checked when used: a damaged
+            # one stops only the commands that need it.
+            self._history = self._later(lambda: read_history(self.path / "history.csv"))
+            self._metrics = self._later(self._read_metrics)
+
+    @staticmethod
+    def _later(read):
         try:
-            self.config: dict = json.loads((self.path / "config.json").read_text())
-        except json.JSONDecodeError as exc:
-            raise CnnlabError(f"{self.path / 'config.json'} is not valid JSON ({exc.msg}, line {exc.lineno})") from exc
-        self.history = read_history(self.path / "history.csv")
-        metrics_file = self.path / "metrics.json"
-        self.metrics: dict | None = json.loads(metrics_file.read_text()) if metrics_file.is_file() else None
+            return read(), None
+        except CnnlabError as exc:
+            return None, exc
+
+    def _read_metrics(self) -> dict | None:
+        path = self.path / "metrics.json"
+        fix = "delete it: `cnnlab evaluate` writes it again"
+        return read_json(path, dict, fix) if path.is_file() else None
+
+    @property
+    def history(self) -> list[dict]:
+        """history.csv, one dict per epoch; a one-line CnnlabError if it is damaged."""
+        value, error = self._history
+        if error is not None:
+            raise error
+        return value
+
+    @property
+    def metrics(self) -> dict | None:
+        """metrics.json, None when absent; a one-line CnnlabError if it is damaged."""
+        value, error = self._metrics
+        if error is not None:
+            raise error
+        return value
+
+    @property
+    def readable_metrics(self) -> dict | None:
+        """metrics.json, or None when it is absent or damaged (for commands that rewrite it)."""
+        return self._metrics[0]
 
     @property
     def classes(self) -> list[str]:
@@ -172,7 +263,8 @@ class Run:
         from cnnlab.models.weights import check_state_dict
 
         path = self.weights_path(weights)
-        state = load_checkpoint(path)
+        with runlock.snapshot(self.path, write=False):
+            state = load_checkpoint(path)
         if isinstance(state, dict) and "model" in state and "optimizer" in state:  # last.pt: the full state
             state = state["model"]
         check_state_dict(model, state, source=str(path), name=self.config["model"],
@@ -199,6 +291,52 @@ class Run:
             raise CnnlabError(f"images of shape {tuple(images.shape[1:])} do not match this run's input "
                               f"{expected} (H, W, C); resize/convert them first")
         return to_tensor(images, mean=self.config.get("mean"), std=self.config.get("std"))
+
+
+_CONFIG_FIX = "the run cannot be used without it; train it again (--overwrite)"
+
+
+def check_config(config: dict, path: Path) -> dict:
+    """The keys every command reads from config.json, with the types they need."""
+    def need(key, ok, what):
+        if key not in config:
+            raise CnnlabError(f"{path} has no {key!r}; it is damaged or not a cnnlab run's; {_CONFIG_FIX}")
+        if not ok(config[key]):
+            raise CnnlabError(f"{path}: {key!r} should be {what}, got {config[key]!r:.60}; {_CONFIG_FIX}")
+
+    def count(v):
+        return isinstance(v, int) and not isinstance(v, bool) and v >= 1
+
+    need("model", lambda v: isinstance(v, str) and v.strip(), "a model name or spec")
+    need("num_classes", count, "a positive integer")
+    need("input_shape", lambda v: isinstance(v, list) and len(v) == 3 and all(map(count, v)), "[H, W, C]")
+    if config.get("classes") is not None:
+        need("classes", lambda v: isinstance(v, list) and len(v) == config["num_classes"]
+             and all(isinstance(c, str) for c in v), f"a list of {config['num_classes']} names")
+    for key, kind in (("data", str), ("train", dict)):
+        if config.get(key) is not None:
+            need(key, lambda v, kind=kind: isinstance(v, kind), f"a JSON {'string' if kind is str else 'object'}")
+    return config
+
+
+_STATE_KEYS = {"epoch": int, "model": dict, "optimizer": dict, "scheduler": dict, "batches": dict,
+               "aug_rng": torch.Tensor, "torch_rng": torch.Tensor, "history": list, "best": dict}
+
+
+def check_training_state(state, path: Path) -> dict:
+    """A last.pt that loads is still checked to be cnnlab's training state before resuming from it."""
+    fix = "delete it to resume from the start, or train again (--overwrite)"
+    if not isinstance(state, dict):
+        raise CnnlabError(f"{path} holds a {type(state).__name__}, not a cnnlab training checkpoint; {fix}")
+    for key, kind in _STATE_KEYS.items():
+        if key not in state:
+            raise CnnlabError(f"{path} has no {key!r}: it is not a cnnlab training checkpoint; {fix}")
+        if not isinstance(state[key], kind) or isinstance(state[key], bool):
+            raise CnnlabError(f"{path}: {key!r} is a {type(state[key]).__name__}, not a {kind.__name__}; {fix}")
+    if state["epoch"] < 0 or state["epoch"] != len(state["history"]):
+        raise CnnlabError(f"{path}: epoch {state['epoch']} does not match its {len(state['history'])} "
+                          f"epochs of history; {fix}")
+    return state
 
 
 def load_run(path) -> Run:
