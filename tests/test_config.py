@@ -97,6 +97,10 @@ CASES = [
     (["--no-pretrained"], "pretrained", False),
     (["--weights", "w.pth"], "weights", "w.pth"),
     (["--image-size", "64"], "image_size", 64),
+    (["--stream"], "stream", True),
+    (["--max-memory", "2.5"], "max_memory", 2.5),
+    (["--skip-bad"], "skip_bad", True),
+    (["--workers", "3"], "workers", 3),
 ]
 
 
@@ -158,7 +162,7 @@ def test_resume_applies_or_refuses_each_option(saved_run, argv, name, value):
 def test_refused_on_resume_are_what_decided_the_finished_epochs():
     refused = {n for n, f in all_settings().items() if f.metadata["resume"] == REFUSE}
     assert refused == {"data", "model", "train_size", "val_size", "normalize", "init", "seed", "optimizer",
-                       "pretrained", "weights", "image_size"}
+                       "pretrained", "weights", "image_size", "skip_bad"}
 
 
 @pytest.mark.parametrize("argv", [["--recipe", "mnist-fast"], ["--out", "x"], ["--overwrite"]])
@@ -234,7 +238,7 @@ def test_toml_text_is_what_tomllib_reads():
     text = to_toml(RECIPES["mnist-fast"])
     doc = tomllib.loads(text)
     assert doc["run"] == {"data": "mnist", "model": "mnist-fast", "val_size": 0, "normalize": "none", "init": "model",
-                          "pretrained": False}
+                          "pretrained": False, "stream": False, "skip_bad": False, "workers": 2}
     assert doc["hyperparams"]["betas"] == [0.7, 0.9] and doc["hyperparams"]["lr"] == 0.01
     assert "lr" not in tomllib.loads(to_toml(RunConfig()))["hyperparams"]  # unset: a comment
     assert "# lr: unset" in to_toml(RunConfig())

@@ -92,6 +92,18 @@ def _check_options(train_size, val_size, seed, test_size) -> None:
         raise CnnlabError(f"test_size must be a fraction in [0, 1), got {test_size!r}")
 
 
+def _carve_val_indices(idx: np.ndarray, val_size: int | float, seed: int) -> tuple[np.ndarray, np.ndarray | None]:
+    """``_carve_val`` on the indices of a training set: (train indices, val indices or None)."""
+    n = len(idx)
+    k = int(round(val_size * n)) if isinstance(val_size, float) else int(val_size)
+    if k == 0:
+        return idx, None
+    if k >= n:
+        raise CnnlabError(f"val_size={val_size} takes {k:,} of only {n:,} training images; leave some to train on")
+    order = np.random.default_rng(seed).permutation(n)
+    return idx[np.sort(order[k:])], idx[np.sort(order[:k])]
+
+
 def _carve_val(train: Split, val_size: int | float, seed: int) -> tuple[Split, Split | None]:
     n = len(train)
     k = int(round(val_size * n)) if isinstance(val_size, float) else int(val_size)
@@ -201,6 +213,26 @@ def _check_counts(spec: DatasetSpec, where: Path, arrays: dict) -> None:
         )
 
 
+def folder_split(name: str, labels: np.ndarray, split: np.ndarray, n_classes: int, *, test_size: float,
+                 seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(train indices, test indices) of a scanned folder: its own train/test folders, and a
+    per-class seeded split of the images no test/ folder claimed, each in a seeded order."""
+    rng = np.random.default_rng(seed)
+    split = split.copy()
+    for c in range(n_classes):
+        pool = np.flatnonzero((split == folder.UNSPLIT) & (labels == c))
+        chosen = rng.permutation(pool)
+        n_test = int(round(test_size * len(pool)))
+        split[chosen[:n_test]] = folder.TEST
+        split[chosen[n_test:]] = folder.TRAIN
+    # A seeded random order, so "the first N training images" is a sample of every class.
+    train_idx = rng.permutation(np.flatnonzero(split == folder.TRAIN))
+    test_idx = rng.permutation(np.flatnonzero(split == folder.TEST))
+    if len(train_idx) == 0:
+        raise CnnlabError(f"{name}: no training images remain after the test split; add images or lower test_size")
+    return train_idx, test_idx
+
+
 def _load_folder(name: str, *, image_size, mode, test_size, seed, progress, use_cache):
     path = Path(name[len("folder:") :]).expanduser()
     classes, files, labels, split = folder.scan(path)
@@ -213,19 +245,7 @@ def _load_folder(name: str, *, image_size, mode, test_size, seed, progress, use_
         images = folder.read_images(files, image_size=image_size, mode=mode, progress=progress)
         if use_cache:
             cache.write(name, key, {"images": images}, {"classes": list(classes), "root": str(path.resolve())})
-    rng = np.random.default_rng(seed)
-    split = split.copy()
-    for c in range(len(classes)):  # per-class seeded split of the images no test/ folder claimed
-        pool = np.flatnonzero((split == folder.UNSPLIT) & (labels == c))
-        chosen = rng.permutation(pool)
-        n_test = int(round(test_size * len(pool)))
-        split[chosen[:n_test]] = folder.TEST
-        split[chosen[n_test:]] = folder.TRAIN
-    # A seeded random order, so "the first N training images" is a sample of every class.
-    train_idx = rng.permutation(np.flatnonzero(split == folder.TRAIN))
-    test_idx = rng.permutation(np.flatnonzero(split == folder.TEST))
-    if len(train_idx) == 0:
-        raise CnnlabError(f"{name}: no training images remain after the test split; add images or lower test_size")
+    train_idx, test_idx = folder_split(name, labels, split, len(classes), test_size=test_size, seed=seed)
     train = Split(images[train_idx], labels[train_idx])
     test = Split(images[test_idx], labels[test_idx])
     return train, test, classes, path.resolve()

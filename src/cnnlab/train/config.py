@@ -175,6 +175,14 @@ class RunConfig:
                                         "else torchvision's download)", resume=REFUSE)
     image_size: int | None = setting(None, "folder datasets: resize every image to SIZE x SIZE (e.g. 224)",
                                      resume=REFUSE)
+    # Folders larger than memory (cnnlab.data.stream): decoded per batch in worker processes.
+    stream: bool = setting(False, "folder datasets: decode images per batch in DataLoader workers instead of "
+                                  "holding them in memory (chosen by itself past --max-memory)")
+    max_memory: float | None = setting(None, "folder datasets: stream when the decoded images would take more "
+                                             "GiB than this (default: half the memory available)")
+    skip_bad: bool = setting(False, "folder datasets: leave out files that are not readable images (and say "
+                                    "how many) instead of stopping", resume=REFUSE)
+    workers: int = setting(2, "streamed folders: DataLoader worker processes decoding images")
     train: TrainConfig = setting(factory=TrainConfig, flag=False)
 
     def __post_init__(self) -> None:

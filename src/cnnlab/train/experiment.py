@@ -42,8 +42,10 @@ def _prepare(cfg: RunConfig, download: bool, batch_from_steps: bool = False, not
     from cnnlab.data import channel_stats, load
     from cnnlab.models import build
 
-    data = load(cfg.data, download=download, train_size=cfg.train_size, val_size=cfg.val_size,
-                seed=cfg.train.seed, progress=dist.is_main(), **folder_options(cfg))
+    data = _streamed(cfg)
+    if data is None:
+        data = load(cfg.data, download=download, train_size=cfg.train_size, val_size=cfg.val_size,
+                    seed=cfg.train.seed, progress=dist.is_main(), **folder_options(cfg))
     if batch_from_steps and cfg.train.steps_per_epoch:
         n, steps = len(data.train), cfg.train.steps_per_epoch
         cfg = with_overrides(cfg, batch_size=keras_batch_size(n, steps))
@@ -52,6 +54,8 @@ def _prepare(cfg: RunConfig, download: bool, batch_from_steps: bool = False, not
                    f"{cfg.train.batch_size} images, as Keras' fit does")
     mean = std = None
     if cfg.normalize == "featurewise":
+        if not hasattr(data.train, "images"):
+            raise CnnlabError("--normalize featurewise needs the images in memory; leave it out when streaming")
         mean, std = (list(map(float, v)) for v in channel_stats(data.train.images))
     torch.manual_seed(cfg.train.seed)  # same seed, same initial weights (and the same new head)
     if cfg.pretrained:
@@ -71,9 +75,28 @@ def _prepare(cfg: RunConfig, download: bool, batch_from_steps: bool = False, not
         "mean": mean, "std": std, "validation": "val split" if data.val is not None else "test set",
         "pretrained": cfg.pretrained, "weights": cfg.weights, "image_size": cfg.image_size,
         **({"mode": folder_options(cfg)["mode"]} if folder_options(cfg) else {}),
+        "streamed": not hasattr(data.train, "images"), "stream": cfg.stream, "max_memory": cfg.max_memory,
+        "skip_bad": cfg.skip_bad, "workers": cfg.workers,
         "world_size": dist.world_size(), "train": cfg.train.to_dict(),
     }
+    for part in (data.train, data.val, data.test):  # streams normalise on the device, batched
+        if part is not None and not hasattr(part, "images"):
+            part.mean, part.std = mean, std
     return data, model, meta, cfg
+
+
+def _streamed(cfg: RunConfig):
+    """The folder as streams (cnnlab.data.stream) when --stream, --skip-bad or its size asks for it."""
+    if not cfg.data.startswith("folder:"):
+        return None
+    from cnnlab.data.stream import should_stream, stream_folder
+
+    data = stream_folder(cfg.data, seed=cfg.train.seed, train_size=cfg.train_size, val_size=cfg.val_size,
+                         skip_bad=cfg.skip_bad, workers=cfg.workers, **folder_options(cfg))
+    h, w, c = data.input_shape
+    big = should_stream(len(data.train) + len(data.test) + (len(data.val) if data.val else 0), (h, w), c,
+                        max_memory_gib=cfg.max_memory)
+    return data if cfg.stream or big or data.skipped else None
 
 
 def _train(data, model, meta: dict, cfg: TrainConfig, out: Path, resume: dict | None,
@@ -83,6 +106,8 @@ def _train(data, model, meta: dict, cfg: TrainConfig, out: Path, resume: dict | 
     def tensor(split):
         return to_tensor(split.images, mean=meta["mean"], std=meta["std"])
 
+    if meta.get("streamed"):
+        return _train_streamed(data, model, meta, cfg, out, resume)
     x, x_test = tensor(data.train), tensor(data.test)
     val = (tensor(data.val), data.val.labels) if data.val is not None else (x_test, data.test.labels)
     log = None
@@ -103,6 +128,28 @@ def _train(data, model, meta: dict, cfg: TrainConfig, out: Path, resume: dict | 
     if dist.is_main():
         runs.save_metrics(out, {"test_loss": loss, "test_accuracy": acc, "epochs": len(history),
                                 "seconds": sum(e["seconds"] for e in history.epochs)})
+    dist.barrier()
+    return history
+
+
+def _train_streamed(data, model, meta: dict, cfg: TrainConfig, out: Path, resume: dict | None) -> History:
+    from cnnlab.train.feed import LoaderFeed
+    from cnnlab.train.session import evaluate
+
+    head = None
+    if meta.get("pretrained"):
+        from cnnlab.models.transfer import head_of
+
+        head = head_of(model)
+    history = fit(model, data.train, config=cfg, validation_data=data.val if data.val is not None else data.test,
+                  callbacks=[runs.checkpointer(out)], resume=resume, head=head)
+    device = next(model.parameters()).device
+    test = LoaderFeed(data.test, batch_size=cfg.eval_batch_size, seed=cfg.seed, device=device, shuffle=False)
+    loss, acc = evaluate(model, test, cfg)
+    if dist.is_main():
+        runs.save_metrics(out, {"test_loss": loss, "test_accuracy": acc, "epochs": len(history),
+                                "seconds": sum(e["seconds"] for e in history.epochs),
+                                "skipped_files": len(data.skipped)})
     dist.barrier()
     return history
 
