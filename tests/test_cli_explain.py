@@ -53,7 +53,7 @@ def test_explain_a_run_on_files_and_test_images(env, capsys, tmp_path):
     text = capsys.readouterr()
     assert rc == 2 and "--target actual needs labelled images" in text.err  # a file has no label
     rc = main(["explain", str(env["run"]), "test:0", "test:1", "--target", "actual", "--out", str(out),
-               "--save-array", str(arr)])
+               "--save-array", str(arr), "--device", "cpu"])
     text = capsys.readouterr().out
     assert rc == 0 and "test:0: predicted" in text and "layer: 3" in text
     run = load_run(env["run"])
@@ -82,6 +82,7 @@ def test_explain_sweep_and_bad_input(env, capsys, tmp_path):
         (["test:0", "--method", "saliency", "--layer", "0"], "--layer is for gradcam"),
         (["test:0", "--weights", "w.pth"], "--weights goes with --model"),
         ([], "give a run directory and at least one image"),
+        (["test:0", "--device", "nonsense"], "unknown device 'nonsense'"),
     ]:
         assert main(["explain", str(env["run"]), *argv]) == 2
         assert message in capsys.readouterr().err

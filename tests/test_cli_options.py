@@ -29,7 +29,7 @@ EXPECTED = {
     ("data", "info"): {"--offline", "--quiet", "--verbose"},
     ("data", "show"): {"--out", "--offline", "--quiet", "--verbose"},
     ("data", "fetch"): {"--quiet", "--verbose"},
-    ("explain",): {"--out", "--offline"},
+    ("explain",): {"--out", "--offline", "--device"},
 }
 OLD = ("--html", "--progress", "--no-progress", "--no-download")
 

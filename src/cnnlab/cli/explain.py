@@ -46,6 +46,7 @@ def register(sub) -> None:
     p.add_argument("--alpha", type=float, default=0.5, help="opacity of the map over the image (default 0.5)")
     p.add_argument("--invert", action="store_true", help="invert grey levels of image files first")
     options.add_offline(p)
+    options.add_device(p)
     p.set_defaults(func=run)
 
 
@@ -101,10 +102,11 @@ def _class_index(target: str, classes: list[str]) -> int | str:
 def _run_trained(args) -> int:
     from cnnlab.insight import attribution
     from cnnlab.insight.inspect import conv_layers
+    from cnnlab.train.device import resolve_device
     from cnnlab.train.runs import load_run
 
     run = load_run(args.inputs[0])
-    model = run.build_model(weights="best")
+    model = run.build_model(weights="best").to(resolve_device(args.device))  # the maps come back on the CPU
     images, labels, names = _run_images(run, args.inputs[1:], args.invert)
     target = _class_index(args.target, run.classes)
     if target == "actual" and (labels < 0).any():
@@ -142,7 +144,10 @@ def _run_photos(args) -> int:
 
     if args.target == "actual":
         raise CnnlabError("photos have no labels: use --target predicted, a class name (e.g. tabby) or an index")
+    from cnnlab.train.device import resolve_device
+
     net = load_pretrained(args.model, weights=args.weights, progress=True, download=not args.offline)
+    net = net.to(resolve_device(args.device))
     target = int(args.target) if args.target.isdigit() else args.target
     results = [explain_photo(photo, model=net, method=args.method, target=target, layer=args.layer)
                for photo in args.inputs]
