@@ -11,6 +11,7 @@ from torch import nn
 
 from cnnlab.errors import CnnlabError
 from cnnlab.insight import featurevis as fv
+from cnnlab.insight import featurevis_image as fvi
 from cnnlab.insight.featurevis import top_examples, visualize_channels, visualize_class
 from cnnlab.insight.inspect import activations
 
@@ -137,8 +138,8 @@ def test_top_examples_equal_a_brute_force_loop():
 
 
 def test_colour_matrix_is_a_square_root_of_imagenets_colour_covariance():
-    m = fv._colour_matrix().double().numpy()
-    s = fv._IMAGENET_COLOUR_SQRT
+    m = fvi.colour_matrix().double().numpy()
+    s = fvi.IMAGENET_COLOUR_SQRT
     chol = np.linalg.cholesky(s @ s.T)
     scale = np.linalg.norm(chol, axis=0).max()
     np.testing.assert_allclose((m * scale) @ (m * scale).T, s @ s.T, atol=1e-6)
@@ -151,16 +152,16 @@ def test_spectrum_scale_is_lucids_one_over_frequency():
     fx = np.fft.fftfreq(w)[: w // 2 + 1]  # the non-negative half rfft2 keeps
     freqs = np.sqrt(fx**2 + fy**2)
     expected = 1.0 / np.maximum(freqs, 1.0 / max(h, w)) * np.sqrt(h * w)
-    np.testing.assert_allclose(fv._spectrum_scale(h, w).numpy(), np.abs(expected), rtol=1e-6)
+    np.testing.assert_allclose(fvi.spectrum_scale(h, w).numpy(), np.abs(expected), rtol=1e-6)
 
 
 def test_random_affine_is_the_identity_without_transforms_and_a_roll_for_a_shift():
     x = torch.rand((2, 3, 10, 14), generator=torch.Generator().manual_seed(0))
-    setup = fv._Setup(size=(10, 14), channels_in=3, steps=1, lr=0.1, mean=torch.zeros(1), std=torch.ones(1),
+    setup = fvi.Setup(size=(10, 14), channels_in=3, steps=1, lr=0.1, mean=torch.zeros(1), std=torch.ones(1),
                       robust=True, fourier=True, jitter=0, scale=(1.0, 1.0), rotate=0.0)
-    out = fv._random_affine(x, setup, torch.Generator().manual_seed(0))
+    out = fvi.random_affine(x, setup, torch.Generator().manual_seed(0))
     torch.testing.assert_close(out, x, atol=1e-5, rtol=0)
-    shifted = fv._random_affine(x, fv._Setup(**{**setup.__dict__, "jitter": 1}), torch.Generator().manual_seed(5))
+    shifted = fvi.random_affine(x, fvi.Setup(**{**setup.__dict__, "jitter": 1}), torch.Generator().manual_seed(5))
     # each image moved by whole pixels: its interior equals a roll of the original
     for b in range(2):
         match = [(dy, dx) for dy in (-1, 0, 1) for dx in (-1, 0, 1)

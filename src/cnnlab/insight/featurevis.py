@@ -28,49 +28,19 @@ Images are returned as float32 ``(K, H, W, C)`` in [0, 1], one per channel or cl
 from __future__ import annotations
 
 import contextlib
-import math
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from cnnlab.errors import CnnlabError
+from cnnlab.insight.featurevis_image import Setup, init_param, random_affine, spectrum_scale, to_image
 from cnnlab.insight.inspect import get_layer
 
 __all__ = ["ChannelVisuals", "frozen_model", "last_conv_layer", "run_channel_visuals", "top_examples",
            "visualize_channels", "visualize_class"]
-
-# Lucid's ``color_correlation_svd_sqrt`` (lucid/optvis/param/color.py): a square root of the
-# covariance of ImageNet's RGB pixels. We use the Cholesky factor of that covariance instead
-# (another square root: it maps white noise to the same colour statistics), normalised like
-# Lucid by its largest column norm so the decorrelated values keep unit scale.
-_IMAGENET_COLOUR_SQRT = np.array([[0.26, 0.09, 0.02], [0.27, 0.00, -0.05], [0.27, -0.09, 0.03]])
-
-
-def _colour_matrix() -> torch.Tensor:
-    cholesky = np.linalg.cholesky(_IMAGENET_COLOUR_SQRT @ _IMAGENET_COLOUR_SQRT.T)  # (3, 3) lower triangular
-    return torch.tensor(cholesky / np.linalg.norm(cholesky, axis=0).max(), dtype=torch.float32)
-
-
-@dataclass(frozen=True)
-class _Setup:
-    """How one visualisation runs (validated by :func:`_setup`)."""
-
-    size: tuple[int, int]
-    channels_in: int
-    steps: int
-    lr: float
-    mean: torch.Tensor  # (1, C, 1, 1)
-    std: torch.Tensor
-    robust: bool
-    fourier: bool
-    jitter: int  # pixels; scale and rotation ranges are below
-    scale: tuple[float, float] = (0.9, 1.1)  # Lucid's random_scale: 1 + (i - 5) / 50, i = 0..10
-    rotate: float = 10.0  # degrees either way, as Lucid's random_rotate(range(-10, 11))
-
 
 # --------------------------------------------------------------------------- model state
 
@@ -186,72 +156,24 @@ def _as_units(values, what: str) -> list[int]:
     return [int(v) for v in items]
 
 
-# --------------------------------------------------------------------------- image parameterisation
-
-
-def _spectrum_scale(h: int, w: int) -> torch.Tensor:
-    """(h, w // 2 + 1) weights 1/f for rfft2 coefficients, clipped at the lowest frequency
-    (Lucid's ``fft_image``); times sqrt(h w) so that irfft2's 1/(h w) leaves unit-scale pixels."""
-    fy = torch.fft.fftfreq(h)[:, None]
-    fx = torch.fft.rfftfreq(w)[None, :]
-    freqs = torch.sqrt(fx * fx + fy * fy)
-    return 1.0 / freqs.clamp(min=1.0 / max(h, w)) * math.sqrt(h * w)
-
-
-def _init_param(setup: _Setup, n: int, gen: torch.Generator) -> torch.Tensor:
-    h, w = setup.size
-    if setup.fourier:  # real and imaginary parts of the spectrum, Lucid's sd=0.01
-        return torch.randn((n, setup.channels_in, h, w // 2 + 1, 2), generator=gen) * 0.01
-    return torch.randn((n, setup.channels_in, h, w), generator=gen) * 0.01
-
-
-def _to_image(param: torch.Tensor, setup: _Setup, scale: torch.Tensor | None) -> torch.Tensor:
-    """The parameters -> images (B, C, H, W) in [0, 1]."""
-    if setup.fourier:
-        spectrum = torch.view_as_complex(param) * scale  # (B, C, H, W//2+1)
-        x = torch.fft.irfft2(spectrum, s=setup.size) / 4.0  # Lucid's /4: the sigmoid starts near its linear part
-    else:
-        x = param
-    if setup.channels_in == 3:  # decorrelated colours -> RGB
-        x = torch.einsum("ij,bjhw->bihw", _colour_matrix().to(x.device), x)
-    return torch.sigmoid(x)
-
-
-def _random_affine(x: torch.Tensor, setup: _Setup, gen: torch.Generator) -> torch.Tensor:
-    """Each image jittered by up to ``jitter`` pixels, scaled and rotated (drawn from ``gen``)."""
-    b, _, h, w = x.shape
-    u = torch.rand((b, 4), generator=gen)
-    angle = (u[:, 0] * 2 - 1) * math.radians(setup.rotate)
-    s = setup.scale[0] + u[:, 1] * (setup.scale[1] - setup.scale[0])
-    shift = torch.floor(u[:, 2:] * (2 * setup.jitter + 1)) - setup.jitter  # whole pixels, (B, 2) x then y
-    cos, sin = torch.cos(angle) / s, torch.sin(angle) / s
-    # affine_grid works in [-1, 1] coordinates: on a non-square image a rotation needs the
-    # aspect ratio (h / w) to stay a rotation in pixels.
-    theta = torch.stack([torch.stack([cos, -sin * h / w, shift[:, 0] * 2 / w], 1),
-                         torch.stack([sin * w / h, cos, shift[:, 1] * 2 / h], 1)], 1)  # (B, 2, 3)
-    grid = F.affine_grid(theta.to(x.device), list(x.shape), align_corners=False)
-    # Reflection: no constant border whose edge a channel could learn to love.
-    return F.grid_sample(x, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
-
-
 # --------------------------------------------------------------------------- optimisation
 
 
-def _optimise(model: nn.Module, setup: _Setup, module: nn.Module | None, units: list[int], seed: int,
+def _optimise(model: nn.Module, setup: Setup, module: nn.Module | None, units: list[int], seed: int,
               what: str) -> np.ndarray:
     """Maximise the mean activation of ``units[b]`` (a channel of ``module``, or a logit when
     ``module`` is None) for each image b; returns (B, H, W, C) float32 in [0, 1]."""
     device = next(model.parameters(), torch.empty(0)).device
     gen = torch.Generator().manual_seed(seed)
-    param = _init_param(setup, len(units), gen).to(device).requires_grad_(True)
-    scale = _spectrum_scale(*setup.size).to(device) if setup.fourier else None
+    param = init_param(setup, len(units), gen).to(device).requires_grad_(True)
+    scale = spectrum_scale(*setup.size).to(device) if setup.fourier else None
     targets = torch.tensor(units)
     opt = torch.optim.Adam([param], lr=setup.lr)
     mean, std = setup.mean.to(device), setup.std.to(device)
     for step in range(setup.steps):
-        image = _to_image(param, setup, scale)
+        image = to_image(param, setup, scale)
         if setup.robust:
-            image = _random_affine(image, setup, gen)
+            image = random_affine(image, setup, gen)
         out = _forward(model, (image - mean) / std, module)
         if step == 0:
             _check_output(out, units, what)
@@ -260,7 +182,7 @@ def _optimise(model: nn.Module, setup: _Setup, module: nn.Module | None, units: 
         loss.backward()
         opt.step()
     with torch.no_grad():
-        final = _to_image(param, setup, scale)  # (B, C, H, W)
+        final = to_image(param, setup, scale)  # (B, C, H, W)
     return final.permute(0, 2, 3, 1).float().cpu().numpy().copy()
 
 
@@ -273,7 +195,7 @@ def _check_output(out: torch.Tensor, units: list[int], what: str) -> None:
     _check_units(units, out.shape[1], what)
 
 
-def _setup(model: nn.Module, *, size, steps, lr, mean, std, in_channels, robust, fourier, jitter) -> _Setup:
+def _setup(model: nn.Module, *, size, steps, lr, mean, std, in_channels, robust, fourier, jitter) -> Setup:
     if not isinstance(model, nn.Module):
         raise CnnlabError(f"model must be a torch nn.Module, got {type(model).__name__}")
     hw = (size, size) if isinstance(size, (int, np.integer)) else tuple(size)
@@ -293,7 +215,7 @@ def _setup(model: nn.Module, *, size, steps, lr, mean, std, in_channels, robust,
     if any(t.numel() not in (1, c) for t in stats):
         raise CnnlabError(f"mean and std need 1 or {c} values (one per input channel), got {mean!r} and {std!r}")
     jitter = max(1, round(min(hw) / 16)) if jitter is None else int(jitter)  # Lucid: 8 px at 128
-    return _Setup(size=(int(hw[0]), int(hw[1])), channels_in=c, steps=steps, lr=float(lr),
+    return Setup(size=(int(hw[0]), int(hw[1])), channels_in=c, steps=steps, lr=float(lr),
                   mean=stats[0].reshape(1, -1, 1, 1), std=stats[1].reshape(1, -1, 1, 1), robust=bool(robust),
                   fourier=bool(fourier), jitter=jitter)
 

@@ -70,9 +70,7 @@ def plot_embedding(embedding, *, classes: Sequence[str] | None = None, title: st
     """Scatter of ``embedding.coords`` (an ``Embedding``), one colour (and marker) per actual
     class, each wrong prediction crossed out in black. The legend names the classes and
     counts the wrong ones."""
-    coords = np.asarray(embedding.coords)
-    labels = np.asarray(embedding.labels)
-    wrong = np.asarray(embedding.wrong)
+    coords, labels, wrong = (np.asarray(a) for a in (embedding.coords, embedding.labels, embedding.wrong))
     if coords.ndim != 2 or coords.shape[1] != 2 or len(labels) != len(coords):
         raise CnnlabError(f"embedding coords must be (N, 2) with one label each, got {coords.shape} and {labels.shape}")
     n_classes = int(labels.max()) + 1 if len(labels) else 0
