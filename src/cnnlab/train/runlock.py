@@ -57,8 +57,11 @@ def acquire(path: Path) -> None:
         os.close(fd)
         raise CnnlabError(f"{path} is being written by another cnnlab process (PID {holder}); wait for it "
                           "to finish or stop it, or choose another --out") from None
-    os.ftruncate(fd, 0)
-    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    try:  # the PID is for the message of a refused writer; a full disk must not stop the run here
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    except OSError:
+        pass
     _HELD[key] = fd
 
 
