@@ -64,8 +64,9 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    # What cnnlab.models.pretrained.load_pretrained does for every cnnlab user (cnnlab.train.memory); it is
-    # per process, so the Keras peer runs under it too (TensorFlow has its own allocator).
+    # What the cnnlab command does for every subcommand (cnnlab.cli.main; the library leaves the
+    # process-wide malloc settings alone). It is per process, so the Keras peer runs under it
+    # too (TensorFlow has its own allocator).
     kept = keep_freed_memory()
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {args.rounds} rounds, median; "
           f"freed memory kept in the process: {kept}")

@@ -35,7 +35,6 @@ from cnnlab.errors import CnnlabError
 from cnnlab.models import MODELS
 from cnnlab.models.weights import check_state_dict
 from cnnlab.models.winograd import winograd_inference
-from cnnlab.train.memory import keep_freed_memory
 
 URLS = {
     "vgg16": "https://download.pytorch.org/models/vgg16-397923af.pth",
@@ -167,11 +166,11 @@ def load_pretrained(name: str = "squeezenet1_1", *, weights=None, progress: bool
     device and takes the loaded tensors as they are (no random init of 138 M parameters).
     ``winograd``: compute the wide 3×3 convolutions with Winograd F(4×4, 3×3) for faster
     CPU inference (``cnnlab.models.winograd``; VGG-16 about 1.3–1.4× faster on 2 cores); the
-    model's state-dict keys then differ from torchvision's.
+    model's state-dict keys then differ from torchvision's. Process-wide malloc tuning is
+    the caller's choice (``cnnlab.train.memory.keep_freed_memory``; the CLI applies it).
     """
     if name not in URLS:
         raise CnnlabError(f"no pretrained network {name!r}; choose one of {', '.join(URLS)}")
-    keep_freed_memory()  # inference reallocates every activation (cnnlab.train.memory)
     path = download_weights(URLS[name], progress=progress, download=download) if weights is None else Path(weights)
     state = load_state_dict(path)
     with torch.device("meta"):
