@@ -22,6 +22,7 @@ wall seconds per run, the median over seeds, and whether the target was met.
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import time
 from pathlib import Path
@@ -40,7 +41,8 @@ from cnnlab.train.finetune import FINETUNE_DEFAULTS
 from cnnlab.train.loop import fit
 from cnnlab.train.validation import evaluate_loss_accuracy
 
-SHARED_WEIGHTS = Path(__file__).resolve().parents[2] / "shared" / "models" / "squeezenet1_1-imagenet.pth"
+SHARED = Path(os.environ.get("CNNLAB_SHARED") or Path(__file__).resolve().parents[2] / "shared")
+SHARED_WEIGHTS = SHARED / "models" / "squeezenet1_1-imagenet.pth"
 
 
 def subset(ds, per_class: int):
