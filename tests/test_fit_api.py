@@ -137,3 +137,14 @@ def test_own_module_gets_a_run_that_resumes_exactly_and_reports(tmp_path, monkey
     capsys.readouterr()
     assert main(["evaluate", str(split)]) == 0 and "accuracy" in capsys.readouterr().out
     assert main(["report", str(split)]) == 0 and (split / "report.html").is_file()
+
+
+def test_fit_leaves_process_wide_malloc_settings_alone():
+    import subprocess
+    import sys
+
+    code = ("import torch; from torch import nn; from cnnlab.train import memory; from cnnlab.train.loop import fit; "
+            "fit(nn.Sequential(nn.Flatten(), nn.Linear(4, 2)), torch.rand(8, 1, 2, 2), torch.zeros(8).long(), "
+            "epochs=1, verbose=0, device='cpu'); print(memory._state)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "None"  # keep_freed_memory() never ran: the CLI applies it, fit does not
