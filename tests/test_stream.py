@@ -78,3 +78,19 @@ def test_cli_streamed_run_trains_as_the_in_memory_one(photos, tmp_path):
         torch.testing.assert_close(v, b["model"][k], msg=k)
     assert load_run(tmp_path / "st").config["streamed"] is True
     assert load_run(tmp_path / "st").metrics["test_accuracy"] == load_run(tmp_path / "mem").metrics["test_accuracy"]
+
+
+def test_cli_streamed_run_resumes_exactly(photos, tmp_path):
+    from cnnlab.cli import main
+    from cnnlab.train.runs import load_checkpoint
+
+    common = ["train", "--data", f"folder:{photos}", "--model", "conv4k3-relu,gap,dense3", "--batch-size", "8",
+              "--quiet", "--no-report", "--offline", "--stream", "--workers", "1",
+              "--augment", "flip-h,resized-crop=0.5"]
+    assert main([*common, "--epochs", "3", "--out", str(tmp_path / "straight")]) == 0
+    assert main([*common, "--epochs", "1", "--out", str(tmp_path / "split")]) == 0
+    assert main(["train", "--resume", str(tmp_path / "split"), "--epochs", "3", "--quiet", "--no-report",
+                 "--offline"]) == 0
+    a, b = load_checkpoint(tmp_path / "straight" / "last.pt"), load_checkpoint(tmp_path / "split" / "last.pt")
+    for k, v in a["model"].items():
+        assert torch.equal(v, b["model"][k]), k
