@@ -174,6 +174,13 @@ def run(args: argparse.Namespace) -> int:
     device = dist.setup(cfg.train.device)
     main = dist.is_main()  # remembered: after teardown every process looks like rank 0
     out = args.resume or args.out or "RUN_DIR"
+    if not args.resume and dist.restarted():
+        # torchrun --max-restarts restarted the group after a worker died: continue from the
+        # last checkpoint as --resume would (never --overwrite the finished epochs).
+        out = args.out or _default_out(cfg)
+        if (Path(out) / "config.json").is_file():
+            args.resume = Path(out)
+    failed = False
     try:
         if args.resume:
             changes.update({"device": device} if device != cfg.train.device else {})
@@ -185,17 +192,25 @@ def run(args: argparse.Namespace) -> int:
             if main and cfg.train.verbose:
                 print(f"training {cfg.model} on {cfg.data}: device {where}, precision {cfg.train.precision}"
                       + (" (auto)" if args.precision in (None, "auto") else ""))
-            out = args.out or Path("runs") / f"{cfg.data.replace(':', '-').replace('/', '-')}-{cfg.model}"
+            out = args.out or _default_out(cfg)
             path, history = train_run(cfg, out, overwrite=args.overwrite, download=not args.offline,
                                       tensorboard=args.tensorboard, batch_from_steps=from_steps,
                                       notify=(lambda line: print(f"cnnlab train: {line}")) if main else None)
     except KeyboardInterrupt:
+        failed = True
         if main:
             print(f"cnnlab train: interrupted; finished epochs are saved, continue with "
                   f"`cnnlab train --resume {out}`", file=sys.stderr)
         return 130
+    except Exception as exc:
+        failed = True
+        lost = dist.peer_failure(exc)  # a rank that stalled or died: one line, not a gloo traceback
+        if lost is None:
+            raise
+        raise CnnlabError(f"{lost}; finished epochs are saved in {out}, continue with "
+                          f"`cnnlab train --resume {out}` (or run under torchrun --max-restarts=N)") from None
     finally:
-        dist.teardown()
+        dist.teardown(failed=failed)
     if not main:
         return 0
     last = history.epochs[-1] if history.epochs else {}
@@ -205,6 +220,10 @@ def run(args: argparse.Namespace) -> int:
         _report(path)
     print(f"run directory: {path}")
     return 0
+
+
+def _default_out(cfg) -> Path:
+    return Path("runs") / f"{cfg.data.replace(':', '-').replace('/', '-')}-{cfg.model}"
 
 
 _HEADER = """cnnlab train configuration: `cnnlab train --config FILE` repeats this run.

@@ -49,14 +49,39 @@ def setup(device: str = "auto", timeout_s: float | None = None) -> str:
     return device
 
 
-def teardown() -> None:
+def teardown(*, failed: bool = False) -> None:
     """Leave the group together: a rank that destroys its group while a peer is still
-    talking to it can abort that peer ("terminate called without an active exception")."""
+    talking to it can abort that peer ("terminate called without an active exception").
+    After a failure (``failed``) no peer is waited for: it may be the one that is gone."""
     if tdist.is_initialized():
         try:
-            tdist.barrier()
+            if not failed:
+                tdist.barrier()
         finally:
             tdist.destroy_process_group()
+
+
+def restarted() -> bool:
+    """True in a worker that torchrun (torchelastic) started again after the group failed."""
+    return int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0") or 0) > 0
+
+
+# What gloo and NCCL say when a peer stops answering (stalled, e.g. SIGSTOP) or dies.
+_PEER_SIGNS = ("timed out", "timeout", "connection closed by peer", "connection reset by peer", "broken pipe",
+               "connection refused", "nccl communicator was aborted")
+
+
+def peer_failure(exc: BaseException) -> str | None:
+    """One line saying another rank stalled or died, if ``exc`` is that; else None."""
+    if world_size() == 1 and not launched_by_torchrun():
+        return None
+    text = str(exc).lower()
+    if not any(sign in text for sign in _PEER_SIGNS):
+        return None
+    timeout = os.environ.get("CNNLAB_DIST_TIMEOUT", DEFAULT_TIMEOUT_S)
+    kind = "stopped answering" if "time" in text else "disconnected"
+    return (f"rank {os.environ.get('RANK', '?')}: another process of the group {kind} "
+            f"(CNNLAB_DIST_TIMEOUT={timeout} s); it stalled, died or lost the network")
 
 
 def world_size() -> int:
