@@ -136,10 +136,11 @@ def _shapes_images(root: Path) -> Path:
 
 
 @pytest.fixture(scope="session")
-def tiny_run(tmp_path_factory) -> Path:
-    """A run directory trained for two epochs by `cnnlab train` on a 45-image folder dataset
-    (conv, pool, conv, dense): for tests of the commands that read a run. Session-wide: tests
-    may add files to it but must not break it."""
+def tiny_run_env(tmp_path_factory) -> dict[str, Path]:
+    """{"run": a run directory, "data": its folder dataset}: trained for two epochs by `cnnlab
+    train` on 45 10x10 images in three classes (conv, pool, conv, dense), the way a user makes
+    one. Trained once per session for every test of the commands that read a run; tests may
+    add files to the run but must not break it."""
     from cnnlab.cli import main
 
     base = tmp_path_factory.mktemp("tiny-run")
@@ -151,4 +152,20 @@ def tiny_run(tmp_path_factory) -> Path:
         rc = main(["train", "--data", f"folder:{data}", "--model", spec, "--epochs", "2", "--batch-size", "8",
                    "--out", str(run), "--quiet", "--offline", "--no-report"])
         assert rc == 0
-    return run
+    return {"run": run, "data": data}
+
+
+@pytest.fixture(scope="module")
+def run_env(tiny_run_env, tmp_path_factory):
+    """``tiny_run_env`` plus "base", a scratch folder per test module, with the user cache
+    (XDG_CACHE_HOME) pointed inside it for the whole module."""
+    base = tmp_path_factory.mktemp("run-env")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("XDG_CACHE_HOME", str(base / "cache"))
+        yield {"base": base, **tiny_run_env}
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tiny_run_env) -> Path:
+    """The run directory of ``tiny_run_env``."""
+    return tiny_run_env["run"]

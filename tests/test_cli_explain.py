@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 from PIL import Image
@@ -12,63 +10,32 @@ from cnnlab.cli import main
 from cnnlab.insight import attribution
 from cnnlab.train.runs import load_run
 
-SPEC = "conv4k3-relu,maxpool2,conv6k3-relu,flatten"
 
-
-def _shapes_folder(root: Path) -> Path:
-    rng = np.random.default_rng(0)
-    for c, name in enumerate(["bar", "dot", "ring"]):
-        (root / name).mkdir(parents=True)
-        for i in range(12):
-            img = rng.integers(0, 60, (10, 10), dtype=np.uint8)
-            if c == 0:
-                img[:, 4:6] = 255
-            elif c == 1:
-                img[4:6, 4:6] = 255
-            else:
-                img[2, 2:8] = img[7, 2:8] = img[2:8, 2] = img[2:8, 7] = 255
-            Image.fromarray(img).save(root / name / f"{i}.png")
-    return root
-
-
-@pytest.fixture(scope="module")
-def env(tmp_path_factory):
-    base = tmp_path_factory.mktemp("explain")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("XDG_CACHE_HOME", str(base / "cache"))
-        data = _shapes_folder(base / "shapes")
-        run = base / "run"
-        rc = main(["train", "--data", f"folder:{data}", "--model", SPEC, "--epochs", "2", "--batch-size", "8",
-                   "--out", str(run), "--quiet", "--offline", "--no-report"])
-        assert rc == 0
-        yield {"base": base, "run": run, "data": data}
-
-
-def test_explain_a_run_on_files_and_test_images(env, capsys, tmp_path):
+def test_explain_a_run_on_files_and_test_images(run_env, capsys, tmp_path):
     photo = tmp_path / "bar.png"
-    Image.open(env["data"] / "bar" / "0.png").convert("RGB").resize((30, 20)).save(photo)  # converted like predict
+    Image.open(run_env["data"] / "bar" / "0.png").convert("RGB").resize((30, 20)).save(photo)  # converted like predict
     out, arr = tmp_path / "fig.png", tmp_path / "maps.npy"
-    rc = main(["explain", str(env["run"]), str(photo), "test:0", "test:1", "--target", "actual",
+    rc = main(["explain", str(run_env["run"]), str(photo), "test:0", "test:1", "--target", "actual",
                "--out", str(out), "--save-array", str(arr)])
     text = capsys.readouterr()
     assert rc == 2 and "--target actual needs labelled images" in text.err  # a file has no label
-    rc = main(["explain", str(env["run"]), "test:0", "test:1", "--target", "actual", "--out", str(out),
+    rc = main(["explain", str(run_env["run"]), "test:0", "test:1", "--target", "actual", "--out", str(out),
                "--save-array", str(arr), "--device", "cpu"])
     text = capsys.readouterr().out
     assert rc == 0 and "test:0: predicted" in text and "layer: 3" in text
-    run = load_run(env["run"])
+    run = load_run(run_env["run"])
     test = run.load_data().test
     expected = attribution.gradcam(run.build_model(), run.preprocess(test.images[:2]), test.labels[:2])
     np.testing.assert_allclose(np.load(arr), expected, rtol=1e-6)
     with Image.open(out) as fig:
         assert fig.size[0] > 100
-    rc = main(["explain", str(env["run"]), str(photo), "--method", "ig", "--target", "ring", "--save-array", str(arr)])
+    rc = main(["explain", str(run_env["run"]), str(photo), "--method", "ig", "--target", "ring", "--save-array", str(arr)])
     assert rc == 0 and "explaining ring" in capsys.readouterr().out and np.load(arr).shape == (1, 10, 10)
 
 
-def test_explain_sweep_and_bad_input(env, capsys, tmp_path):
+def test_explain_sweep_and_bad_input(run_env, capsys, tmp_path):
     arr = tmp_path / "sweep.npy"
-    rc = main(["explain", str(env["run"]), "test:2", "test:3", "--layer", "sweep", "--save-array", str(arr),
+    rc = main(["explain", str(run_env["run"]), "test:2", "test:3", "--layer", "sweep", "--save-array", str(arr),
                "--out", str(tmp_path / "sweep.png")])
     assert rc == 0 and "layers: 0, 3" in capsys.readouterr().out
     assert np.load(arr).shape == (2, 2, 10, 10)  # (layers, images, H, W)
@@ -84,7 +51,7 @@ def test_explain_sweep_and_bad_input(env, capsys, tmp_path):
         ([], "give a run directory and at least one image"),
         (["test:0", "--device", "nonsense"], "unknown device 'nonsense'"),
     ]:
-        assert main(["explain", str(env["run"]), *argv]) == 2
+        assert main(["explain", str(run_env["run"]), *argv]) == 2
         assert message in capsys.readouterr().err
 
 
