@@ -312,3 +312,15 @@ def test_public_write_report_still_takes_a_run_directory(tiny_run):
 
     assert cnnlab.write_report(tiny_run, **FAST) == tiny_run / "report.html"
     assert json.loads((tiny_run / "metrics.json").read_text())["n"] == 60
+
+
+def test_a_skipped_section_says_why_with_one_full_stop():
+    from cnnlab.report.page import Page
+
+    page = Page(title="t")
+    page.skipped("embedding", "Embedding map", "perplexity 30 needs more than 90 images.")
+    page.skipped("why", "Why <it> decided", "the dataset is not available")
+    html = "\n".join(page.parts)
+    assert "Skipped: perplexity 30 needs more than 90 images.</p>" in html
+    assert "Skipped: the dataset is not available.</p>" in html and "Why &lt;it&gt; decided" in html
+    assert [a for a, _ in page.toc] == ["embedding", "why"]

@@ -85,6 +85,11 @@ class Page:
         head = f'<section id="{anchor}">\n<h2>{escape(heading)}</h2>\n'
         self.parts.append(head + "\n".join(body) + "\n</section>")
 
+    def skipped(self, anchor: str, heading: str, reason: str) -> None:
+        """A section that says why it is empty (``reason`` may be an exception's text,
+        with or without its full stop)."""
+        self.section(anchor, heading, note(f"Skipped: {reason.rstrip('.')}.", "skip"))
+
     def figure(self, fig, alt: str) -> str:
         return img(fig_to_png(fig, dpi=self.dpi), alt)
 

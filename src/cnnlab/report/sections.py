@@ -180,7 +180,7 @@ def _maps_title(name: str, maps: np.ndarray) -> str:
 def activations_section(page: Page, r: Results, opt: ReportOptions) -> None:
     if not r.activations:
         reason = r.activations_skipped or "no activations were collected"
-        page.section("activations", "Activations", note(f"Skipped: {reason}.", "skip"))
+        page.skipped("activations", "Activations", reason)
         return
     layers = list(r.activations[0].maps)
     body = [note(f"Feature maps of every conv layer ({len(layers)}) for {len(r.activations)} test images; "
@@ -202,7 +202,7 @@ def features_section(page: Page, r: Results, opt: ReportOptions) -> None:
     v = r.features
     if v is None:
         if r.features_skipped and r.features_skipped != "not asked for":
-            page.section("features", "Feature visualisation", note(f"Skipped: {r.features_skipped}.", "skip"))
+            page.skipped("features", "Feature visualisation", r.features_skipped)
         return
     beside = "" if v.examples is None else f", each beside the {v.examples.shape[1]} test images that excite it most"
     fig = plots_insight.plot_feature_visualizations(v.images, labels=[f"channel {c}" for c in v.channels],
@@ -217,7 +217,7 @@ def embedding_section(page: Page, r: Results, opt: ReportOptions) -> None:
     e = r.embedding
     if e is None:
         if r.embedding_skipped and r.embedding_skipped != "not asked for":
-            page.section("embedding", "Embedding map", note(f"Skipped: {r.embedding_skipped}", "skip"))
+            page.skipped("embedding", "Embedding map", r.embedding_skipped)
         return
     page.section("embedding", "Embedding map", note(
         f"The input of the last Linear layer for {len(e.coords)} test images, projected to 2-D "

@@ -23,7 +23,7 @@ def why_section(page: Page, r: Results, opt: ReportOptions) -> None:
     d = r.decisions
     if d is None:
         if r.decisions_skipped:
-            page.section("why", "Why it decided", note(f"Skipped: {r.decisions_skipped}.", "skip"))
+            page.skipped("why", "Why it decided", r.decisions_skipped)
         return
     names = r.classes
     rows = [f"#{i}: {names[a]} as {names[p]}" for i, a, p in zip(d.indices, d.labels, d.predicted, strict=True)]
