@@ -48,6 +48,15 @@ def cifar10_dir(shared_dir: Path) -> Path:
 
 
 @pytest.fixture(scope="session")
+def squeeze_weights(shared_dir: Path) -> Path:
+    """torchvision's ImageNet SqueezeNet 1.1 state dict, from shared/models."""
+    path = shared_dir / "models" / "squeezenet1_1-imagenet.pth"
+    if not path.is_file():
+        pytest.skip(f"SqueezeNet weights not found at {path}")
+    return path
+
+
+@pytest.fixture(scope="session")
 def datasets_root(shared_dir: Path) -> Path:
     return shared_dir / "datasets"
 

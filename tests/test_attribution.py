@@ -344,13 +344,10 @@ def test_bad_images_and_options(model, images):
 
 
 @pytest.fixture(scope="module")
-def squeezenet(shared_dir):
+def squeezenet(squeeze_weights):
     from cnnlab.models.pretrained import load_pretrained
 
-    path = shared_dir / "models" / "squeezenet1_1-imagenet.pth"
-    if not path.is_file():
-        pytest.skip(f"{path} is absent")
-    return load_pretrained("squeezenet1_1", weights=path, progress=False)
+    return load_pretrained("squeezenet1_1", weights=squeeze_weights, progress=False)
 
 
 def test_gradcam_of_the_cat_photo_lies_on_the_cat(squeezenet, shared_dir):

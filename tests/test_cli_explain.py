@@ -55,10 +55,10 @@ def test_explain_sweep_and_bad_input(run_env, capsys, tmp_path):
         assert message in capsys.readouterr().err
 
 
-def test_explain_the_cat_photo_with_squeezenet(shared_dir, capsys, tmp_path):
-    weights, cat = shared_dir / "models" / "squeezenet1_1-imagenet.pth", shared_dir / "images" / "cat.jpg"
-    if not (weights.is_file() and cat.is_file()):
-        pytest.skip("the SqueezeNet weights or the cat photo are absent")
+def test_explain_the_cat_photo_with_squeezenet(shared_dir, squeeze_weights, capsys, tmp_path):
+    weights, cat = squeeze_weights, shared_dir / "images" / "cat.jpg"
+    if not cat.is_file():
+        pytest.skip(f"the cat photo is absent: {cat}")
     out, arr = tmp_path / "cat.png", tmp_path / "cat.npy"
     rc = main(["explain", "--model", "squeezenet1_1", "--weights", str(weights), str(cat), "--out", str(out),
                "--save-array", str(arr)])

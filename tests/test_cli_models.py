@@ -55,11 +55,8 @@ def test_bad_input_option_is_a_usage_error(capsys):
 
 
 @pytest.fixture(scope="module")
-def weights(shared_dir):
-    path = shared_dir / "models" / "squeezenet1_1-imagenet.pth"
-    if not path.is_file():
-        pytest.skip(f"SqueezeNet weights not found at {path}")
-    return str(path)
+def weights(squeeze_weights):
+    return str(squeeze_weights)
 
 
 def test_classify_prints_top_k_and_saves_a_chart(capsys, tmp_path, shared_dir, weights):

@@ -323,11 +323,8 @@ def test_a_checkpoint_that_would_run_code_is_refused(tiny_run, tmp_path):
     assert not marker.exists()
 
 
-def test_cat_photo_on_squeezenet(shared_dir):
-    weights = shared_dir / "models" / "squeezenet1_1-imagenet.pth"
-    if not weights.is_file():
-        pytest.skip(f"{weights} not found")
-    target = PretrainedTarget("squeezenet1_1", weights=weights)
+def test_cat_photo_on_squeezenet(shared_dir, squeeze_weights):
+    target = PretrainedTarget("squeezenet1_1", weights=squeeze_weights)
     with TestClient(create_app([target]), base_url="http://127.0.0.1") as c:
         up = c.post("/api/t/0/upload", content=(shared_dir / "images" / "cat.jpg").read_bytes()).json()
         body = c.get("/api/t/0/analyze", params={"input": up["input"]}).json()

@@ -26,14 +26,6 @@ CLOTHING = {"military_uniform", "suit", "Windsor_tie", "bow_tie", "academic_gown
 
 
 @pytest.fixture(scope="module")
-def squeeze_weights(shared_dir):
-    path = shared_dir / "models" / "squeezenet1_1-imagenet.pth"
-    if not path.is_file():
-        pytest.skip(f"SqueezeNet weights not found at {path}")
-    return path
-
-
-@pytest.fixture(scope="module")
 def squeezenet(squeeze_weights):
     return pretrained.load_pretrained("squeezenet1_1", weights=squeeze_weights)
 
