@@ -10,6 +10,7 @@ checkpoint that would run code.
 from __future__ import annotations
 
 import base64
+import importlib.util
 import io
 import json
 import struct
@@ -70,6 +71,7 @@ def test_info_and_targets(client):
     assert info["classes"] == [str(i) for i in range(10)] and info["conv_layers"] == ["0", "3"]
     assert [layer["name"] for layer in info["layers"]] == [str(i) for i in range(10)]
     assert "sobel-x" in info["kernels"]
+    assert info["has_test"] is True and info["umap"] == (importlib.util.find_spec("umap") is not None)
 
 
 def test_analyze_matches_the_model(client, reference):
@@ -326,6 +328,7 @@ def test_a_checkpoint_that_would_run_code_is_refused(tiny_run, tmp_path):
 def test_cat_photo_on_squeezenet(shared_dir, squeeze_weights):
     target = PretrainedTarget("squeezenet1_1", weights=squeeze_weights)
     with TestClient(create_app([target]), base_url="http://127.0.0.1") as c:
+        assert c.get("/api/t/0/info").json()["has_test"] is False  # no errors panel, no map
         up = c.post("/api/t/0/upload", content=(shared_dir / "images" / "cat.jpg").read_bytes()).json()
         body = c.get("/api/t/0/analyze", params={"input": up["input"]}).json()
         assert body["prediction"][0]["name"] == "Egyptian_cat"

@@ -18,11 +18,8 @@ from cnnlab.scratch.kernels import KERNELS
 
 
 def available(module: str) -> bool:
-    """Whether an optional part of cnnlab.insight is installed in this checkout."""
-    try:
-        return importlib.util.find_spec(module) is not None
-    except ModuleNotFoundError:
-        return False
+    """Whether an optional package (the ``explain`` extra's umap-learn) is installed."""
+    return importlib.util.find_spec(module) is not None
 
 
 def info(target) -> dict:
@@ -41,11 +38,8 @@ def info(target) -> dict:
         "layers": layers,
         "conv_layers": [n for n, m in model.named_modules() if isinstance(m, nn.Conv2d)],
         "kernels": {name: k.description for name, k in KERNELS.items()},
-        "has_test": target.kind == "run",
-        "features": {"attribution": available("cnnlab.insight.attribution"),
-                     "featurevis": available("cnnlab.insight.featurevis"),
-                     "embedding": available("cnnlab.insight.embedding") and target.kind == "run",
-                     "umap": available("umap")},
+        "has_test": target.kind == "run",  # a pretrained network has no test set: no errors, no map
+        "umap": available("umap"),
     }
 
 

@@ -13,11 +13,6 @@ export function initAttribution(info) {
   const heat = document.getElementById("attr-heat");
   opacity.oninput = () => { heat.style.opacity = opacity.value; };
   heat.style.opacity = opacity.value;
-  if (!info.features.attribution) {
-    document.getElementById("attr-caption").textContent = "needs cnnlab.insight.attribution, which this cnnlab does not have yet";
-    for (const id of ["attr-method", "attr-class", "attr-layer"]) document.getElementById(id).disabled = true;
-    return;
-  }
   for (const id of ["attr-method", "attr-class", "attr-layer"]) document.getElementById(id).onchange = run;
   onInput(run);
 }

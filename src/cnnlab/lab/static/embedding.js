@@ -7,13 +7,12 @@ let points = null;
 
 export function initEmbedding(info) {
   const caption = document.getElementById("embed-caption");
-  if (!info.features.embedding) {
-    caption.textContent = info.has_test ? "needs cnnlab.insight.embedding, which this cnnlab does not have yet"
-                                        : "a pretrained network has no test set here";
+  if (!info.has_test) {
+    caption.textContent = "a pretrained network has no test set here";
     document.getElementById("embed-go").disabled = true;
     return;
   }
-  if (!info.features.umap) {
+  if (!info.umap) {
     const umap = document.querySelector("#embed-method option[value=umap]");
     umap.disabled = true;
     umap.textContent = "UMAP (pip install umap-learn)";

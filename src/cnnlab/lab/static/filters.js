@@ -7,10 +7,6 @@ export function initFilters(info) {
   select.onchange = () => load(select.value);
   if (info.conv_layers.length) load(info.conv_layers[0]);
   const button = document.getElementById("featvis-go");
-  if (!info.features.featurevis) {
-    button.disabled = true;
-    document.getElementById("featvis-caption").textContent = "(needs cnnlab.insight.featurevis, not in this cnnlab)";
-  }
   let next = 0, shownLayer = null;
   button.onclick = async () => {
     const start = select.value === shownLayer ? next : 0;  // each click: the next few channels
