@@ -18,9 +18,9 @@ import numpy as np
 from cnnlab.cli import options
 from cnnlab.errors import CnnlabError
 from cnnlab.files import save_figure, write_with
+from cnnlab.models.pretrained import URLS
 
 METHOD_CHOICES = ("gradcam", "gradcam++", "saliency", "smoothgrad", "ig", "occlusion")
-PRETRAINED = ("squeezenet1_1", "vgg16", "resnet18", "mobilenet_v3_small")
 
 
 def register(sub) -> None:
@@ -32,7 +32,7 @@ def register(sub) -> None:
     )
     p.add_argument("inputs", nargs="+", metavar="RUN_DIR IMAGE",
                    help="a run directory then images (files or test:INDEX); with --model only photos")
-    p.add_argument("--model", choices=PRETRAINED, help="explain a pretrained ImageNet network instead of a run")
+    p.add_argument("--model", choices=list(URLS), help="explain a pretrained ImageNet network instead of a run")
     p.add_argument("--weights", type=Path, metavar="PATH", help="its state-dict file (default: download once)")
     p.add_argument("--method", choices=METHOD_CHOICES, default="gradcam", help="attribution method (default gradcam)")
     p.add_argument("--layer", default="auto",
