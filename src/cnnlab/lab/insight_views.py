@@ -1,8 +1,5 @@
-"""The Why, Map and feature-visualisation panels: thin views over cnnlab.insight.
-
-Each answers 501 with a plain message when its insight module is not installed in this
-checkout, so the rest of the lab works without it.
-"""
+"""The Why, Map and feature-visualisation panels: thin views over cnnlab.insight (imported
+when a panel is first used, so the server starts without loading them)."""
 
 from __future__ import annotations
 
@@ -15,18 +12,6 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from cnnlab.lab.imaging import LabError
-
-
-def _require(module: str, what: str):
-    import importlib
-
-    try:
-        return importlib.import_module(module)
-    except ModuleNotFoundError as exc:
-        if exc.name != module:
-            raise
-        raise LabError(501, f"{what} needs {module}, which this cnnlab does not have yet") from exc
-
 
 ATTRIBUTION_LABELS = {"gradcam": "Grad-CAM", "gradcam++": "Grad-CAM++", "saliency": "saliency",
                       "smoothgrad": "SmoothGrad", "ig": "integrated gradients", "occlusion": "occlusion"}
@@ -46,7 +31,7 @@ def _class_index(class_param: str | None, n_classes: int) -> int | None:
 
 def attribution_view(target, item, method: str, class_param: str | None, layer: str) -> dict:
     """One attribution map of the input, as an RGBA heat map PNG to lay over it."""
-    attribution = _require("cnnlab.insight.attribution", "the Why panel")
+    from cnnlab.insight import attribution
     from cnnlab.lab.imaging import colorize, png_b64
 
     if method not in attribution.METHODS:
@@ -81,7 +66,7 @@ PRETRAINED_FEATVIS = {"channels": 4, "steps": 48, "size": 112}
 
 def embedding_view(target, method: str) -> dict:
     """The run's test-set map, cached in the run directory by cnnlab.insight.embedding."""
-    embedding = _require("cnnlab.insight.embedding", "the Map panel")
+    from cnnlab.insight import embedding
     if target.kind != "run":
         raise LabError(409, f"{target.name} is a pretrained network: the lab has no test set to map for it")
     if method not in embedding.METHODS:
@@ -104,8 +89,9 @@ def embedding_view(target, method: str) -> dict:
 
 def featurevis_view(target, layer: str, start: int) -> dict:
     """Inputs optimised to excite channels start..start+7 of a conv layer (cnnlab.insight.featurevis)."""
-    featurevis = _require("cnnlab.insight.featurevis", "feature visualisation")
     from torch import nn
+
+    from cnnlab.insight import featurevis
 
     with target.lock:
         model = copy.deepcopy(target.model)  # optimising freezes the network for seconds: not the shared one
