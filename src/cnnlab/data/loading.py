@@ -93,7 +93,9 @@ def _check_options(train_size, val_size, seed, test_size) -> None:
 
 
 def _carve_val_indices(idx: np.ndarray, val_size: int | float, seed: int) -> tuple[np.ndarray, np.ndarray | None]:
-    """``_carve_val`` on the indices of a training set: (train indices, val indices or None)."""
+    """Split the indices of a training set into (train indices, val indices or None), both
+    sorted. A float ``val_size`` is a fraction. The one split for in-memory and streamed data,
+    so both train on the same images for the same seed."""
     n = len(idx)
     k = int(round(val_size * n)) if isinstance(val_size, float) else int(val_size)
     if k == 0:
@@ -105,14 +107,9 @@ def _carve_val_indices(idx: np.ndarray, val_size: int | float, seed: int) -> tup
 
 
 def _carve_val(train: Split, val_size: int | float, seed: int) -> tuple[Split, Split | None]:
-    n = len(train)
-    k = int(round(val_size * n)) if isinstance(val_size, float) else int(val_size)
-    if k == 0:
+    train_idx, val_idx = _carve_val_indices(np.arange(len(train)), val_size, seed)
+    if val_idx is None:
         return train, None
-    if k >= n:
-        raise CnnlabError(f"val_size={val_size} takes {k:,} of only {n:,} training images; leave some to train on")
-    order = np.random.default_rng(seed).permutation(n)
-    val_idx, train_idx = np.sort(order[:k]), np.sort(order[k:])
     return (Split(train.images[train_idx], train.labels[train_idx]),
             Split(train.images[val_idx], train.labels[val_idx]))
 
