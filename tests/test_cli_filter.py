@@ -39,7 +39,7 @@ def test_filter_own_file_grey_with_mode_and_boundary(tmp_path):
     (["missing.png", "--kernel", "sobel-x"], "image file 'missing.png' not found"),
     (["grace_hopper", "--kernel", "brown", "--grey"], r"colour kernel of shape (3, 3, 3) needs a colour image"),
     (["grace_hopper"], "no kernels given; add --kernel NAME"),
-    (["grace_hopper", "--random", "-1"], "--random must be >= 0; got -1"),
+    (["grace_hopper", "--random", "-1"], "argument --random: must be >= 0, got '-1'"),
 ])
 def test_filter_errors_exit_2_with_one_line_and_write_nothing(tmp_path, capsys, argv, message):
     out = tmp_path / "g.png"

@@ -39,6 +39,20 @@ COMMANDS = {
 }
 
 
+class _BadUsage(SystemExit):
+    """A command line argparse refused; already reported in one line."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, with a refused command line reported in one line like every other error
+    (``cnnlab train: error: argument --epochs: must be positive, got '0'``), not after a
+    screenful of usage; ``--help`` still shows it."""
+
+    def error(self, message: str):
+        print(f"{self.prog}: error: {message}", file=sys.stderr)
+        raise _BadUsage(2)
+
+
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     """The parser with every subcommand, or only ``command``'s module when it is known.
 
@@ -47,7 +61,7 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     """
     from cnnlab import __version__
 
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="cnnlab",
         description="Learn, train and look inside convolutional neural networks.",
     )
@@ -59,6 +73,9 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
         modules = [COMMANDS[command]] if command in COMMANDS else dict.fromkeys(COMMANDS.values())
     for name in modules:
         importlib.import_module(f"cnnlab.cli.{name}").register(sub)
+    from cnnlab.cli.options import check_numbers
+
+    check_numbers(parser)  # NaN, infinity, negatives and zero counts refused at parse time, in every command
     return parser
 
 
@@ -66,7 +83,10 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     printable_streams()  # file names that are not UTF-8 print as U+FFFD instead of a traceback
     parser = build_parser(argv[0] if argv else None)
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except _BadUsage:
+        return 2
     if not getattr(args, "func", None):
         parser.print_help()
         return 2

@@ -10,6 +10,7 @@ and print a one-line note on stderr; they are hidden from ``--help``.
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 
 QUIET, NORMAL, VERBOSE = 0, 1, 2
@@ -72,3 +73,37 @@ def add_offline(p: argparse.ArgumentParser) -> None:
 
 def add_device(p: argparse.ArgumentParser, *, default: str | None = "auto") -> None:
     p.add_argument("--device", default=default, help="auto (CUDA when present), cpu, cuda, cuda:1 (default auto)")
+
+
+# Numeric options for which 0 means something (none, no momentum, a free port, ...); every
+# other one counts or sizes something and must be at least 1. No option takes a negative
+# number, NaN or infinity.
+ZERO_OK = {"seed", "random", "port", "val_size", "momentum", "decay", "weight_decay", "label_smoothing", "warmup",
+           "early_stopping", "alpha", "gamma", "betas", "verbosity", "freeze_epochs"}
+_LIMITS = {"seed": 2**32 - 1, "port": 65535}  # numpy's seeds; TCP ports
+
+
+def _checked(dest: str, convert):
+    def check(text: str):
+        value = convert(text)
+        if isinstance(value, float) and not math.isfinite(value):
+            raise argparse.ArgumentTypeError(f"must be a finite number, got {text!r}")
+        least = 0 if dest in ZERO_OK else 1 if isinstance(value, int) else 0
+        if value < least or (value == 0 and dest not in ZERO_OK):
+            raise argparse.ArgumentTypeError(f"must be {'>= 0' if dest in ZERO_OK else 'positive'}, got {text!r}")
+        if dest in _LIMITS and value > _LIMITS[dest]:
+            raise argparse.ArgumentTypeError(f"must be at most {_LIMITS[dest]}, got {text!r}")
+        return value
+
+    check.__name__ = getattr(convert, "__name__", "number")  # argparse names the type in its messages
+    return check
+
+
+def check_numbers(parser: argparse.ArgumentParser) -> None:
+    """Give every int/float option of ``parser`` and its subcommands the checks above, at parse time."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in action.choices.values():
+                check_numbers(sub)
+        elif action.type is not None and getattr(action.type, "__name__", "") in ("int", "float", "_number"):
+            action.type = _checked(action.dest, action.type)

@@ -20,6 +20,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
+import re
 import types
 import typing
 from dataclasses import asdict, dataclass, field
@@ -109,6 +110,16 @@ class TrainConfig(Runtime, Hyperparams):
 
     def __post_init__(self) -> None:
         _check_choices(self)
+        if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", str(self.device)):
+            raise CnnlabError(f"device must be auto, cpu, cuda or cuda:N, got {self.device!r}")
+        for name in ("momentum", "decay", "weight_decay", "gamma", "warmup", *(["lr"] if self.lr is not None else [])):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and value >= 0):
+                raise CnnlabError(f"{name} must be a finite number >= 0, got {value}")
+        if not all(math.isfinite(b) and 0 <= b < 1 for b in self.betas):
+            raise CnnlabError(f"betas must be two numbers in [0, 1), got {self.betas}")
+        if not 0 <= self.seed < 2**32:  # numpy's generators take seeds in [0, 2**32)
+            raise CnnlabError(f"seed must be in 0..{2**32 - 1}, got {self.seed}")
         for name in ("epochs", "batch_size", "eval_batch_size", "step_epochs"):
             if getattr(self, name) < 1:
                 raise CnnlabError(f"{name} must be at least 1, got {getattr(self, name)}")
@@ -193,7 +204,7 @@ class RunConfig:
             raise CnnlabError(f"image_size must be at least 8 pixels, got {self.image_size}")
         if self.train_size is not None and self.train_size < 1:
             raise CnnlabError(f"train_size must be at least 1, got {self.train_size}")
-        if self.val_size < 0:
+        if not math.isfinite(self.val_size) or self.val_size < 0:
             raise CnnlabError(f"val_size must be >= 0, got {self.val_size}")
 
     def to_dict(self) -> dict:

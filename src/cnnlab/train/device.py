@@ -20,8 +20,13 @@ def resolve_device(name: str | torch.device | None = "auto") -> torch.device:
         device = torch.device(name)
     except (RuntimeError, TypeError):
         raise CnnlabError(f"unknown device {name!r}; use auto, cpu, cuda or cuda:N") from None
+    if device.type not in ("cpu", "cuda"):  # mps, meta, xpu, ...: torch knows them, cnnlab does not train there
+        raise CnnlabError(f"device {str(name)!r} is not supported by cnnlab; use auto, cpu, cuda or cuda:N")
     if device.type == "cuda" and not torch.cuda.is_available():
         raise CnnlabError(f"device {str(name)!r} asked for, but no CUDA GPU is available; use --device cpu")
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise CnnlabError(f"device {str(name)!r} asked for, but this machine has {torch.cuda.device_count()} "
+                          f"GPU(s): cuda:0..cuda:{torch.cuda.device_count() - 1}")
     return device
 
 

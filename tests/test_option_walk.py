@@ -1,0 +1,79 @@
+"""Every numeric option of every subcommand refuses NaN, infinity, negatives and (for counts) 0.
+
+The walk finds the options itself (argparse's actions), so an option added later is
+checked too; the values are refused at parse time with exit status 2 and an error naming
+the option, before any data is loaded or any file written.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import pytest
+
+from cnnlab.cli import COMMANDS, build_parser, main
+from cnnlab.cli.options import ZERO_OK
+
+
+def _numeric_options():
+    found = []
+
+    def walk(parser: argparse.ArgumentParser, prefix: list[str]) -> None:
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for name, sub in action.choices.items():
+                    walk(sub, [*prefix, name])
+            elif (action.option_strings and action.choices is None and action.type is not None
+                  and action.type.__name__ in ("int", "float", "_number")):
+                found.append((prefix, action.option_strings[0], action.dest, action.nargs))
+
+    for command in sorted(COMMANDS):
+        parser = build_parser(command)
+        walk(parser, [])
+    return sorted({(tuple(p), o, d, n if isinstance(n, int) else 1) for p, o, d, n in found})
+
+
+OPTIONS = _numeric_options()
+BAD = ["nan", "inf", "-inf", "-1", "-0.5"]
+
+
+def test_the_walk_finds_the_options_of_every_command():
+    commands = {p[0] for p, *_ in OPTIONS}
+    assert {"train", "evaluate", "data", "features", "explain", "summary", "filter"} <= commands
+    assert len(OPTIONS) > 40
+
+
+@pytest.mark.parametrize("prefix, option, dest, nargs", OPTIONS, ids=[" ".join([*p, o]) for p, o, _, _ in OPTIONS])
+def test_bad_numbers_are_refused_in_one_error_line(prefix, option, dest, nargs, capsys):
+    values = BAD + ([] if dest in ZERO_OK else ["0"])
+    for value in values:
+        argv = [*prefix, option, *([value] * nargs)]
+        with pytest.raises(SystemExit) as info:
+            build_parser(prefix[0]).parse_args(argv)
+        assert info.value.code == 2
+        errors = [line for line in capsys.readouterr().err.splitlines() if "error:" in line]
+        assert len(errors) == 1 and f"argument {option}" in errors[0], (argv, errors)
+
+
+@pytest.mark.parametrize("device", ["mps", "meta", "cuda:7", "xpu", "cpu:x"])
+def test_devices_this_machine_or_cnnlab_cannot_use_are_one_line_errors(device, tmp_path, capsys):
+    code = main(["train", "--data", "digits", "--model", "conv4k3,flatten", "--epochs", "1", "--device", device,
+                 "--out", str(tmp_path / "r"), "--quiet", "--no-report"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and err.count("\n") == 0 and "device" in err and "Traceback" not in err, err
+    assert not (tmp_path / "r").exists()
+
+
+@pytest.mark.parametrize("argv, needle", [
+    (["--seed", str(2**32)], "seed"),
+    (["--lr", "1e400"], "finite"),
+    (["--betas", "0.9", "1.5"], "betas"),
+    (["--val-size", "-3"], "val-size"),
+])
+def test_out_of_range_settings(argv, needle, capsys):
+    try:
+        code = main(["train", "--data", "digits", *argv, "--print-config"])
+    except SystemExit as exc:  # refused by the parser
+        code = exc.code
+    err = capsys.readouterr().err
+    assert code == 2 and needle in err and "Traceback" not in err, err
