@@ -77,3 +77,24 @@ def test_out_of_range_settings(argv, needle, capsys):
         code = exc.code
     err = capsys.readouterr().err
     assert code == 2 and needle in err and "Traceback" not in err, err
+
+
+def test_a_spec_too_big_for_this_machine_is_refused_with_the_estimate(tmp_path, capsys):
+    huge = "conv8,flatten,dense2000000000,dense10"  # 598 G parameters: 2.2 TiB of float32 weights
+    code = main(["train", "--data", "digits", "--model", huge, "--out", str(tmp_path / "r"), "--quiet"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and err.count("\n") == 0, err
+    assert "598,000,000,090 parameters: about 2,227.7 GiB" in err and "available" in err
+    assert not (tmp_path / "r").exists()
+
+
+def test_the_estimate_is_the_weights_bytes(monkeypatch):
+    import cnnlab.models as models
+    from cnnlab.errors import CnnlabError
+
+    spec = "conv4k3,flatten,dense10"  # (4*9 + 4) + (4*6*6*10 + 10) = 1,490 parameters = 5,960 bytes
+    monkeypatch.setattr(models, "available_memory", lambda: 5_960)
+    assert models.count_params(models.build(spec, input_shape=(8, 8, 1))) == 1_490  # fits exactly
+    monkeypatch.setattr(models, "available_memory", lambda: 5_959)
+    with pytest.raises(CnnlabError, match="has 1,490 parameters"):
+        models.build(spec, input_shape=(8, 8, 1))

@@ -8,9 +8,11 @@ return logits (N, num_classes): softmax belongs to the loss and to prediction.
 from __future__ import annotations
 
 import inspect
+import os
 import re
 import warnings
 
+import torch
 from torch import nn
 
 from cnnlab.errors import CnnlabError
@@ -112,6 +114,40 @@ def build(name_or_spec: str, *, input_shape=None, num_classes: int | None = None
     return model if init is None else initialize(model, init=init)
 
 
+def available_memory() -> int:
+    """Bytes this machine can still give (MemAvailable in /proc/meminfo, else all of its RAM)."""
+    try:
+        with open("/proc/meminfo", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return 2**63
+
+
+def _check_memory(spec: str, input_shape, num_classes) -> None:
+    """Refuse a spec whose weights alone would not fit in memory, before allocating them.
+
+    ``dense100000000`` after a wide flatten asks for terabytes; the allocation would take
+    the machine down (or die with a bare RuntimeError). The estimate comes from building
+    the model on the meta device, which allocates nothing.
+    """
+    if torch.get_default_device().type == "meta":
+        return
+    with torch.device("meta"):
+        probe = build_spec(spec, input_shape=input_shape, num_classes=num_classes)
+    need = sum(p.numel() * p.element_size() for p in probe.parameters())
+    have = available_memory()
+    if need > have:
+        raise CnnlabError(f"spec {spec!r} has {count_params(probe):,} parameters: about {need / 2**30:,.1f} GiB "
+                          f"for the weights alone (4x that to train), more than the {have / 2**30:,.1f} GiB "
+                          "this machine has available; use fewer or smaller layers")
+
+
 def _build(name_or_spec, input_shape, num_classes) -> nn.Module:
     if not isinstance(name_or_spec, str):
         raise CnnlabError(f"model {name_or_spec!r} is not a name or a spec string; "
@@ -122,6 +158,7 @@ def _build(name_or_spec, input_shape, num_classes) -> nn.Module:
     if name not in MODELS:
         if not _looks_like_spec(name):
             raise _unknown(name_or_spec)
+        _check_memory(name, input_shape, num_classes)
         return build_spec(name, input_shape=input_shape, num_classes=num_classes)
     kwargs = {}
     if input_shape is not None:
