@@ -38,7 +38,7 @@ def test_features_of_a_run_draws_channels_with_their_top_test_images(tiny_run, t
 
 def test_features_of_run_classes(tiny_run, tmp_path, user_cache, capsys):
     out = tmp_path / "classes.png"
-    assert main(["features", str(tiny_run), "--class", "0,2", "--steps", "4", "--out", str(out)]) == 0
+    assert main(["features", str(tiny_run), "--class", "0,2", "--steps", "4", "--out", str(out), "--device", "cpu"]) == 0
     assert out.is_file() and "classes" in capsys.readouterr().out
 
 
@@ -71,7 +71,7 @@ def test_embed_draws_the_map_and_caches_it(tiny_run, tmp_path, user_cache, capsy
     assert "test images by pca" in text and (tiny_run / "embedding-pca.npz").is_file()
     with Image.open(out) as img:
         assert img.size == (800, 650)
-    assert main(["embed", str(tiny_run), "--method", "tsne", "--out", str(out)]) == 0
+    assert main(["embed", str(tiny_run), "--method", "tsne", "--out", str(out), "--device", "cpu"]) == 0
     assert (tiny_run / "embedding-tsne.npz").is_file()
     assert main(["embed", str(tiny_run), "--method", "pca", "--limit", "1", "--out", str(out)]) == 2
     assert "limit must be an int >= 3" in capsys.readouterr().err

@@ -30,6 +30,8 @@ EXPECTED = {
     ("data", "show"): {"--out", "--offline", "--quiet", "--verbose"},
     ("data", "fetch"): {"--quiet", "--verbose"},
     ("explain",): {"--out", "--offline", "--device"},
+    ("features",): {"--out", "--offline", "--device"},
+    ("embed",): {"--out", "--device"},
 }
 OLD = ("--html", "--progress", "--no-progress", "--no-download")
 

@@ -13,6 +13,7 @@ import argparse
 import time
 from pathlib import Path
 
+from cnnlab.cli import options
 from cnnlab.files import save_figure
 
 
@@ -31,17 +32,21 @@ def register(sub) -> None:
     p.add_argument("--seed", type=int, default=0, help="seed of the subset and of t-SNE/UMAP (default 0)")
     p.add_argument("--refresh", action="store_true", help="recompute even when the cached map is current")
     p.add_argument("--out", type=Path, required=True, metavar="MAP.png", help="where to draw the map")
+    options.add_device(p)
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from cnnlab.insight.embedding import run_embedding
     from cnnlab.report.plots_insight import plot_embedding
+    from cnnlab.train.device import resolve_device
     from cnnlab.train.runs import load_run
 
     start = time.perf_counter()
     run_ = load_run(args.run_dir)
-    emb = run_embedding(run_.path, method=args.method, limit=args.limit, seed=args.seed, refresh=args.refresh)
+    model = run_.build_model(weights="best").to(resolve_device(args.device))
+    emb = run_embedding(run_.path, method=args.method, limit=args.limit, seed=args.seed, refresh=args.refresh,
+                        model=model)
     save_figure(plot_embedding(emb, classes=run_.classes), args.out, dpi=100)
     wrong = int(emb.wrong.sum())
     print(f"wrote {args.out}: {len(emb.coords)} test images by {args.method}, {wrong} wrong "

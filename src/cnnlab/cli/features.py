@@ -48,6 +48,7 @@ def register(sub) -> None:
     p.add_argument("--out", type=Path, required=True, metavar="GRID.png", help="where to draw the grid")
     p.add_argument("--save-array", type=Path, metavar="IMAGES.npy", help="also save the images (K, H, W, C) float32")
     options.add_offline(p)
+    options.add_device(p)
     p.set_defaults(func=run)
 
 
@@ -86,10 +87,11 @@ def run(args: argparse.Namespace) -> int:
 
 def _trained(args):
     from cnnlab.insight.featurevis import run_channel_visuals, visualize_class
+    from cnnlab.train.device import resolve_device
     from cnnlab.train.runs import load_run
 
     run = load_run(args.run_dir)
-    model = run.build_model(weights="best")
+    model = run.build_model(weights="best").to(resolve_device(args.device))  # images come back on the CPU
     if args.classes is not None:
         classes = parse_units(args.classes, "--class")
         h, w, c = run.input_shape
@@ -113,8 +115,10 @@ def _pretrained(args):
     from cnnlab.insight.featurevis import last_conv_layer, visualize_channels, visualize_class
     from cnnlab.insight.inspect import get_layer
     from cnnlab.models.pretrained import IMAGENET_MEAN, IMAGENET_STD, imagenet_classes, load_pretrained
+    from cnnlab.train.device import resolve_device
 
     net = load_pretrained(args.model, weights=args.weights, progress=True, download=not args.offline)
+    net = net.to(resolve_device(args.device))
     common = dict(steps=args.steps, size=args.size or 128, seed=args.seed, mean=IMAGENET_MEAN, std=IMAGENET_STD)
     if args.classes is not None:
         classes = parse_units(args.classes, "--class")
