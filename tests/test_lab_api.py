@@ -452,3 +452,18 @@ def test_feature_visualisation_is_cnnlab_insights(client, reference, monkeypatch
         np.testing.assert_array_equal(got, (np.clip(ref[:, :, 0], 0, 1) * 255).round().astype(np.uint8))
     assert client.get("/api/t/0/featurevis", params={"layer": "3", "start": 64}).status_code == 400
     assert client.get("/api/t/0/featurevis", params={"layer": "../3"}).status_code == 404
+
+
+def test_lab_offline_never_downloads_the_pretrained_weights(tmp_path, monkeypatch, capsys):
+    from cnnlab.cli import main
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+
+    def no_network(*args, **kwargs):
+        raise AssertionError("--offline tried to download")
+
+    monkeypatch.setattr("urllib.request.urlopen", no_network)
+    assert main(["lab", "--model", "vgg16", "--offline", "--port", "0"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "--weights" in err

@@ -8,6 +8,7 @@ import threading
 import webbrowser
 from pathlib import Path
 
+from cnnlab.cli import options
 from cnnlab.errors import CnnlabError
 
 PRETRAINED = ("squeezenet1_1", "vgg16")
@@ -30,6 +31,7 @@ def register(sub) -> None:
                    help="address to listen on (default 127.0.0.1: only this computer can connect)")
     p.add_argument("--port", type=int, default=8765, help="port (default 8765; 0 picks a free one)")
     p.add_argument("--open", action="store_true", help="open the page in the web browser")
+    options.add_offline(p)
     p.add_argument("--max-test", type=int, metavar="N", help="use only the first N test images (default all)")
     p.set_defaults(func=run)
 
@@ -50,7 +52,7 @@ def build_targets(args: argparse.Namespace) -> list:
             raise CnnlabError(f"{path} is not a run directory (no config.json); pass one made by `cnnlab train`")
     targets = [RunTarget(path, max_test=args.max_test) for path in paths]
     if args.model is not None:
-        targets.append(PretrainedTarget(args.model, weights=args.weights))
+        targets.append(PretrainedTarget(args.model, weights=args.weights, download=not args.offline))
     return targets
 
 

@@ -167,12 +167,12 @@ class PretrainedTarget:
     input_shape = (224, 224, 3)
     max_test = None
 
-    def __init__(self, name: str, *, weights=None) -> None:
+    def __init__(self, name: str, *, weights=None, download: bool = True) -> None:
         from cnnlab.models.pretrained import imagenet_classes, load_pretrained
 
         self.name = name
         self.model_name = name
-        self.model = load_pretrained(name, weights=weights, progress=False)
+        self.model = load_pretrained(name, weights=weights, progress=False, download=download)
         self.classes = imagenet_classes()
         self.lock = threading.RLock()
         self.featurevis_cache: dict = {}
