@@ -32,7 +32,7 @@ EXPECTED = {
     ("explain",): {"--out", "--offline", "--device"},
     ("features",): {"--out", "--offline", "--device"},
     ("embed",): {"--out", "--device"},
-    ("lab",): {"--offline"},
+    ("lab",): {"--offline", "--device"},
 }
 OLD = ("--html", "--progress", "--no-progress", "--no-download")
 

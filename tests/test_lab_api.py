@@ -467,3 +467,16 @@ def test_lab_offline_never_downloads_the_pretrained_weights(tmp_path, monkeypatc
     assert main(["lab", "--model", "vgg16", "--offline", "--port", "0"]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "--weights" in err
+
+
+def test_lab_device_option_places_the_models(tiny_run):
+    import argparse
+
+    from cnnlab.cli.lab import build_targets
+    from cnnlab.errors import CnnlabError
+
+    args = argparse.Namespace(runs=[tiny_run], model=None, weights=None, max_test=50, offline=True, device="cpu")
+    (target,) = build_targets(args)
+    assert next(target.model.parameters()).device.type == "cpu"
+    with pytest.raises(CnnlabError, match="unknown device 'nope'"):
+        build_targets(argparse.Namespace(**{**vars(args), "device": "nope"}))

@@ -32,6 +32,7 @@ def register(sub) -> None:
     p.add_argument("--port", type=int, default=8765, help="port (default 8765; 0 picks a free one)")
     p.add_argument("--open", action="store_true", help="open the page in the web browser")
     options.add_offline(p)
+    options.add_device(p, default="cpu")
     p.add_argument("--max-test", type=int, metavar="N", help="use only the first N test images (default all)")
     p.set_defaults(func=run)
 
@@ -50,9 +51,10 @@ def build_targets(args: argparse.Namespace) -> list:
     for path in paths:
         if not (path / "config.json").is_file():
             raise CnnlabError(f"{path} is not a run directory (no config.json); pass one made by `cnnlab train`")
-    targets = [RunTarget(path, max_test=args.max_test) for path in paths]
+    targets = [RunTarget(path, max_test=args.max_test, device=args.device) for path in paths]
     if args.model is not None:
-        targets.append(PretrainedTarget(args.model, weights=args.weights, download=not args.offline))
+        targets.append(PretrainedTarget(args.model, weights=args.weights, download=not args.offline,
+                                        device=args.device))
     return targets
 
 

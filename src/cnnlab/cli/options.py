@@ -72,7 +72,8 @@ def add_offline(p: argparse.ArgumentParser) -> None:
 
 
 def add_device(p: argparse.ArgumentParser, *, default: str | None = "auto") -> None:
-    p.add_argument("--device", default=default, help="auto (CUDA when present), cpu, cuda, cuda:1 (default auto)")
+    p.add_argument("--device", default=default,
+                   help=f"auto (CUDA when present), cpu, cuda, cuda:1 (default {default or 'auto'})")
 
 
 # Numeric options for which 0 means something (none, no momentum, a free port, ...); every

@@ -47,7 +47,7 @@ def dot_product(model: nn.Module, x: torch.Tensor, layer: str, channel: int, y: 
     if not (0 <= channel < out.shape[0] and 0 <= y < out.shape[1] and 0 <= xpos < out.shape[2]):
         raise LabError(404, f"({channel}, {y}, {xpos}) is outside {layer}'s output {list(out.shape)}")
     inp = inputs[layer][0].double().numpy()  # (C, H, W)
-    weight = conv.weight.detach().double().numpy()  # (O, C / groups, kh, kw)
+    weight = conv.weight.detach().double().cpu().numpy()  # (O, C / groups, kh, kw)
     (pt, pb), (pl, pr) = _conv_padding(conv, inp.shape[1:])
     padded = np.pad(inp, ((0, 0), (pt, pb), (pl, pr)))  # (C, H + pt + pb, W + pl + pr)
     (sh, sw), (dh, dw), (kh, kw) = conv.stride, conv.dilation, conv.kernel_size

@@ -51,11 +51,12 @@ def forward_with_outputs(model: nn.Module, x: torch.Tensor, layers: list[tuple[s
         for name, module in layers:
             handles.append(module.register_forward_hook(hook(name)))
         with torch.inference_mode():
-            logits = model(x)
+            logits = model(x.to(next(model.parameters(), x).device))
     finally:
         for h in handles:
             h.remove()
-    return logits, outputs, inputs
+    # Everything the page shows is computed from CPU copies (a no-op when the model is on the CPU).
+    return logits.cpu(), {k: v.cpu() for k, v in outputs.items()}, {k: v.cpu() for k, v in inputs.items()}
 
 
 def prediction(probs: np.ndarray, classes: list[str], *, k: int = 10) -> list[dict]:

@@ -51,9 +51,11 @@ class RunTarget:
 
     kind = "run"
 
-    def __init__(self, path: Path, *, max_test: int | None = None) -> None:
+    def __init__(self, path: Path, *, max_test: int | None = None, device: str = "cpu") -> None:
+        from cnnlab.train.device import resolve_device
         from cnnlab.train.runs import load_run
 
+        self.device = resolve_device(device)  # where the model runs; inputs and results stay on the CPU
         self.path = Path(path).resolve()
         self.run = load_run(self.path)
         self.name = f"{self.path.parent.name}/{self.path.name}"
@@ -93,7 +95,7 @@ class RunTarget:
         with self.lock:
             stamp = self._weights_stamp()
             if stamp != self._stamp:
-                self._model = self.run.build_model()
+                self._model = self.run.build_model().to(self.device)
                 self._stamp = stamp
             return self._model
 
@@ -167,12 +169,13 @@ class PretrainedTarget:
     input_shape = (224, 224, 3)
     max_test = None
 
-    def __init__(self, name: str, *, weights=None, download: bool = True) -> None:
+    def __init__(self, name: str, *, weights=None, download: bool = True, device: str = "cpu") -> None:
         from cnnlab.models.pretrained import imagenet_classes, load_pretrained
+        from cnnlab.train.device import resolve_device
 
         self.name = name
         self.model_name = name
-        self.model = load_pretrained(name, weights=weights, progress=False, download=download)
+        self.model = load_pretrained(name, weights=weights, progress=False, download=download).to(resolve_device(device))
         self.classes = imagenet_classes()
         self.lock = threading.RLock()
         self.featurevis_cache: dict = {}
