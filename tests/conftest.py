@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 import urllib.error
+import uuid
 from pathlib import Path
 
 import pytest
@@ -178,3 +181,28 @@ def run_env(tiny_run_env, tmp_path_factory):
 def tiny_run(tiny_run_env) -> Path:
     """The run directory of ``tiny_run_env``."""
     return tiny_run_env["run"]
+
+
+@pytest.fixture
+def mount_tmpfs(tmp_path):
+    """``mount_tmpfs(kib)``: a new folder on a tmpfs of that size, unmounted after the test.
+
+    For full-disk tests; needs root on Linux (CI runs as root) and skips with the reason elsewhere.
+    """
+    if sys.platform != "linux" or os.geteuid() != 0:
+        pytest.skip("mounting a small tmpfs needs root on Linux (CI runs as root)")
+    mounted = []
+
+    def mount(kib: int) -> Path:
+        where = tmp_path / f"tmpfs-{len(mounted)}"
+        where.mkdir()
+        done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={kib}k", f"tmpfs-{uuid.uuid4().hex[:8]}",
+                               str(where)], capture_output=True, text=True)
+        if done.returncode != 0:
+            pytest.skip(f"cannot mount a tmpfs here: {done.stderr.strip()}")
+        mounted.append(where)
+        return where
+
+    yield mount
+    for where in mounted:
+        subprocess.run(["umount", str(where)], check=True)

@@ -8,7 +8,6 @@ import os
 import stat
 import subprocess
 import sys
-import uuid
 from pathlib import Path
 
 import numpy as np
@@ -150,21 +149,9 @@ def test_full_disk_errors_are_one_line_naming_the_path(tmp_path):
 
 
 @pytest.fixture
-def tiny_disk(tmp_path):
-    """A 256 KiB tmpfs (needs root and mount; CI runs as root)."""
-    if sys.platform != "linux" or os.geteuid() != 0:
-        pytest.skip("mounting a small tmpfs needs root on Linux")
-    where = tmp_path / "tiny"
-    where.mkdir()
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", f"tmpfs-{uuid.uuid4().hex[:8]}", str(where)],
-                          capture_output=True, text=True)
-    if done.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.strip()}")
-    try:
-        yield where
-    finally:
-        subprocess.run(["umount", str(where)], check=True)
-
+def tiny_disk(mount_tmpfs):
+    """A 256 KiB tmpfs."""
+    return mount_tmpfs(256)
 
 @pytest.mark.parametrize("writer", ["torch", "numpy", "text", "figure"])
 def test_a_real_full_disk_keeps_the_good_file(tiny_disk, writer):

@@ -9,11 +9,7 @@ the good file that was there before.
 from __future__ import annotations
 
 import errno
-import os
 import shutil
-import subprocess
-import sys
-import uuid
 from pathlib import Path
 
 import numpy as np
@@ -36,21 +32,9 @@ def trained(tmp_path_factory) -> Path:
 
 
 @pytest.fixture
-def disk(tmp_path):
+def disk(mount_tmpfs):
     """A 512 KiB tmpfs, unmounted afterwards."""
-    if sys.platform != "linux" or os.geteuid() != 0:
-        pytest.skip("mounting a small tmpfs needs root on Linux (CI runs as root)")
-    where = tmp_path / "disk"
-    where.mkdir()
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=512k", f"tmpfs-{uuid.uuid4().hex[:8]}", str(where)],
-                          capture_output=True, text=True)
-    if done.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.strip()}")
-    try:
-        yield where
-    finally:
-        subprocess.run(["umount", str(where)], check=True)
-
+    return mount_tmpfs(512)
 
 def fill(disk: Path) -> None:
     """Write a filler until the tmpfs has no page left."""
