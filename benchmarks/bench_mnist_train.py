@@ -34,6 +34,7 @@ def cnnlab_worker(mnist_dir: str, epochs: int, batch: int) -> None:
     from cnnlab.data.transforms import to_tensor
     from cnnlab.models import build
     from cnnlab.train.loop import TrainConfig, evaluate_loss_accuracy, fit
+    from cnnlab.train.memory import keep_freed_memory
 
     ds = load("mnist", root=mnist_dir, progress=False)
     x, y = to_tensor(ds.train.images), torch.as_tensor(ds.train.labels)
@@ -49,6 +50,8 @@ def cnnlab_worker(mnist_dir: str, epochs: int, batch: int) -> None:
     def clock(end) -> None:
         times.append(end.logs["seconds"])
 
+    # What `cnnlab train` does for every run (the library leaves malloc alone unless asked).
+    keep_freed_memory()
     fit(model, x, y, config=TrainConfig(epochs=epochs, batch_size=batch, optimizer="adam", verbose=0),
         callbacks=[clock, report])
 
