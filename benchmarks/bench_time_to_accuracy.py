@@ -94,6 +94,10 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     import torch
 
+    from cnnlab.train.memory import keep_freed_memory
+
+    keep_freed_memory()  # as `cnnlab train` does; the library leaves malloc alone unless asked
+
     overrides = parse_overrides(args.set)
     where = args.device if args.device == "cpu" else torch.cuda.get_device_name(args.device)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, device {where}"
