@@ -195,14 +195,6 @@ def test_cli_export_and_its_errors(mnist_run, tmp_path, capsys):
         assert err.startswith("cnnlab export: error: ") and says in err and err.count("\n") == 1
 
 
-@pytest.fixture(scope="module")
-def squeeze_weights(shared_dir):
-    path = shared_dir / "models" / "squeezenet1_1-imagenet.pth"
-    if not path.is_file():
-        pytest.skip(f"SqueezeNet weights not found at {path}")
-    return path
-
-
 @pytest.mark.slow
 def test_squeezenet_onnx_matches_pytorch(squeeze_weights, shared_dir, tmp_path):
     pytest.importorskip("onnxscript")

@@ -24,7 +24,7 @@ def _numeric_options():
                 for name, sub in action.choices.items():
                     walk(sub, [*prefix, name])
             elif (action.option_strings and action.choices is None and action.type is not None
-                  and action.type.__name__ in ("int", "float", "_number")):
+                  and action.type.__name__ in ("int", "float", "number")):
                 found.append((prefix, action.option_strings[0], action.dest, action.nargs))
 
     for command in sorted(COMMANDS):

@@ -18,14 +18,6 @@ from cnnlab.train.finetune import Phases
 from cnnlab.train.loop import fit
 
 
-@pytest.fixture(scope="module")
-def squeeze_weights(shared_dir):
-    path = shared_dir / "models" / "squeezenet1_1-imagenet.pth"
-    if not path.is_file():
-        pytest.skip(f"SqueezeNet weights not found at {path}")
-    return path
-
-
 def test_pretrained_model_keeps_the_body_and_makes_a_fresh_head(squeeze_weights):
     state = torch.load(squeeze_weights, weights_only=True)
     torch.manual_seed(0)

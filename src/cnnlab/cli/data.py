@@ -39,7 +39,7 @@ def register(subparsers) -> None:
                        description="Load a dataset (downloading it if needed) and print its splits.")
     _add_load_args(q)
     q.add_argument("--train-size", type=int, help="keep only the first N training images")
-    q.add_argument("--val-size", type=_count_or_fraction, default=0,
+    q.add_argument("--val-size", type=options.number, default=0,
                    help="validation images carved from training: a count, or a fraction like 0.1")
     q.add_argument("--seed", type=int, default=0, help="seed for the validation / folder split (default 0)")
     q.set_defaults(func=run_info)
@@ -69,15 +69,6 @@ def _usage(parser: argparse.ArgumentParser) -> int:
     parser.print_help()
     return 2
 
-
-def _count_or_fraction(text: str) -> int | float:
-    try:
-        return int(text)
-    except ValueError:
-        try:
-            return float(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected a count or a fraction, got {text!r}") from None
 
 
 def _image_size(text: str) -> int | tuple[int, int]:

@@ -100,11 +100,22 @@ def _checked(dest: str, convert):
     return check
 
 
+def number(text: str) -> int | float:
+    """An int when it reads as one (a count, e.g. --val-size 5000), else a float (a fraction, 0.1)."""
+    try:
+        return int(text)
+    except ValueError:
+        try:
+            return float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a count or a fraction, got {text!r}") from None
+
+
 def check_numbers(parser: argparse.ArgumentParser) -> None:
     """Give every int/float option of ``parser`` and its subcommands the checks above, at parse time."""
     for action in parser._actions:
         if isinstance(action, argparse._SubParsersAction):
             for sub in action.choices.values():
                 check_numbers(sub)
-        elif action.type is not None and getattr(action.type, "__name__", "") in ("int", "float", "_number"):
+        elif action.type is not None and getattr(action.type, "__name__", "") in ("int", "float", "number"):
             action.type = _checked(action.dest, action.type)

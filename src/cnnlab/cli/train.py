@@ -60,16 +60,6 @@ def _recipe_names() -> list[str]:
     return list(RECIPES)
 
 
-def _number(text: str) -> int | float:
-    """An int when it reads as one (a count for --val-size), else a float."""
-    try:
-        return int(text)
-    except ValueError:
-        try:
-            return float(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-
 
 def add_setting_flags(p: argparse.ArgumentParser) -> None:
     """One flag per configuration setting (--batch-size for batch_size, ...), default None."""
@@ -91,7 +81,7 @@ def add_setting_flags(p: argparse.ArgumentParser) -> None:
         elif typing.get_origin(hint) is tuple:
             kwargs.update(nargs=len(typing.get_args(hint)), type=float, metavar=("B1", "B2"))
         elif hint in (int, float):
-            kwargs.update(type=int if hint is int else _number, metavar="N" if hint is int else "X")
+            kwargs.update(type=int if hint is int else options.number, metavar="N" if hint is int else "X")
         else:
             kwargs.update(type=str, metavar=None if kwargs["choices"] else name.upper())
         p.add_argument("--" + name.replace("_", "-"), **kwargs)
