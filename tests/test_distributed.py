@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 import json
 import os
 import subprocess
@@ -92,3 +93,31 @@ def test_batch_size_must_divide_by_world_size(tmp_path, datasets_root):
     assert proc.returncode != 0
     assert "batch size 63 is not divisible by the world size 2" in proc.stderr
     assert "Traceback" not in proc.stderr.split("batch size 63")[0][-2000:]
+
+
+def test_each_torchrun_attempt_keeps_its_own_keys_in_the_shared_store(monkeypatch):
+    # torchrun keeps one store across restarts; a restarted rank must not read the keys
+    # (peer addresses) that a killed attempt left there.
+    import socket
+
+    import torch.distributed as tdist
+
+    from cnnlab.train.distributed import _attempt_store
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = tdist.TCPStore("127.0.0.1", port, 2, is_master=True, wait_for_workers=False)
+    server.set("default_pg/0//cpu//0/rank_1", "stale")  # as an init_process_group key might be left
+    for attempt in ("0", "1"):
+        monkeypatch.setenv("TORCHELASTIC_RESTART_COUNT", attempt)
+        monkeypatch.setenv("TORCHELASTIC_USE_AGENT_STORE", "True")
+        monkeypatch.setenv("MASTER_ADDR", "127.0.0.1")
+        monkeypatch.setenv("MASTER_PORT", str(port))
+        monkeypatch.setenv("RANK", "0")
+        monkeypatch.setenv("WORLD_SIZE", "2")
+        store, rank, world = _attempt_store(datetime.timedelta(seconds=10))
+        assert (rank, world) == (0, 2)
+        assert not store.check(["0//cpu//0/rank_1"])  # the stale key is not seen
+        store.set("mine", attempt)
+        assert server.get(f"cnnlab/attempt_{attempt}/default_pg/mine") == attempt.encode()

@@ -43,10 +43,26 @@ def setup(device: str = "auto", timeout_s: float | None = None) -> str:
         device = "cpu"
     timeout = datetime.timedelta(seconds=timeout_s or float(os.environ.get("CNNLAB_DIST_TIMEOUT", DEFAULT_TIMEOUT_S)))
     try:
-        tdist.init_process_group("nccl" if use_cuda else "gloo", timeout=timeout)
+        store, rank_, world = _attempt_store(timeout)
+        tdist.init_process_group("nccl" if use_cuda else "gloo", store=store, rank=rank_, world_size=world,
+                                 timeout=timeout)
     except Exception as exc:  # rendezvous failures come in many types; say it in one line
         raise CnnlabError(f"could not join the torchrun process group: {exc}") from exc
     return device
+
+
+def _attempt_store(timeout: datetime.timedelta):
+    """The rendezvous store, with its keys kept apart per torchrun attempt.
+
+    torchrun keeps one TCP store for all restarts of a worker group (its default since
+    PyTorch 2.4), and ``init_process_group`` names its keys the same in every attempt. A
+    restarted rank could then read the address a killed worker had published and fail
+    with "Connection refused" (seen in CI). Prefixing the keys with the restart count
+    makes each attempt meet only its own peers."""
+    store, rank_, world = next(tdist.rendezvous("env://", timeout=timeout))
+    store.set_timeout(timeout)
+    attempt = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0") or "0"
+    return tdist.PrefixStore(f"cnnlab/attempt_{attempt}/default_pg", store), rank_, world
 
 
 def teardown(*, failed: bool = False) -> None:
