@@ -7,6 +7,7 @@ GPU machine with ``python -m pytest tests/test_cuda.py``.
 
 from __future__ import annotations
 
+import logging
 import warnings
 
 import pytest
@@ -126,15 +127,17 @@ class ReadsTheHost(nn.Module):
         return self.body(x)
 
 
-def test_a_step_that_cannot_be_recorded_trains_op_by_op_from_where_it_stood():
+def test_a_step_that_cannot_be_recorded_trains_op_by_op_from_where_it_stood(caplog):
     base = dict(epochs=2, batch_size=100, lr=0.01, verbose=0, device="cuda", precision="fp32", seed=1)
     torch.backends.cudnn.deterministic = True
     try:
-        with pytest.warns(UserWarning, match="could not record the training step as a CUDA graph"):
+        with caplog.at_level(logging.WARNING, logger="cnnlab"):
             (h_try, w_try), (h_eager, w_eager) = _train_twice(
                 TrainConfig(**base, cuda_graphs=True), TrainConfig(**base, cuda_graphs=False), model_fn=ReadsTheHost)
     finally:
         torch.backends.cudnn.deterministic = False
+    said = [r for r in caplog.records if r.name == "cnnlab.train.session"]
+    assert len(said) == 1 and "could not record the training step as a CUDA graph" in said[0].getMessage()
     # the warm-up steps of the failed attempt are undone: the same run as never trying
     assert h_try == pytest.approx(h_eager, rel=1e-4)
     for k, v in w_eager.items():

@@ -5,8 +5,8 @@ fine-tuning phases when a head is named), the step, and the resumable state.
 
 from __future__ import annotations
 
+import logging
 import math
-import warnings
 
 import torch
 from torch import nn
@@ -22,6 +22,9 @@ from cnnlab.train.optim import lr_factor, make_optimizer
 from cnnlab.train.state import restore, snapshot
 from cnnlab.train.step import EagerStep, GraphStep, autocast
 from cnnlab.train.validation import evaluate_loss_accuracy
+
+# A fallback the caller may want to see (or silence): logging.getLogger("cnnlab").
+log = logging.getLogger(__name__)
 
 
 def memory_format(model: nn.Module, device: torch.device) -> torch.memory_format:
@@ -127,8 +130,9 @@ class Session:
                 and self.start_epoch < cfg.epochs):
             graphed, why = GraphStep.capture(step, cfg.batch_size)
             if graphed is None:
-                warnings.warn(f"cnnlab: could not record the training step as a CUDA graph ({why}); "
-                              "training op by op instead (cuda_graphs=False skips the attempt)", stacklevel=3)
+                # Logged, not warnings.warn: training goes on correctly; nothing in the caller's code is wrong.
+                log.warning("could not record the training step as a CUDA graph (%s); training op by op instead "
+                            "(cuda_graphs=False skips the attempt)", why)
             self.step = graphed or step
 
 
