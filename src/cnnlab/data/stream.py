@@ -19,6 +19,7 @@ an hour in. ``skip_bad=True`` leaves them out and reports how many.
 
 from __future__ import annotations
 
+import logging
 import os
 from collections import Counter
 from dataclasses import dataclass
@@ -31,6 +32,8 @@ from torch.utils.data import Dataset
 from cnnlab.errors import CnnlabError
 
 BYTES_PER_VALUE = 5  # a uint8 copy and the float32 training copy
+
+log = logging.getLogger(__name__)
 
 
 def available_memory() -> int:
@@ -135,6 +138,10 @@ def scan_folder(name: str, *, image_size=None, mode: str | None = None, skip_bad
                           "remove them or pass --skip-bad to leave them out")
     if not ok:
         raise CnnlabError(f"no readable images in {path}")
+    if bad:  # skip_bad: said once, before training, with the first few names (all are in ``skipped``)
+        listed = ", ".join(Path(f).relative_to(path).as_posix() for f, _ in bad[:3]) + (", ..." if len(bad) > 3 else "")
+        log.warning("left out %d of %d files in %s that are not readable images: %s", len(bad), len(files), path,
+                    listed)
     size = folder._parse_size(image_size) or sizes.most_common(1)[0][0]
     mode = mode or ("L" if modes <= folder.GREY_MODES else "RGB")
     keep = np.asarray(ok)
