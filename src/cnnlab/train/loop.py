@@ -13,6 +13,7 @@ equals what one process computes on the same data (see ``cnnlab.train.distribute
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 from collections.abc import Sequence
@@ -31,6 +32,9 @@ from cnnlab.train.device import resolve_device
 from cnnlab.train.feed import is_loader_data
 from cnnlab.train.history import EpochEnd, History, TrainingError, track_best
 from cnnlab.train.validation import evaluate_loss_accuracy
+
+# Each epoch's line, for a caller who keeps logs rather than a console (verbose decides the console).
+log = logging.getLogger(__name__)
 
 # Importable from here as before the split: the loop's vocabulary lives in its own modules.
 __all__ = ["EpochEnd", "History", "TrainConfig", "TrainingError", "as_inputs", "evaluate_loss_accuracy", "fit",
@@ -78,6 +82,12 @@ def fit(
     tuning of ``cnnlab.train.memory`` (call ``keep_freed_memory()`` yourself for it).
     ``tensorboard``: a folder (or a ``cnnlab.export.tensorboard.TensorBoardLog``) to write
     TensorBoard logs into.
+
+    What it shows, as Keras: ``verbose=1`` (the default) a progress bar on stderr and one line
+    per epoch on stdout, ``verbose=2`` the lines only, ``verbose=0`` nothing. Each epoch's line
+    also goes to the ``cnnlab.train.loop`` logger at INFO, and fallbacks (a CUDA graph that
+    could not be recorded) to ``cnnlab`` loggers at WARNING; like every ``cnnlab`` logger they
+    are silent until the caller configures logging.
     """
     if tensorboard is not None:
         return _fit_logged(model, x, y, config=config, epochs=epochs, batch_size=batch_size,
@@ -224,10 +234,14 @@ def _bar(cfg: TrainConfig, epoch: int, total: int):
 
 
 def _report_epoch(cfg: TrainConfig, epoch: int, logs: dict) -> None:
-    if cfg.verbose == 0 or dist.rank() != 0:
+    """The epoch's line: on stdout unless verbose=0 (as Keras prints it), and always to the
+    ``cnnlab.train.loop`` logger at INFO, silent unless the caller attaches a handler."""
+    if dist.rank() != 0:
         return
-    from tqdm.auto import tqdm
-
     parts = [f"{k}: {v:.4f}" for k, v in logs.items() if k not in ("lr", "seconds")]
-    tqdm.write(f"Epoch {epoch + 1}/{cfg.epochs} - {logs['seconds']:.1f}s - " + " - ".join(parts)
-               + f" - lr: {logs['lr']:.3g}")
+    line = f"Epoch {epoch + 1}/{cfg.epochs} - {logs['seconds']:.1f}s - " + " - ".join(parts) + f" - lr: {logs['lr']:.3g}"
+    log.info("%s", line)
+    if cfg.verbose:
+        from tqdm.auto import tqdm
+
+        tqdm.write(line)
