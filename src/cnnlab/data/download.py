@@ -23,12 +23,13 @@ from cnnlab.data.registry import Download, get_spec
 from cnnlab.errors import CnnlabError
 
 # What a download did, for a caller who wants to see or redirect it (logging.getLogger("cnnlab")):
-# which URL, which mirror failed before another was tried, what was verified.
+# which URL, which mirror failed before another was tried, what was verified. All at INFO: a
+# mirror that fails is either made up for by the next or ends in the DownloadError naming them all.
 log = logging.getLogger(__name__)
 
 TIMEOUT_S = 60
 _CHUNK = 1 << 20
-_USER_AGENT = "cnnlab (+https://github.com/; dataset downloader)"
+_USER_AGENT = "cnnlab (dataset downloader)"  # no project URL: cnnlab has no public home yet
 
 
 class DownloadError(CnnlabError):
@@ -91,7 +92,7 @@ def download_file(download: Download, folder: Path, *, progress: bool = True,
             log.info("%s: md5 %s verified", dest.name, download.md5)
             return dest
         except DownloadError as exc:
-            log.warning("download of %s failed (%s)", url, exc)
+            log.info("download of %s failed (%s)", url, exc)
             errors.append(f"{url}: {exc}")
     for path in created:  # leave the cache as it was: remove the folders made for this file
         try:

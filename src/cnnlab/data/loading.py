@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 from pathlib import Path
 
@@ -14,6 +15,10 @@ from cnnlab.data.dataset import Dataset, Split
 from cnnlab.data.download import DownloadError, fetch, md5_of
 from cnnlab.data.registry import ARCHIVES, DATASETS, DatasetSpec, get_spec
 from cnnlab.errors import CnnlabError
+
+# Where each dataset came from and whether the parsed cache answered: silent unless the caller
+# configures logging (logging.getLogger("cnnlab")); ``Dataset.source`` says where, too.
+log = logging.getLogger(__name__)
 
 
 def load(
@@ -71,6 +76,8 @@ def load(
             )
         train = Split(train.images[:train_size], train.labels[:train_size])
     train, val = _carve_val(train, val_size, seed)
+    log.info("%s: %d train, %d val and %d test images from %s", name, len(train), len(val) if val else 0,
+             len(test), source)
     return Dataset(name=name, train=train, test=test, classes=tuple(classes), val=val, source=str(source))
 
 
@@ -156,6 +163,7 @@ def _parsed(spec: DatasetSpec, found: sources.Found, *, verify: bool, use_cache:
     files = sorted(found.files.values())
     key = cache.key_for(spec.name, files, {"layout": found.layout, "verify": verify})
     if use_cache and (hit := cache.read(spec.name, key)) is not None:
+        log.info("%s: parsed arrays read from the cache %s", spec.name, cache.entry_dir(spec.name, key))
         arrays, meta = hit
         return arrays, tuple(meta["classes"]), source
     if spec.format == "idx":
@@ -165,9 +173,15 @@ def _parsed(spec: DatasetSpec, found: sources.Found, *, verify: bool, use_cache:
     classes = arrays.pop("classes")
     if verify:
         _check_counts(spec, found.path, arrays)
-    if use_cache:
-        cache.write(spec.name, key, arrays, {"classes": list(classes), "sources": [str(f) for f in files]})
+    if use_cache and not cache.write(spec.name, key, arrays, {"classes": list(classes),
+                                                             "sources": [str(f) for f in files]}):
+        _not_cached(spec.name, key)
     return arrays, classes, source
+
+
+def _not_cached(name: str, key: str) -> None:
+    log.info("%s: could not write the parsed cache %s (read-only or full disk); the next load parses again",
+             name, cache.entry_dir(name, key))
 
 
 def _read_idx(spec: DatasetSpec, found: sources.Found, verify: bool) -> dict:
@@ -237,11 +251,13 @@ def _load_folder(name: str, *, image_size, mode, test_size, seed, progress, use_
     key = cache.key_for(name, files, options) if use_cache else ""
     hit = cache.read(name, key) if use_cache else None
     if hit is not None:
+        log.info("%s: decoded images read from the cache %s", name, cache.entry_dir(name, key))
         images = hit[0]["images"]
     else:
         images = folder.read_images(files, image_size=image_size, mode=mode, progress=progress)
-        if use_cache:
-            cache.write(name, key, {"images": images}, {"classes": list(classes), "root": str(path.resolve())})
+        if use_cache and not cache.write(name, key, {"images": images}, {"classes": list(classes),
+                                                                          "root": str(path.resolve())}):
+            _not_cached(name, key)
     train_idx, test_idx = folder_split(name, labels, split, len(classes), test_size=test_size, seed=seed)
     train = Split(images[train_idx], labels[train_idx])
     test = Split(images[test_idx], labels[test_idx])

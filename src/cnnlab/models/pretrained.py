@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import re
 import urllib.error
@@ -48,6 +49,9 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 # Caffe's (and Keras' "caffe" preprocess_input) BGR pixel means, images in 0..255.
 CAFFE_BGR_MEAN = (103.939, 116.779, 123.68)
 STYLES = ("torchvision", "caffe")
+
+# What a weights download did (URL, verified digest), for a caller's logging; silent by default.
+log = logging.getLogger(__name__)
 
 # The opener used for downloads; tests replace it to serve local bytes.
 _urlopen = urllib.request.urlopen
@@ -96,6 +100,7 @@ def download_weights(url: str, *, progress: bool = True, download: bool = True) 
         raise CnnlabError(f"{filename} is not in {hub_checkpoint(url).parent} or {cache_dir()} and downloading is off "
                           "(--offline); run once online, or pass a file with --weights PATH")
     target.parent.mkdir(parents=True, exist_ok=True)
+    log.info("downloading %s into %s", url, target.parent)
     try:
         with files.atomic_open(target) as tmp, _urlopen(url, timeout=30) as response:
             sha = _stream_into(tmp, response, filename, progress)
@@ -106,6 +111,7 @@ def download_weights(url: str, *, progress: bool = True, download: bool = True) 
         reason = getattr(exc, "reason", None) or exc
         raise CnnlabError(f"cannot download {url} ({reason}); offline? fetch that file elsewhere and pass it "
                           "with --weights PATH (weights=PATH in Python)") from exc
+    log.info("%s: sha256 %s... verified", filename, sha[:16])
     return target
 
 
