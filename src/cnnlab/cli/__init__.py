@@ -8,7 +8,9 @@ Nothing here computes: it only dispatches and turns errors into one-line message
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
+import logging
 import os
 import sys
 
@@ -53,6 +55,35 @@ class _Parser(argparse.ArgumentParser):
         raise _BadUsage(2)
 
 
+class _OneLineWarnings(logging.Handler):
+    """The library's warnings (the ``cnnlab`` loggers, WARNING and up) on stderr in the command's
+    own one-line form, ``cnnlab train: warning: ...``; its INFO lines stay silent, as for any
+    library caller who has not asked for them. Under torchrun only rank 0 speaks."""
+
+    def __init__(self, command: str) -> None:
+        super().__init__(logging.WARNING)
+        self.command = command
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if os.environ.get("RANK", "0") != "0":
+            return
+        try:  # sys.stderr as it is now, not as it was when the handler was made
+            print(f"cnnlab {self.command}: {record.levelname.lower()}: {record.getMessage()}", file=sys.stderr)
+        except Exception:  # logging's own rule: a handler never raises
+            self.handleError(record)
+
+
+@contextlib.contextmanager
+def _library_warnings(command: str):
+    handler = _OneLineWarnings(command)
+    logger = logging.getLogger("cnnlab")
+    logger.addHandler(handler)
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
+
+
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     """The parser with every subcommand, or only ``command``'s module when it is known.
 
@@ -92,7 +123,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     keep_freed_memory()  # every command's tensors: no page faults on each reallocation (cnnlab.train.memory)
     try:
-        return int(args.func(args) or 0)
+        with _library_warnings(args.command):
+            return int(args.func(args) or 0)
     except CnnlabError as exc:
         print(f"cnnlab {args.command}: error: {exc}", file=sys.stderr)
         return 2
