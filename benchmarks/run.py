@@ -18,7 +18,8 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-# The default set, cheapest first; cifar time-to-accuracy (~15 min a seed) runs only by name.
+# The default set, cheapest first; cifar time-to-accuracy (~15 min a seed) and tutorials (every
+# tutorial's full training, three seeds each) run only by name.
 DEFAULT = ["conv", "data", "mnist_train", "time_to_accuracy", "pretrained", "explain"]
 
 
@@ -29,6 +30,7 @@ def load(name: str):
         raise SystemExit(f"no benchmark {name!r}; known: {', '.join(known)}")
     spec = importlib.util.spec_from_file_location(f"bench_{name}", path)
     module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # as importlib's recipe does: dataclasses look their module up there
     spec.loader.exec_module(module)
     return module
 
