@@ -94,3 +94,78 @@ def test_cli_streamed_run_resumes_exactly(photos, tmp_path):
     a, b = load_checkpoint(tmp_path / "straight" / "last.pt"), load_checkpoint(tmp_path / "split" / "last.pt")
     for k, v in a["model"].items():
         assert torch.equal(v, b["model"][k]), k
+
+
+RECORDER = '''
+import os
+from torch import nn
+
+
+class Record(nn.Module):
+    """Appends "train|eval INDEX" per example to seen<RANK>.txt (pixel [0, 0, 0] * 255 = the image's index)."""
+
+    def forward(self, x):
+        with open(os.path.join(os.environ["SEEN_DIR"], f"seen{os.environ['RANK']}.txt"), "a") as f:
+            mode = "train" if self.training else "eval"
+            f.writelines(f"{mode} {i}\\n" for i in (x[:, 0, 0, 0] * 255).round().long().tolist())
+        return x
+
+
+def make_net(input_shape, num_classes):
+    return nn.Sequential(Record(), nn.Conv2d(input_shape[2], 4, 3), nn.ReLU(), nn.AdaptiveAvgPool2d(1),
+                         nn.Flatten(), nn.Linear(4, num_classes))
+'''
+
+
+@pytest.mark.slow
+def test_torchrun_streamed_ranks_read_disjoint_shards_that_cover_the_folder(tmp_path):
+    import json
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = tmp_path / "photos"
+    rng = np.random.default_rng(0)
+    for i in range(39):  # 3 classes x 13: a 30-image training split and a 9-image (odd) test split
+        (root / f"c{i % 3}").mkdir(parents=True, exist_ok=True)
+        img = rng.integers(0, 256, (10, 10, 3), dtype=np.uint8)
+        img[0, 0] = i  # the image's index, read back by the recorder
+        Image.fromarray(img).save(root / f"c{i % 3}" / f"{i}.png")
+    (tmp_path / "recorder.py").write_text(RECORDER)
+    src = Path(__file__).resolve().parents[1] / "src"
+    env = dict(os.environ, OMP_NUM_THREADS="1", SEEN_DIR=str(tmp_path),
+               PYTHONPATH=os.pathsep.join([str(tmp_path), str(src), os.environ.get("PYTHONPATH", "")]))
+    env.pop("RANK", None)
+    out = tmp_path / "run"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2", "-m", "cnnlab",
+           "train", "--data", f"folder:{root}", "--stream", "--workers", "1", "--model", "recorder:make_net",
+           "--epochs", "1", "--batch-size", "10", "--out", str(out), "--no-report", "--offline", "--quiet",
+           "--device", "cpu"]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    config = json.loads((out / "config.json").read_text())
+    assert config["world_size"] == 2 and config["streamed"] is True
+    seen = []
+    for r in range(2):
+        lines = [line.split() for line in (tmp_path / f"seen{r}.txt").read_text().splitlines()]
+        seen.append({mode: [int(i) for m, i in lines if m == mode] for mode in ("train", "eval")})
+    train = [set(s["train"]) for s in seen]
+    assert len(seen[0]["train"]) == len(seen[1]["train"]) == 15  # 30 training images, 15 per rank, no repeats
+    assert not train[0] & train[1] and len(train[0] | train[1]) == 30
+    # the test split is evaluated twice (as validation, then as the test): each image once per pass, on one rank
+    evals = [s["eval"] for s in seen]
+    assert sorted(evals[0] + evals[1]) == sorted(2 * list(set(evals[0]) | set(evals[1])))
+    assert not set(evals[0]) & set(evals[1]) and len(evals[0]) + len(evals[1]) == 18  # 9 + 9, none padded in
+    assert (train[0] | train[1] | set(evals[0]) | set(evals[1])) == set(range(39))
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert 0 <= metrics["test_accuracy"] <= 1 and round(metrics["test_accuracy"] * 9, 6).is_integer()
+
+
+def test_evaluation_shards_are_disjoint_unpadded_and_cover_the_data():
+    from cnnlab.train.feed import Shard
+
+    for n in (9, 10, 1):
+        parts = [list(Shard(n, r, 2)) for r in range(2)]
+        assert sorted(parts[0] + parts[1]) == list(range(n)) and [len(Shard(n, r, 2)) for r in range(2)] == list(
+            map(len, parts))

@@ -6,9 +6,12 @@ everything else goes through a ``LoaderFeed``:
 - a ``torch.utils.data.DataLoader`` is used exactly as given (its batch size, sampler,
   workers, collate function); cnnlab only moves each batch to the device;
 - a ``torch.utils.data.Dataset`` gets a DataLoader made here: a seeded shuffle
-  (the same order as in-memory data of the same seed), or a ``DistributedSampler`` under
-  torchrun, the global batch split across processes, pinned memory on CUDA, and the
-  dataset's own ``loader_options`` (e.g. ``num_workers``) when it has them.
+  (the same order as in-memory data of the same seed), or under torchrun a
+  ``DistributedSampler`` for training (each rank reads, and its workers decode, only its
+  own share of the files; shards padded to equal length so every rank takes the same
+  number of steps) and a ``Shard`` for evaluation (disjoint, no padding, so the summed
+  metrics count every example once); the global batch split across processes, pinned
+  memory on CUDA, and the dataset's own ``loader_options`` (e.g. ``num_workers``).
 
 Batches are ``(inputs, labels)``. uint8 inputs (N, C, H, W), as streamed folders deliver
 them, become float in [0, 1] on the device, then ``(x - mean) / std`` with the dataset's
@@ -35,8 +38,10 @@ def make_loader(data, *, batch_size: int, seed: int, shuffle: bool, device: torc
         return data, None
     world, rank = dist.world_size(), dist.rank()
     gen = None
-    if world > 1:
-        sampler = DistributedSampler(data, num_replicas=world, rank=rank, shuffle=shuffle, seed=seed)
+    if world > 1 and shuffle:
+        sampler = DistributedSampler(data, num_replicas=world, rank=rank, shuffle=True, seed=seed)
+    elif world > 1:
+        sampler = Shard(len(data), rank, world)
     elif shuffle:
         gen = torch.Generator().manual_seed(seed)
         sampler = Shuffled(len(data), gen)
@@ -59,6 +64,23 @@ class Shuffled(Sampler):
 
     def __len__(self) -> int:
         return self.n
+
+
+class Shard(Sampler):
+    """Examples ``rank, rank + world, ...``: this rank's disjoint share, in order, unpadded.
+
+    ``DistributedSampler`` pads the shards to equal length with repeated examples, which
+    training needs (every rank must step together) but an evaluation must not: a repeated
+    example would be counted twice in the all-reduced loss and accuracy."""
+
+    def __init__(self, n: int, rank: int, world: int) -> None:
+        self.n, self.rank, self.world = n, rank, world
+
+    def __iter__(self):
+        yield from range(self.rank, self.n, self.world)
+
+    def __len__(self) -> int:
+        return len(range(self.rank, self.n, self.world))
 
 
 class LoaderFeed:
