@@ -169,3 +169,45 @@ def test_evaluation_shards_are_disjoint_unpadded_and_cover_the_data():
         parts = [list(Shard(n, r, 2)) for r in range(2)]
         assert sorted(parts[0] + parts[1]) == list(range(n)) and [len(Shard(n, r, 2)) for r in range(2)] == list(
             map(len, parts))
+
+
+def test_evaluating_a_streamed_run_matches_in_memory_evaluation_and_decodes_batch_by_batch(photos, tmp_path,
+                                                                                           monkeypatch):
+    from cnnlab.cli import main
+    from cnnlab.data import stream
+    from cnnlab.insight.evaluate import evaluate_images, evaluate_run
+    from cnnlab.insight.results import ResultsOptions, collect_results
+    from cnnlab.train.runs import Run, load_run
+
+    out = tmp_path / "st"
+    assert main(["train", "--data", f"folder:{photos}", "--model", "conv4k3-relu,gap,dense3", "--epochs", "2",
+                 "--batch-size", "8", "--quiet", "--no-report", "--offline", "--stream", "--out", str(out)]) == 0
+    run = load_run(out)
+    mem = run.load_data()  # the same folder decoded whole: the reference
+    want = evaluate_images(run.build_model(), mem.test.images, mem.test.labels, preprocess=run.preprocess,
+                           classes=run.classes, batch_size=4)
+
+    def no_whole_folder(*args, **kwargs):
+        raise AssertionError("a streamed run's evaluation decoded the whole folder")
+
+    monkeypatch.setattr("cnnlab.data.folder.read_images", no_whole_folder)
+    in_process = Run.load_stream  # decoding in this process, where it can be counted
+    monkeypatch.setattr(Run, "load_stream", lambda self, workers=None: in_process(self, workers=0))
+    decoded = []
+    real_decode = stream.decode
+    monkeypatch.setattr(stream, "decode", lambda *a: decoded.append(a[0]) or real_decode(*a))
+    got = evaluate_run(run, batch_size=4)
+    assert len(decoded) == len(mem.test.labels) == 6  # each test image once, in batches of 4
+    np.testing.assert_array_equal(got.labels, want.labels)
+    np.testing.assert_allclose(got.probs, want.probs, rtol=1e-5, atol=1e-6)
+    for key in ("accuracy", "n_wrong", "confusion_matrix", "per_class", "most_confused"):
+        assert got.metrics[key] == want.metrics[key], key
+    assert got.metrics["loss"] == pytest.approx(want.metrics["loss"], rel=1e-5)
+    decoded.clear()
+    results = collect_results(out, options=ResultsOptions(n_wrong=2, n_top_losses=3, n_activation_images=1,
+                                                          n_feature_channels=0, n_explained=1), save=False)
+    # the evaluation pass, then only the images the report shows (top losses, first wrong, activations, Grad-CAM)
+    assert len(decoded) <= 6 + 3 + 2 + 1 + 1
+    assert results.top_loss_images.shape == (3, 12, 12, 3) and results.metrics["accuracy"] == want.metrics["accuracy"]
+    np.testing.assert_array_equal(results.top_loss_images[0], mem.test.images[results.top_losses[0].index])
+    assert "streams its folder" in results.embedding_skipped

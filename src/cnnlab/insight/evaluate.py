@@ -40,6 +40,7 @@ __all__ = [
     "cross_entropy",
     "evaluate_images",
     "evaluate_run",
+    "evaluate_stream",
     "load_images",
     "merged_metrics",
     "most_confused",
@@ -163,19 +164,90 @@ def evaluate_images(
     return Evaluation(probs=probs, labels=labels, metrics=metrics, split=split)
 
 
+def evaluate_stream(
+    model: nn.Module,
+    split: Any,
+    *,
+    classes: Sequence[str],
+    batch_size: int = 1024,
+    split_name: str = "test",
+    progress: bool = False,
+) -> Evaluation:
+    """Evaluate ``model`` on a streamed split (a ``cnnlab.data.stream.FolderStream``), batch by batch.
+
+    The images are decoded by the DataLoader's workers one batch at a time and dropped after
+    their forward pass (normalised on the device with the stream's ``mean``/``std``, as in
+    training); what is kept is ``K`` probabilities and a label per image, which the metrics
+    need (loss, top-5, top losses, confidence) and which are ``H * W * C / (4 * K)`` times
+    smaller than the decoded images. Images for the report are decoded again by index
+    (:class:`StreamImages`), only for the few examples shown.
+    """
+    from cnnlab.train.feed import LoaderFeed
+
+    _check_batch_size(batch_size)
+    if len(split) == 0:
+        raise CnnlabError(f"the {split_name} split has no images, so there is nothing to evaluate")
+    param = next(model.parameters(), None)
+    device = param.device if param is not None else torch.device("cpu")
+    # NCHW as run.preprocess gives in-memory images: the same layout, the same arithmetic.
+    feed = LoaderFeed(split, batch_size=batch_size, seed=0, device=device, shuffle=False,
+                      memory_format=torch.contiguous_format)
+    batches = feed.batches()
+    if progress:
+        from tqdm.auto import tqdm
+
+        batches = tqdm(batches, total=feed.steps, desc=f"evaluate {split_name}", unit="batch")
+    probs, labels = [], []
+    for xb, yb in batches:
+        probs.append(predict(model, xb, batch_size))
+        labels.append(yb.cpu().numpy())
+    probs_a, labels_a = np.concatenate(probs), np.concatenate(labels).astype(np.int64)
+    return Evaluation(probs=probs_a, labels=labels_a, metrics=compute_metrics(probs_a, labels_a, classes),
+                      split=split_name)
+
+
+class StreamImages:
+    """A streamed split's images as uint8 ``(n, H, W, C)`` on indexing, decoded only for the
+    indices asked for: what the report shows (top losses, wrong predictions, activations)
+    without holding the split in memory."""
+
+    def __init__(self, split: Any) -> None:
+        self.split = split
+
+    def __len__(self) -> int:
+        return len(self.split)
+
+    def __getitem__(self, index):
+        from cnnlab.data.stream import decode
+
+        def one(i):
+            return decode(self.split.files[int(i)], self.split.size, self.split.mode)
+
+        if np.ndim(index) == 0:
+            return one(index)
+        picked = [one(i) for i in np.arange(len(self))[index]]
+        h, w = self.split.size
+        return np.stack(picked) if picked else np.zeros((0, h, w, 1 if self.split.mode == "L" else 3), np.uint8)
+
+
 def evaluate_run(
     run: Any, *, batch_size: int = 1024, progress: bool = False, data: Any = None, device: str | None = "cpu"
 ) -> Evaluation:
     """Evaluate a run's best weights on its dataset's test split.
 
     ``run`` is a :class:`cnnlab.train.runs.Run` (``load_run(path)``). ``data`` is the run's dataset
-    when the caller has loaded it already (``run.load_data()``). ``device``: where the model
-    runs ("auto" picks CUDA when present). Does not write metrics.json; call
+    when the caller has loaded it already (``run.load_data()``, or ``run.load_stream()``). A run
+    trained on a streamed folder is evaluated from its files batch by batch
+    (:func:`evaluate_stream`). ``device``: where the model runs ("auto" picks CUDA when
+    present). Does not write metrics.json; call
     ``cnnlab.train.runs.save_metrics(run.path, evaluation.metrics)`` for that.
     """
     model = run.build_model(weights="best").to(resolve_device(device))
-    data = run.load_data() if data is None else data
+    if data is None:
+        data = run.load_stream() if getattr(run, "streamed", False) else run.load_data()
     split = data.test
+    if not hasattr(split, "images"):
+        return evaluate_stream(model, split, classes=run.classes, batch_size=batch_size, progress=progress)
     return evaluate_images(
         model,
         split.images,

@@ -131,18 +131,22 @@ def collect_results(run_dir, *, evaluation=None, options: ResultsOptions = Resul
     (merged over what training wrote). When the dataset is absent now, the saved metrics
     and top losses are used and the per-example fields say why they are empty.
     """
-    from cnnlab.insight.evaluate import evaluate_images, merged_metrics
+    from cnnlab.insight.evaluate import StreamImages, evaluate_images, evaluate_stream, merged_metrics
     from cnnlab.train.device import resolve_device
     from cnnlab.train.runs import load_run, save_metrics
 
     run = load_run(run_dir)
     model = run.build_model(weights="best").to(resolve_device(options.device))
     data, problem = _load_data(run)
-    if evaluation is None and data is not None:
+    streamed = data is not None and not hasattr(data.test, "images")
+    if evaluation is None and streamed:  # batch by batch from the files; the report's few images decoded by index
+        evaluation = evaluate_stream(model, data.test, classes=run.classes, batch_size=options.batch_size,
+                                     progress=progress)
+    elif evaluation is None and data is not None:
         evaluation = evaluate_images(model, data.test.images, data.test.labels, preprocess=run.preprocess,
                                      classes=run.classes, batch_size=options.batch_size, progress=progress)
     metrics = run.metrics if evaluation is None else merged_metrics(run.readable_metrics, evaluation.metrics)
-    images = data.test.images if data is not None else None
+    images = (StreamImages(data.test) if streamed else data.test.images) if data is not None else None
     why = problem or "the dataset was not loaded"
     summary, text = _model_text(model, run.input_shape)
     results = Results(
@@ -167,7 +171,7 @@ def collect_results(run_dir, *, evaluation=None, options: ResultsOptions = Resul
 def _load_data(run) -> tuple[Any, str | None]:
     """The run's dataset, or None and the reason it is absent now."""
     try:
-        return run.load_data(), None
+        return (run.load_stream() if run.streamed else run.load_data()), None
     except (CnnlabError, FileNotFoundError, OSError) as exc:
         return None, str(exc)
 
@@ -222,14 +226,15 @@ def _activation_fields(run, model, ev, images, opt: ResultsOptions) -> dict[str,
         reason = "the dataset is not available" if images is None else "the model has no Conv2d layer"
         return {"activations": None, "activations_skipped": reason}
     picks = np.arange(min(opt.n_activation_images, len(images)))
-    maps = activations_of(model, run.preprocess(images[picks]), convs)
+    picked = images[picks]  # one read: a streamed split decodes what is indexed
+    maps = activations_of(model, run.preprocess(picked), convs)
     examples = []
     for j, i in enumerate(picks):
         label = predicted = prob = None
         if ev is not None:
             label, predicted = int(ev.labels[i]), int(ev.preds[i])
             prob = float(ev.probs[i, predicted])
-        examples.append(ActivationExample(index=int(i), image=images[i], maps={n: maps[n][j] for n in convs},
+        examples.append(ActivationExample(index=int(i), image=picked[j], maps={n: maps[n][j] for n in convs},
                                           label=label, predicted=predicted, prob=prob))
     return {"activations": examples, "activations_skipped": None}
 
@@ -247,11 +252,17 @@ def _learned_fields(run, model, data, opt: ResultsOptions) -> dict[str, Any]:
     else:
         last = conv_layers(model)[-1]
         count = min(opt.n_feature_channels, getattr(dict(model.named_modules())[last], "out_channels", 1))
+        # A streamed split's top examples would need every test image's activations: not shown.
         out["features"] = run_channel_visuals(run, model, layer=last, channels=list(range(count)),
-                                              steps=opt.feature_steps, images=data.test.images if data else None,
+                                              steps=opt.feature_steps,
+                                              images=getattr(data.test, "images", None) if data else None,
                                               k=opt.n_feature_examples)
     if opt.embedding_method is None or data is None:
         out["embedding_skipped"] = "not asked for" if opt.embedding_method is None else "the dataset is not available"
+        return out
+    if not hasattr(data.test, "images"):
+        out["embedding_skipped"] = ("the run streams its folder (too large for memory); the map needs every "
+                                    "test image's features at once")
         return out
     try:
         out["embedding"] = run_embedding(run.path, method=opt.embedding_method, model=model, data=data,

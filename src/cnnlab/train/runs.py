@@ -282,6 +282,28 @@ class Run:
                     val_size=cfg.get("val_size") or 0, seed=cfg.get("train", {}).get("seed", 0), progress=False,
                     **folder)
 
+    @property
+    def streamed(self) -> bool:
+        """True when the run trained on a streamed folder (``cnnlab.data.stream``): its test
+        split is evaluated batch by batch from the files, never decoded whole."""
+        return bool(self.config.get("streamed")) and str(self.config.get("data", "")).startswith("folder:")
+
+    def load_stream(self, workers: int | None = None):
+        """The run's folder as streams (a ``cnnlab.data.stream.StreamedFolder``: the same splits
+        as in training, nothing decoded yet), normalised as in training."""
+        from cnnlab.data.stream import stream_folder
+
+        cfg = self.config
+        data = stream_folder(cfg["data"], image_size=cfg.get("image_size"), mode=cfg.get("mode"),
+                             seed=cfg.get("train", {}).get("seed", 0), train_size=cfg.get("train_size"),
+                             val_size=cfg.get("val_size") or 0, skip_bad=bool(cfg.get("skip_bad")),
+                             mean=cfg.get("mean"), std=cfg.get("std"),
+                             workers=cfg.get("workers", 2) if workers is None else workers)
+        if list(data.input_shape) != list(self.input_shape):
+            raise CnnlabError(f"{cfg['data']} now decodes to {data.input_shape}, not the run's input "
+                              f"{tuple(self.input_shape)}; its images changed since training")
+        return data
+
     def preprocess(self, images: np.ndarray) -> torch.Tensor:
         """uint8 (N, H, W, C) -> the float (N, C, H, W) tensor the model was trained on."""
         from cnnlab.data.transforms import to_tensor
