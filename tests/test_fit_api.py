@@ -148,3 +148,83 @@ def test_fit_leaves_process_wide_malloc_settings_alone():
             "epochs=1, verbose=0, device='cpu'); print(memory._state)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "None"  # keep_freed_memory() never ran: the CLI applies it, fit does not
+
+
+@pytest.mark.slow
+def test_a_model_object_no_import_rebuilds_is_kept_as_a_torch_export_program(tmp_path, monkeypatch, capsys):
+    import json
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import numpy as np
+    from PIL import Image
+
+    from cnnlab.cli import main
+    from cnnlab.errors import CnnlabError
+    from cnnlab.insight.evaluate import evaluate_images
+    from cnnlab.train.config import with_overrides
+    from cnnlab.train.experiment import RunConfig, resume_run, train_run
+    from cnnlab.train.program import check_archive
+    from cnnlab.train.runs import load_checkpoint, load_run
+
+    class Net(nn.Module):  # defined here: nothing can import it, so the run keeps a program
+        def __init__(self):
+            super().__init__()
+            self.body = nn.Sequential(nn.Conv2d(3, 6, 3, padding=1), nn.BatchNorm2d(6), nn.ReLU(),
+                                      nn.AdaptiveAvgPool2d(2), nn.Flatten(), nn.Dropout(0.3))
+            self.head = nn.Linear(24, 3)
+
+        def forward(self, x):
+            return self.head(self.body(x))
+
+    rng = np.random.default_rng(0)
+    for c in range(3):  # three classes told apart by their colour
+        (tmp_path / "shapes" / f"k{c}").mkdir(parents=True)
+        for i in range(12):
+            img = rng.integers(0, 120, (10, 10, 3), dtype=np.uint8)
+            img[..., c] += 120
+            Image.fromarray(img).save(tmp_path / "shapes" / f"k{c}" / f"{i}.png")
+    cfg = with_overrides(RunConfig(data=f"folder:{tmp_path / 'shapes'}"), epochs=1, batch_size=8, lr=0.01,
+                         verbose=0, seed=3, device="cpu")
+    torch.manual_seed(0)
+    net = Net()
+    out, _ = train_run(cfg, tmp_path / "run", model=net)
+    assert (out / "model.pt2").is_file() and load_run(out).config["program"] == "model.pt2"
+    run = load_run(out)
+    data = run.load_data()
+    want = evaluate_images(net.eval(), data.test.images, data.test.labels, preprocess=run.preprocess,
+                           classes=run.classes)
+    src = Path(__file__).resolve().parents[1] / "src"
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(src), os.environ.get("PYTHONPATH", "")]))
+    proc = subprocess.run([sys.executable, "-m", "cnnlab", "evaluate", str(out), "--quiet"], env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    got = json.loads((out / "metrics.json").read_text())
+    assert got["accuracy"] == want.metrics["accuracy"] and got["confusion_matrix"] == want.metrics["confusion_matrix"]
+    assert got["loss"] == pytest.approx(want.metrics["loss"], rel=1e-5)
+    capsys.readouterr()
+    assert main(["report", str(out)]) == 0 and (out / "report.html").is_file()
+    assert main(["predict", str(out), str(tmp_path / "shapes" / "k1" / "0.png")]) == 0
+    assert "1. k" in capsys.readouterr().out
+    # resuming: the program cannot train; the CLI says so in one line, Python takes a new object of the network
+    assert main(["train", "--resume", str(out), "--epochs", "2", "--quiet", "--no-report", "--offline"]) == 2
+    assert "torch.export program" in capsys.readouterr().err
+    with pytest.raises(CnnlabError, match="cannot train"):
+        run.build_model().train()
+    resume_run(out, epochs=2, model=Net())
+    torch.manual_seed(0)
+    straight, _ = train_run(with_overrides(cfg, epochs=2), tmp_path / "straight", model=Net())
+    a, b = load_checkpoint(straight / "last.pt"), load_checkpoint(out / "last.pt")
+    for k, v in a["model"].items():
+        assert torch.equal(v, b["model"][k]), k
+    # an archive holding something torch.export.load would unpickle is refused before it is loaded
+    check_archive(out / "model.pt2")
+    import zipfile
+
+    with zipfile.ZipFile(out / "model.pt2", "a") as z:
+        root = z.namelist()[0].split("/")[0]
+        z.writestr(f"{root}/data/constants/opaque_obj_0", b"cos\nsystem\n")
+    with pytest.raises(CnnlabError, match="opaque_obj_0.*might unpickle"):
+        load_run(out).build_model()

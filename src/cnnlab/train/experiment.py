@@ -18,6 +18,7 @@ from cnnlab.train import distributed as dist
 from cnnlab.train import runlock, runs
 from cnnlab.train.config import RunConfig, TrainConfig, resume_config, settings, with_overrides
 from cnnlab.train.loop import History, evaluate_loss_accuracy, fit
+from cnnlab.train.program import PROGRAM, export_program, save_program
 
 
 def keras_batch_size(n: int, steps: int) -> int:
@@ -38,7 +39,7 @@ def folder_options(cfg: RunConfig) -> dict:
     return {"image_size": cfg.image_size, "mode": "RGB" if cfg.pretrained else None}
 
 
-def _prepare(cfg: RunConfig, download: bool, batch_from_steps: bool = False, notify=None):
+def _prepare(cfg: RunConfig, download: bool, batch_from_steps: bool = False, notify=None, user_model=None):
     from cnnlab.data import channel_stats, load
     from cnnlab.models import build
 
@@ -58,7 +59,11 @@ def _prepare(cfg: RunConfig, download: bool, batch_from_steps: bool = False, not
             raise CnnlabError("--normalize featurewise needs the images in memory; leave it out when streaming")
         mean, std = (list(map(float, v)) for v in channel_stats(data.train.images))
     torch.manual_seed(cfg.train.seed)  # same seed, same initial weights (and the same new head)
-    if cfg.pretrained:
+    if user_model is not None:
+        if cfg.pretrained:
+            raise CnnlabError("pretrained=True builds a zoo network; with your own model object leave it out")
+        model = user_model
+    elif cfg.pretrained:
         from cnnlab.models.pretrained import IMAGENET_MEAN, IMAGENET_STD
         from cnnlab.models.transfer import pretrained_model
 
@@ -69,7 +74,8 @@ def _prepare(cfg: RunConfig, download: bool, batch_from_steps: bool = False, not
         model = build(cfg.model, input_shape=data.input_shape, num_classes=data.num_classes,
                       init=None if cfg.init == "model" else cfg.init)
     meta = {
-        "data": cfg.data, "model": cfg.model, "init": cfg.init, "input_shape": list(data.input_shape),
+        "data": cfg.data, "model": cfg.model if user_model is None else f"{type(user_model).__name__} ({PROGRAM})",
+        **({"program": PROGRAM} if user_model is not None else {}), "init": cfg.init, "input_shape": list(data.input_shape),
         "num_classes": data.num_classes, "classes": list(data.classes),
         "train_size": cfg.train_size, "val_size": cfg.val_size, "normalize": cfg.normalize,
         "mean": mean, "std": std, "validation": "val split" if data.val is not None else "test set",
@@ -167,18 +173,35 @@ def _on_main(action):
         raise CnnlabError(error)
 
 
-def train_run(cfg: RunConfig, out, *, overwrite: bool = False, download: bool = True,
-              tensorboard: bool = False, batch_from_steps: bool = False, notify=None) -> tuple[Path, History]:
+def train_run(cfg: RunConfig, out, *, model: torch.nn.Module | None = None, overwrite: bool = False,
+              download: bool = True, tensorboard: bool = False, batch_from_steps: bool = False,
+              notify=None) -> tuple[Path, History]:
     """Train ``cfg`` into the run directory ``out``; returns (out, history).
 
+    ``model``: your own ``nn.Module`` object (defined in a notebook or ``__main__``, where no
+    import path rebuilds it) instead of ``cfg.model``; it is trained in place (``fit``'s
+    rules) and saved as a ``torch.export`` program, ``out/model.pt2``, which evaluate, report,
+    predict and the lab load (see ``cnnlab.train.program``). Such a run resumes with
+    ``resume_run(out, model=the_same_kind_of_object)``; a model that an import path rebuilds
+    is better given as ``cfg.model = "package.module:function"``, which resumes anywhere.
     ``tensorboard``: also write TensorBoard logs into ``out/tensorboard``.
     ``batch_from_steps``: ignore ``cfg.train.batch_size`` and, as Keras does for
     ``steps_per_epoch`` without a batch size, use ``ceil(N / steps_per_epoch)``
     (:func:`keras_batch_size`); ``notify(line)`` is told the size chosen."""
     out = Path(out)
-    data, model, meta, cfg = _prepare(cfg, download, batch_from_steps, notify)
+    data, model, meta, cfg = _prepare(cfg, download, batch_from_steps, notify, user_model=model)
+    program = None
+
+    def create() -> None:
+        nonlocal program
+        if "program" in meta:  # exported first: a model torch.export cannot take leaves no run behind
+            program = export_program(model, data.input_shape)
+        runs.create_run(out, meta, overwrite=overwrite)
+        if program is not None:
+            save_program(program, out / meta["program"])
+
     try:
-        _on_main(lambda: runs.create_run(out, meta, overwrite=overwrite))  # takes the writer's lock
+        _on_main(create)  # takes the writer's lock
         return out, _train(data, model, meta, cfg.train, out, resume=None, tensorboard=tensorboard)
     finally:
         runlock.release(out)
@@ -191,9 +214,12 @@ def config_of(run_path) -> RunConfig:
     return with_overrides(RunConfig(), **fields, train=TrainConfig.from_dict(c.get("train", {})))
 
 
-def resume_run(run_path, *, epochs: int | None = None, changes: dict | None = None,
+def resume_run(run_path, *, epochs: int | None = None, changes: dict | None = None, model=None,
                download: bool = True, tensorboard: bool = False) -> tuple[Path, History]:
     """Continue an interrupted run from last.pt (from scratch if no epoch had finished).
+
+    ``model``: for a run trained from a model object (``train_run(..., model=net)``), a new
+    object of the same network to train on; its saved torch.export program cannot train.
 
     ``epochs`` may raise the total to train a finished run further. ``changes`` maps
     settings (``with_overrides`` names) to new values for the remaining epochs: those that
@@ -209,16 +235,23 @@ def resume_run(run_path, *, epochs: int | None = None, changes: dict | None = No
         if dist.is_main():
             files.remove_stale_temporaries(run_path)  # what a kill left behind
         return run_path, _resume(run_path, changes={**(changes or {}), **({"epochs": epochs} if epochs is not None else {})},
-                                 download=download, tensorboard=tensorboard)
+                                 download=download, tensorboard=tensorboard, user_model=model)
     finally:
         runlock.release(run_path)
 
 
-def _resume(run_path: Path, *, changes: dict, download: bool, tensorboard: bool) -> History:
+def _resume(run_path: Path, *, changes: dict, download: bool, tensorboard: bool, user_model=None) -> History:
     from cnnlab.models.weights import check_state_dict
 
+    saved = runs.load_run(run_path).config
+    if saved.get("program") and user_model is None:
+        raise CnnlabError(f"{run_path} was trained from a model object kept only as a torch.export program "
+                          f"({saved['program']}), which is fixed in eval mode and cannot train; resume it from "
+                          "Python with resume_run(path, model=net), or train with --model package.module:function")
+    if user_model is not None and not saved.get("program"):
+        raise CnnlabError(f"{run_path} rebuilds its model from {saved.get('model')!r}; resume it without model=")
     cfg = resume_config(config_of(run_path), **changes)
-    data, model, meta, cfg = _prepare(cfg, download)
+    data, model, meta, cfg = _prepare(cfg, download, user_model=user_model)
     last = run_path / "last.pt"
     state = runs.load_checkpoint(last) if last.is_file() else None
     if state is not None:

@@ -256,11 +256,17 @@ class Run:
                           f"first epoch finished; train it again with `cnnlab train --resume {self.path}`")
 
     def build_model(self, weights: str = "best") -> torch.nn.Module:
-        """The trained network in eval mode, weights loaded safely."""
+        """The trained network in eval mode, weights loaded safely: rebuilt from its name, spec or
+        ``module:function`` path, or loaded from the run's torch.export program (``cnnlab.train.program``)."""
         from cnnlab.models import build
-
-        model = build(self.config["model"], input_shape=self.input_shape, num_classes=self.config["num_classes"])
         from cnnlab.models.weights import check_state_dict
+
+        if self.config.get("program"):
+            from cnnlab.train.program import load_program
+
+            model = load_program(self.path / Path(str(self.config["program"])).name)  # never outside the run
+        else:
+            model = build(self.config["model"], input_shape=self.input_shape, num_classes=self.config["num_classes"])
 
         path = self.weights_path(weights)
         with runlock.snapshot(self.path, write=False):
