@@ -69,6 +69,16 @@ def test_classify_prints_top_k_and_saves_a_chart(capsys, tmp_path, shared_dir, w
     assert chart.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+@pytest.mark.parametrize("typed, expected", [(None, "fp32"), ("bf16", "bf16")])
+def test_classify_says_which_precision_ran(capsys, shared_dir, weights, monkeypatch, typed, expected):
+    # auto keeps SqueezeNet in fp32 even where the CPU has bf16 (FP32_UNDER_AUTO says why).
+    monkeypatch.setenv("CNNLAB_CPU_BF16", "1")
+    args = ["classify", str(shared_dir / "images" / "cat.jpg"), "--weights", weights, "--top", "1", "--verbose"]
+    assert main(args + (["--precision", typed] if typed else [])) == 0
+    out = capsys.readouterr().out
+    assert f"squeezenet1_1 with {weights} on cpu, precision {expected}" in out and "1. Egyptian_cat" in out
+
+
 def test_classify_bad_photo_writes_nothing(capsys, tmp_path, weights):
     chart = tmp_path / "chart.png"
     notes = tmp_path / "notes.txt"

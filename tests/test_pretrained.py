@@ -95,6 +95,44 @@ def test_classify_one_photo_by_name_and_weights(squeeze_weights, shared_dir):
     assert len(result) == 1 and result[0][0] == 285
 
 
+# ---------------------------------------------------------------- bf16 against fp32
+
+def test_bf16_keeps_the_top1_of_the_reference_pair_and_the_cat(squeezenet, shared_dir):
+    # Issue 18: bf16 inference must keep the top-1; the reference pair's input and the cat.
+    ref = np.load(shared_dir / "models" / "squeezenet1_1-reference.npz")
+    photos = [shared_dir / "images" / "cat.jpg"]
+    x = torch.cat([torch.from_numpy(ref["input"]), torch.stack([pretrained.preprocess(p) for p in photos])])
+    with torch.inference_mode():
+        p32 = squeezenet(x).float().softmax(1)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            p16 = squeezenet(x).float().softmax(1)
+    assert p32.argmax(1).tolist() == p16.argmax(1).tolist() == [490, 285]  # chain mail, Egyptian cat
+    assert (p32 - p16).abs().max() < 0.03 and not torch.equal(p32, p16)  # close, and really in bf16
+    cat32, cat16 = (pretrained.classify(photos, model=squeezenet, precision=p) for p in ("fp32", "bf16"))
+    assert [i for i, _, _ in cat32[0]] == [i for i, _, _ in cat16[0]][:5]
+
+
+@pytest.mark.slow
+def test_squeezenet_stays_fp32_under_auto_because_bf16_flips_its_near_ties(squeezenet, cifar10_dir, monkeypatch):
+    # The measurement behind FP32_UNDER_AUTO: on natural images SqueezeNet is unsure of
+    # (CIFAR-10 test images, upscaled to 224 by classify's own preprocessing) bf16 changes the
+    # top-1 of far more than the 0.1% issue 18 allows (61 of 1,000 measured), and only where
+    # fp32's two best classes are nearly tied. If a torch release makes this pass 99.9%,
+    # the pin can go.
+    from cnnlab.data import load
+
+    monkeypatch.setenv("CNNLAB_CPU_BF16", "1")
+    images = list(load("cifar10", root=cifar10_dir.parent, download=False).test.images[:200])
+    top2 = {p: pretrained.classify(images, model=squeezenet, top=2, precision=p, batch_size=50)
+            for p in ("fp32", "bf16")}
+    flipped = [a for a, b in zip(top2["fp32"], top2["bf16"], strict=True) if a[0][0] != b[0][0]]
+    assert len(flipped) >= 2, f"bf16 kept the top-1 of {200 - len(flipped)}/200: reconsider FP32_UNDER_AUTO"
+    assert all(a[0][2] - a[1][2] < 0.1 for a in flipped)  # near ties only
+    assert pretrained.inference_precision(squeezenet, "auto", "cpu") == "fp32"
+    assert pretrained.inference_precision("vgg16", "auto", "cpu") == "bf16"
+    assert pretrained.classify(images[:8], model=squeezenet, top=2) == top2["fp32"][:8]  # auto: fp32, exactly
+
+
 # --------------------------------------------------------------------- VGG-16, light
 
 def test_vgg16_loads_a_torchvision_keyed_state_dict(monkeypatch):

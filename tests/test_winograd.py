@@ -54,6 +54,20 @@ def test_every_way_of_chunking_gives_the_same_result(monkeypatch, chunk_bytes):
     assert rel_err(WinogradConv2d(conv)(x), ref) < 1e-5
 
 
+def test_a_bf16_input_under_autocast_is_computed_in_fp32():
+    # classify --precision bf16 --winograd: the layer before hands over bf16 activations;
+    # the Winograd layer computes in its fp32 filters' precision instead of failing.
+    torch.manual_seed(3)
+    first, conv = nn.Conv2d(3, 8, 3, padding=1), nn.Conv2d(8, 8, 3, padding=1)
+    x = torch.randn(2, 3, 12, 12)
+    with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
+        h = first(x)
+        out = WinogradConv2d(conv)(h)
+    assert h.dtype == torch.bfloat16 and out.dtype == torch.float32
+    ref = F.conv2d(h.double(), conv.weight.double(), conv.bias.double(), padding=1)
+    assert rel_err(out, ref) < 1e-5  # exact to fp32 for the bf16 input it was given
+
+
 def test_filter_transform_of_a_centre_tap():
     """G g Gᵀ of the filter with a single 1 in the centre is the outer product of G's middle column."""
     g = torch.zeros(1, 1, 3, 3)

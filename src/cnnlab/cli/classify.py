@@ -6,7 +6,8 @@ from pathlib import Path
 
 from cnnlab.cli import options
 from cnnlab.files import save_figure
-from cnnlab.models.pretrained import URLS, classify, plot_predictions
+from cnnlab.models.pretrained import URLS, classify, inference_precision, plot_predictions
+from cnnlab.precision import PRECISIONS
 
 
 def register(sub) -> None:
@@ -29,6 +30,9 @@ def register(sub) -> None:
     p.add_argument("--out", type=Path, default=None, metavar="CHART.png", help="also save a bar chart here")
     p.add_argument("--winograd", action="store_true",
                    help="compute the wide 3x3 convolutions with Winograd F(4x4, 3x3): faster on a CPU (VGG-16 ~1.3x)")
+    p.add_argument("--precision", choices=PRECISIONS, default="auto",
+                   help="auto (default): bf16 where the CPU has native bf16 (avx512_bf16/AMX) or on CUDA, except "
+                        "squeezenet1_1, kept in fp32 (bf16 flips its near-tied top-1s); fp32 or bf16 to choose")
     options.add_verbosity(p, quiet="no download progress bar", verbose="also say which network and weights ran where")
     options.deprecated(p, "--no-progress", "--quiet", dest="verbosity", const=options.QUIET)
     options.add_offline(p)
@@ -44,9 +48,10 @@ def run(args) -> int:
     model, device = args.model or _architecture(args.weights), resolve_device(args.device)
     results = classify(args.photos, model=model, weights=args.weights, top=args.top,
                        style="caffe" if args.caffe else "torchvision", progress=args.verbosity > options.QUIET,
-                       winograd=args.winograd, download=not args.offline, device=device)
+                       winograd=args.winograd, download=not args.offline, device=device, precision=args.precision)
     if args.verbosity == options.VERBOSE:
-        print(f"{model} with {args.weights or 'the official weights'} on {device}")
+        print(f"{model} with {args.weights or 'the official weights'} on {device}, "
+              f"precision {inference_precision(model, args.precision, device)}")
     titles = [Path(p).name for p in args.photos]
     figure = plot_predictions(results, images=args.photos, titles=titles) if args.out else None
     for photo, preds in zip(args.photos, results, strict=True):

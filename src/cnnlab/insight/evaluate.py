@@ -28,8 +28,8 @@ from cnnlab.insight.metrics import (
     top_losses,
     wrong_indices,
 )
+from cnnlab.precision import autocast
 from cnnlab.train.device import resolve_device
-from cnnlab.train.step import autocast
 
 __all__ = [
     "Evaluation",

@@ -84,6 +84,9 @@ class WinogradConv2d(nn.Module):
             raise CnnlabError(f"expected input (N, {self.in_channels}, H, W), got {tuple(x.shape)}")
         if x.requires_grad and torch.is_grad_enabled():
             raise CnnlabError("WinogradConv2d is for inference: run it under torch.inference_mode() or no_grad()")
+        # Under bf16 autocast the input arrives in bf16; the Winograd transforms stay in the
+        # filters' fp32 (mm with out= is not autocast, and bf16 would lose the transforms' precision).
+        x = x.to(self.u.dtype)
         n_img, c, h, w = x.shape
         k = self.out_channels
         th, tw = -(-h // 4), -(-w // 4)  # 4×4 output tiles

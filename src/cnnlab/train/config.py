@@ -27,8 +27,8 @@ from dataclasses import asdict, dataclass, field
 
 from cnnlab.data.transforms import Augment
 from cnnlab.errors import CnnlabError
+from cnnlab.precision import PRECISIONS
 from cnnlab.train.optim import DEFAULT_LR, SCHEDULES
-from cnnlab.train.step import PRECISIONS
 
 # Resume policies: "apply" settings run the remaining epochs of a resumed run; "refuse"
 # settings decided the finished epochs (their data, initial weights or optimiser state),
@@ -91,7 +91,7 @@ class Runtime:
     device: str = setting("auto", "auto (CUDA when present), cpu, cuda, cuda:1")
     # auto: bf16 autocast (fp32 master weights) on CUDA and on CPUs with native bf16
     # (avx512_bf16/AMX: oneDNN's bf16 convolutions run ~2x fp32 there), else fp32. A run
-    # records what auto resolved to in config.json (cnnlab.train.device.resolve_precision).
+    # records what auto resolved to in config.json (cnnlab.precision.resolve_precision).
     precision: str = setting("auto", "auto: bf16 mixed precision on CUDA and on CPUs with native bf16 "
                              "(avx512_bf16/AMX), else fp32", choices=PRECISIONS)
     # Record the training step once as a CUDA graph and replay it per batch (one process,

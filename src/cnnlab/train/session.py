@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from cnnlab.errors import CnnlabError
+from cnnlab.precision import autocast
 from cnnlab.train import distributed as dist
 from cnnlab.train.batches import Batches, as_inputs, training_view
 from cnnlab.train.config import TrainConfig, with_overrides
@@ -20,7 +21,7 @@ from cnnlab.train.finetune import Phases
 from cnnlab.train.history import History, rescore
 from cnnlab.train.optim import lr_factor, make_optimizer
 from cnnlab.train.state import restore, snapshot
-from cnnlab.train.step import EagerStep, GraphStep, autocast
+from cnnlab.train.step import EagerStep, GraphStep
 from cnnlab.train.validation import evaluate_loss_accuracy
 
 # A fallback the caller may want to see (or silence): logging.getLogger("cnnlab").

@@ -20,19 +20,7 @@ from torch import nn
 
 from cnnlab.data.transforms import Augment, apply_augment, augment, augment_draws
 from cnnlab.errors import CnnlabError
-from cnnlab.train.device import resolve_precision
-
-PRECISIONS = ("auto", "fp32", "bf16")
-
-
-def autocast(device: torch.device, precision: str = "auto", *, cache: bool = True):
-    """bf16 autocast (tensor-core convolutions and matmuls, fp32 master weights, no loss
-    scaling) where ``precision`` asks for it: "auto" means on CUDA and on CPUs with native
-    bf16 (``cnnlab.train.device.resolve_precision``)."""
-    if precision not in PRECISIONS:
-        raise CnnlabError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
-    enabled = resolve_precision(precision, device) == "bf16"
-    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=enabled, cache_enabled=cache)
+from cnnlab.precision import autocast
 
 
 class EagerStep:

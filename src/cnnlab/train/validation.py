@@ -8,9 +8,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from cnnlab.errors import CnnlabError
+from cnnlab.precision import autocast
 from cnnlab.train import distributed as dist
 from cnnlab.train.batches import training_view
-from cnnlab.train.step import autocast
 
 
 def evaluate_loss_accuracy(
