@@ -71,7 +71,9 @@ def keras_python(arg: str | None) -> str | None:
     return None
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None) -> dict:
+    """Print the table; return {system: {"seconds": median s/epoch, "accuracy": median test acc}}
+    (the Keras peer absent when TensorFlow is not found) and "keras_python"."""
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--epochs", type=int, default=1)
     ap.add_argument("--reps", type=int, default=3)
@@ -82,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     if args.worker:
         cnnlab_worker(args.mnist, args.epochs, args.batch)
-        return 0
+        return {}
     common = [args.mnist, str(args.epochs), str(args.batch)]
     systems = {"cnnlab": [sys.executable, __file__, "--worker", "--mnist", args.mnist, "--epochs", str(args.epochs),
                           "--batch", str(args.batch)],
@@ -102,12 +104,14 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\nmnist-cnn, batch {args.batch}, {args.epochs} epoch(s), median of {args.reps} runs")
     print(f"{'system':14} {'s/epoch':>8} {'img/s':>8} {'test acc':>9} {'cnnlab speed-up':>16}")
     ours = statistics.median(t for run in results["cnnlab"] for t, _ in run)
+    figures: dict = {"keras_python": kp}
     for name, runs in results.items():
         sec = statistics.median(t for run in runs for t, _ in run)
         acc = statistics.median(run[-1][1] for run in runs)
+        figures[name] = {"seconds": sec, "accuracy": acc}
         print(f"{name:14} {sec:8.1f} {60000 / sec:8.0f} {acc:9.4f} {sec / ours:15.2f}x")
-    return 0
+    return figures
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

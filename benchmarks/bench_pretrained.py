@@ -1,21 +1,25 @@
 """Inference throughput of the pretrained ImageNet nets on CPU, beside Keras' VGG16.
 
 Measures images/s of cnnlab's VGG-16 and SqueezeNet 1.1 at batch 1 and 8, in the default
-(NCHW contiguous) and channels_last memory layouts, and channels_last with the wide 3×3
-convolutions computed by Winograd F(4×4, 3×3) (``cnnlab.models.winograd``), under torch.inference_mode. When
-TensorFlow/Keras is importable, Keras' VGG16 (weights=None: same FLOPs as ImageNet
-weights, as in shared/bench/peer_keras_vgg16.py) runs in the same rounds. Variants are
+(NCHW contiguous) and channels_last memory layouts, channels_last with the wide 3×3
+convolutions computed by Winograd F(4×4, 3×3) (``cnnlab.models.winograd``), and channels_last
+under bf16 autocast, under torch.inference_mode. When TensorFlow/Keras is importable here or in
+``--keras-python`` (default ~/venvs/tf/bin/python, run as a worker process), Keras' VGG16
+(weights=None: same FLOPs as ImageNet weights, as in shared/bench/peer_keras_vgg16.py) runs in the same rounds. Variants are
 timed alternately, round after round, and the median is reported; weights are random
 (speed does not depend on them).
 
-Usage: python benchmarks/bench_pretrained.py [--rounds 5] [--batches 1 8] [--threads N]
+Usage: python benchmarks/bench_pretrained.py [--rounds 5] [--batches 1 8] [--threads N] [--keras-python PY]
 """
 
 from __future__ import annotations
 
 import argparse
 import statistics
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -24,8 +28,10 @@ from cnnlab.models import build
 from cnnlab.models.winograd import winograd_inference
 from cnnlab.train.memory import keep_freed_memory
 
+LAYOUTS = ("nchw", "channels_last", "cl+winograd", "cl+bf16")  # cl+bf16: what classify --precision auto runs
 
-def torch_runner(model, batch: int, channels_last: bool, winograd: bool = False):
+
+def torch_runner(model, batch: int, channels_last: bool, winograd: bool = False, bf16: bool = False):
     x = torch.rand(batch, 3, 224, 224)
     if winograd:
         model = winograd_inference(model)
@@ -36,16 +42,38 @@ def torch_runner(model, batch: int, channels_last: bool, winograd: bool = False)
         model = model.to(memory_format=torch.contiguous_format)
 
     def run():
-        with torch.inference_mode():
+        with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
             model(x)
     return run
 
 
-def keras_runner(batch: int):
+# Keras in another Python (a venv with tensorflow-cpu): it builds VGG16 once, then times one
+# predict per line read and answers with nothing, so the parent's clock brackets each call.
+KERAS_WORKER = """
+import sys, numpy as np, keras
+m = keras.applications.VGG16(weights=None)
+x = np.random.rand(int(sys.argv[1]), 224, 224, 3).astype("float32") * 255
+print("ready", flush=True)
+for _ in sys.stdin:
+    m.predict(x, verbose=0)
+    print("done", flush=True)
+"""
+
+
+def keras_python(arg: str | None = None) -> str | None:
+    """A Python that imports TensorFlow: ``arg``, else this one, else ~/venvs/tf/bin/python."""
+    candidates = [arg] if arg else [sys.executable, str(Path.home() / "venvs" / "tf" / "bin" / "python")]
+    for py in candidates:
+        if py and Path(py).exists() and subprocess.run([py, "-c", "import tensorflow"], capture_output=True).returncode == 0:
+            return py
+    return None
+
+
+def keras_runner(batch: int, python: str | None = None):
     try:
         import keras
     except ImportError:
-        return None
+        return _keras_process(batch, python) if python else None
     model = keras.applications.VGG16(weights=None)
     x = np.random.rand(batch, 224, 224, 3).astype("float32") * 255
 
@@ -54,13 +82,31 @@ def keras_runner(batch: int):
     return run
 
 
-def main() -> None:
+def _keras_process(batch: int, python: str):
+    import os
+
+    proc = subprocess.Popen([python, "-c", KERAS_WORKER, str(batch)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            text=True, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
+    if proc.stdout.readline().strip() != "ready":
+        raise RuntimeError(f"the Keras worker in {python} did not start")
+
+    def run():
+        proc.stdin.write("go\n")
+        proc.stdin.flush()
+        proc.stdout.readline()
+    run.close = lambda: (proc.stdin.close(), proc.wait())
+    return run
+
+
+def main(argv: list[str] | None = None) -> dict:
+    """Print the table; return {(model, batch, variant): images per second}."""
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--batches", type=int, nargs="+", default=[1, 8])
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     p.add_argument("--models", nargs="+", default=["vgg16", "squeezenet1_1"])
-    args = p.parse_args()
+    p.add_argument("--keras-python", help="a Python with TensorFlow (default: this one, then ~/venvs/tf/bin/python)")
+    args = p.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     torch.manual_seed(0)
@@ -71,15 +117,21 @@ def main() -> None:
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {args.rounds} rounds, median; "
           f"freed memory kept in the process: {kept}")
     models = {name: build(name).eval() for name in args.models}
+    kp = None
+    try:
+        import keras  # noqa: F401
+    except ImportError:
+        kp = keras_python(args.keras_python)
     variants = {}  # (model, batch, layout) -> run()
     for batch in args.batches:
         for name, model in models.items():
-            for layout in ("nchw", "channels_last", "cl+winograd"):
-                variants[(name, batch, layout)] = torch_runner(model, batch, layout != "nchw", layout == "cl+winograd")
+            for layout in LAYOUTS:
+                variants[(name, batch, layout)] = torch_runner(model, batch, layout != "nchw", "winograd" in layout,
+                                                               "bf16" in layout)
         if "vgg16" in models:
-            keras_run = keras_runner(batch)
+            keras_run = keras_runner(batch, kp)
             if keras_run is None:
-                print(f"keras: not importable, Keras VGG16 skipped (batch {batch})")
+                print(f"keras: not importable here nor in --keras-python, Keras VGG16 skipped (batch {batch})")
             else:
                 variants[("keras vgg16", batch, "nhwc")] = keras_run
     for run in variants.values():  # warm-up: allocator, oneDNN primitives, tf.function tracing
@@ -90,13 +142,17 @@ def main() -> None:
             t = time.perf_counter()
             run()
             times[key].append(time.perf_counter() - t)
+    for run in variants.values():
+        getattr(run, "close", lambda: None)()
     print(f"{'model':<16}{'batch':>6}  {'layout':<14}{'img/s':>9}  {'vs keras':>8}")
+    figures = {}
     for (name, batch, layout), ts in times.items():
-        rate = batch / statistics.median(ts)
+        rate = figures[(name, batch, layout)] = batch / statistics.median(ts)
         keras_ts = times.get(("keras vgg16", batch, "nhwc"))
         ratio = f"{rate / (batch / statistics.median(keras_ts)):.2f}x" if keras_ts and name == "vgg16" else ""
         print(f"{name:<16}{batch:>6}  {layout:<14}{rate:>9.2f}  {ratio:>8}")
+    return figures
 
 
 if __name__ == "__main__":
-    main()
+    main(sys.argv[1:])

@@ -1,7 +1,15 @@
-"""Run cnnlab's benchmarks one after another and print each table.
+"""Run cnnlab's benchmarks and print the speed issue's CPU table (issue 18), or named ones.
 
-    python benchmarks/run.py                 # all of them (about 15 minutes on 2 cores)
+    python benchmarks/run.py                 # the CPU targets' table (about 20 minutes on 2 cores)
+    python benchmarks/run.py --quick         # tiny runs: checks the table is assembled, measures nothing
+    python benchmarks/run.py --cifar94       # also CIFAR-10 to 94% (needs a cifar-94 recipe; up to 30 min)
+    python benchmarks/run.py all             # every benchmark's own table, one after another
     python benchmarks/run.py conv mnist_train
+
+The table has one row per target: cnnlab's figure, its peer's (Keras/TensorFlow where the
+target names one: found in this Python or --keras-python, default ~/venvs/tf/bin/python), the
+target and whether it is met, and for every target the compute floor in bf16 on this CPU:
+FLOPs counted with torch's FlopCounterMode over the rate measured here by bench_floor.py.
 
 Each benchmark is benchmarks/bench_NAME.py with a main(argv) that measures cnnlab and its
 peer side by side in the same run and prints the ratio. Never part of the test suite.
@@ -36,10 +44,22 @@ def load(name: str):
 
 
 def main(argv: list[str]) -> int:
+    import argparse
+
     import numpy
     import torch
 
-    names = argv or DEFAULT
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("names", nargs="*", help="benchmarks to run with their own tables ('all': the default set)")
+    ap.add_argument("--quick", action="store_true", help="tiny runs of every row: a smoke test of the table")
+    ap.add_argument("--cifar94", action="store_true", help="also time CIFAR-10 to 94%% (the cifar-94 recipe)")
+    ap.add_argument("--keras-python", help="a Python with TensorFlow (default: this one, then ~/venvs/tf/bin/python)")
+    args = ap.parse_args(argv)
+    if not args.names:
+        from targets import targets_table
+
+        return targets_table(load, quick=args.quick, cifar94=args.cifar94, keras_python=args.keras_python)
+    names = DEFAULT if args.names == ["all"] else args.names
     print(f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} torch threads, "
           f"python {platform.python_version()}, torch {torch.__version__}, numpy {numpy.__version__}, "
           f"{time.strftime('%Y-%m-%d')}")
