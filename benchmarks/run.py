@@ -43,6 +43,16 @@ def load(name: str):
     return module
 
 
+def _cpu_flags() -> str:
+    """The instruction-set flags that decide the conv/GEMM rates (AVX-512, bf16, AMX)."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            flags = next((line.split(":", 1)[1].split() for line in f if line.startswith("flags")), [])
+    except OSError:
+        return "unknown"
+    return " ".join(sorted(f for f in flags if f.startswith(("avx512", "amx", "avx2", "fma")))) or "none of avx2/avx512/amx"
+
+
 def main(argv: list[str]) -> int:
     import argparse
 
@@ -55,14 +65,14 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--cifar94", action="store_true", help="also time CIFAR-10 to 94%% (the cifar-94 recipe)")
     ap.add_argument("--keras-python", help="a Python with TensorFlow (default: this one, then ~/venvs/tf/bin/python)")
     args = ap.parse_args(argv)
+    print(f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} torch threads, "
+          f"python {platform.python_version()}, torch {torch.__version__}, numpy {numpy.__version__}, "
+          f"{time.strftime('%Y-%m-%d')}, cpu flags: {_cpu_flags()}")
     if not args.names:
         from targets import targets_table
 
         return targets_table(load, quick=args.quick, cifar94=args.cifar94, keras_python=args.keras_python)
     names = DEFAULT if args.names == ["all"] else args.names
-    print(f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} torch threads, "
-          f"python {platform.python_version()}, torch {torch.__version__}, numpy {numpy.__version__}, "
-          f"{time.strftime('%Y-%m-%d')}")
     for name in names:
         print(f"\n=== {name} ===", flush=True)
         module = load(name)
