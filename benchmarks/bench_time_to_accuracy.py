@@ -123,7 +123,7 @@ def main(argv: list[str] | None = None) -> dict:
         verdict = ""
         if target:
             ok = statistics.median(a for _, a in runs) >= target[0] and med <= target[1]
-            verdict = f"  target {target[0]:.1%} in <= {target[1]:.0f}s: {'met' if ok else 'NOT met'}"
+            verdict = f"  target {target[0]:.1%} in <= {target[1]:g} s: {'met' if ok else 'NOT met'}"
         print(f"{name}: median {med:.2f}s, median accuracy {statistics.median(a for _, a in runs):.4f}, "
               f"worst {worst:.4f}{verdict}")
         figures[name] = {"runs": runs, "median_s": med, "median_acc": statistics.median(a for _, a in runs),
