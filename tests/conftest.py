@@ -206,3 +206,18 @@ def mount_tmpfs(tmp_path):
     yield mount
     for where in mounted:
         subprocess.run(["umount", str(where)], check=True)
+
+
+@pytest.fixture()
+def photos(tmp_path):
+    """An image folder: 3 classes (cat, dog, owl) x 10 random RGB 12x12 PNGs."""
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    root = tmp_path / "photos"
+    for c in ("cat", "dog", "owl"):
+        (root / c).mkdir(parents=True)
+        for i in range(10):
+            Image.fromarray(rng.integers(0, 256, (12, 12, 3), dtype=np.uint8)).save(root / c / f"{i}.png")
+    return root

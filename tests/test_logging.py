@@ -8,10 +8,8 @@ import logging
 import sys
 from types import SimpleNamespace
 
-import numpy as np
 import pytest
 import torch
-from PIL import Image
 from torch import nn
 
 from cnnlab.data import load
@@ -22,17 +20,11 @@ from cnnlab.train.loop import fit
 
 
 @pytest.fixture()
-def photos(tmp_path):
-    """3 classes x 10 RGB 12x12 PNGs, and 2 files that are not images."""
-    rng = np.random.default_rng(0)
-    root = tmp_path / "photos"
-    for c in ("cat", "dog", "owl"):
-        (root / c).mkdir(parents=True)
-        for i in range(10):
-            Image.fromarray(rng.integers(0, 256, (12, 12, 3), dtype=np.uint8)).save(root / c / f"{i}.png")
-    (root / "dog" / "notes.jpg").write_text("not a photo")
-    (root / "owl" / "broken.png").write_bytes(b"\x89PNG\r\n")
-    return root
+def photos(photos):
+    """conftest's folder of 3 classes x 10 PNGs, and 2 files that are not images."""
+    (photos / "dog" / "notes.jpg").write_text("not a photo")
+    (photos / "owl" / "broken.png").write_bytes(b"\x89PNG\r\n")
+    return photos
 
 
 @pytest.fixture()

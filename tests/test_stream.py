@@ -15,19 +15,6 @@ from cnnlab.train.batches import Batches
 from cnnlab.train.feed import LoaderFeed
 
 
-@pytest.fixture()
-def photos(tmp_path):
-    """3 classes x 10 RGB images (12x12 PNG, a few 24x24 JPEG) with distinct pixels."""
-    rng = np.random.default_rng(0)
-    root = tmp_path / "photos"
-    for c in ("cat", "dog", "owl"):
-        (root / c).mkdir(parents=True)
-        for i in range(10):
-            img = rng.integers(0, 256, (12, 12, 3), dtype=np.uint8)
-            Image.fromarray(img).save(root / c / f"{i}.png")
-    return root
-
-
 def test_streamed_and_in_memory_give_the_same_batches(photos):
     mem = load(f"folder:{photos}", cache=False, progress=False, seed=3)
     st = stream_folder(f"folder:{photos}", seed=3, workers=0)
