@@ -155,6 +155,8 @@ IDX_CORRUPTIONS = {
     "truncated": (lambda raw: raw[:-1], "truncated"),
     "extra": (lambda raw: raw + b"\x00", "header promises"),
     "empty": (lambda raw: b"", "magic number"),
+    # dimensions whose product wraps to 0 in int64 (2**24 * 2**25 * 3 * 2**24): found by the fuzzer
+    "overflowing-shape": (lambda raw: b"\0\0\x08\x03\x01\0\0\0\x02\0\0\0\x03\0\0\0", "header promises"),
 }
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import math
 import zlib
 from pathlib import Path
 
@@ -51,7 +52,9 @@ def parse(data: bytes, path: Path, ndim: int) -> np.ndarray:
     if len(data) < header:
         raise CnnlabError(f"{path}: {len(data)} bytes is shorter than its IDX header; the file is truncated; {_FIX}")
     shape = tuple(int(s) for s in np.frombuffer(data, ">u4", ndim, 4))
-    expected = header + int(np.prod(shape, dtype=np.int64))
+    # Python ints: np.prod in int64 wraps (2**24 * 2**25 * 3 * 2**24 is 0 mod 2**64), which let a
+    # 16-byte header claiming a 2**73-byte file through to reshape (found by fuzz/fuzz_parsers.py).
+    expected = header + math.prod(shape)
     if len(data) != expected:
         raise CnnlabError(
             f"{path}: {len(data):,} bytes but its header promises {expected:,} for shape {shape}; "
