@@ -54,11 +54,11 @@ def setup(device: str = "auto", timeout_s: float | None = None) -> str:
 def _attempt_store(timeout: datetime.timedelta):
     """The rendezvous store, with its keys kept apart per torchrun attempt.
 
-    torchrun keeps one TCP store for all restarts of a worker group (its default since
-    PyTorch 2.4), and ``init_process_group`` names its keys the same in every attempt. A
-    restarted rank could then read the address a killed worker had published and fail
-    with "Connection refused" (seen in CI). Prefixing the keys with the restart count
-    makes each attempt meet only its own peers."""
+    torchrun keeps one TCP store for all restarts of a worker group (by default in torch
+    2.13: TORCH_DISABLE_SHARE_RDZV_TCP_STORE unset), and ``init_process_group`` names its
+    keys the same in every attempt. A restarted rank could then read the address a killed
+    worker had published and fail with "Connection refused" (seen in CI). Prefixing the
+    keys with the restart count makes each attempt meet only its own peers."""
     store, rank_, world = next(tdist.rendezvous("env://", timeout=timeout))
     store.set_timeout(timeout)
     attempt = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0") or "0"
