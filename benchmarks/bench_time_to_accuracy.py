@@ -76,7 +76,7 @@ def time_recipe(name: str, seed: int, root: str, device: str, overrides: dict | 
     t0 = time.perf_counter()
     fit(model, x, y, config=cfg)
     _, acc = evaluate_loss_accuracy(model, xt, yt, batch_size=2000 if device == "cpu" else 10_000,
-                                    flip=cfg.eval_flip, precision=cfg.precision)
+                                    flip=cfg.eval_flip, shift=cfg.eval_shift, precision=cfg.precision)
     if device != "cpu":
         torch.cuda.synchronize()
     return time.perf_counter() - t0, acc

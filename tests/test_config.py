@@ -83,6 +83,7 @@ CASES = [
     (["--restore-best"], "restore_best", True),
     (["--eval-flip"], "eval_flip", True),
     (["--no-eval-flip"], "eval_flip", False),
+    (["--eval-shift"], "eval_shift", True),
     (["--device", "cpu"], "device", "cpu"),
     (["--precision", "auto"], "precision", "auto"),
     (["--no-cuda-graphs"], "cuda_graphs", False),
@@ -197,7 +198,7 @@ def test_hyperparams_and_runtime_split_train_config():
     ("nesterov", 1, "nesterov must be true or false, got 1"),
     ("betas", [0.9], "betas must be a list of 2 numbers, got [0.9]"),
     ("augment", "zoom=2", "bad augmentation 'zoom=2'"),
-    ("optimizer", "adamm", "optimizer must be one of adam, adamw, sgd, adadelta, got 'adamm'"),
+    ("optimizer", "adamm", "optimizer must be one of adam, adamw, sgd, adadelta, muon, got 'adamm'"),
     ("bogus", 1, "unknown setting 'bogus'; known settings: "),
 ])
 def test_with_overrides_checks_names_and_types(field, value, message):
@@ -258,7 +259,8 @@ def test_augment_text_round_trips():
     ("[run]\nepochs = 3\n", "c.toml: unknown key run.epochs (it belongs in [hyperparams]); allowed in [run]: data, model,"),
     ("[hyperparams]\nbatch_size = \"64\"\n", "c.toml: hyperparams.batch_size must be an integer, got '64'"),
     ("[runtime]\ncompile = 1\n", "c.toml: runtime.compile must be true or false, got 1"),
-    ("[hyperparams]\noptimizer = \"adamm\"\n", "c.toml: optimizer must be one of adam, adamw, sgd, adadelta, got 'adamm'"),
+    ("[hyperparams]\noptimizer = \"adamm\"\n",
+     "c.toml: optimizer must be one of adam, adamw, sgd, adadelta, muon, got 'adamm'"),
     ("[train]\nepochs = 3\n", "c.toml: unknown section [train]; allowed sections: [run], [hyperparams], [runtime]"),
     ("epochs = 3\n", "c.toml: key 'epochs' is outside a section (it belongs in [hyperparams]); sections: [run],"),
     ("[run\n", "c.toml is not valid TOML"),

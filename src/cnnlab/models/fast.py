@@ -10,6 +10,7 @@ before batch norm (it subtracts the mean anyway); the last layer's logits are sc
 
 from __future__ import annotations
 
+import torch
 from torch import nn
 
 
@@ -91,8 +92,80 @@ def cifar_fast(input_shape=(32, 32, 3), num_classes: int = 10, widths=(48, 96, 1
     return nn.Sequential(*layers)
 
 
+class Whiten(nn.Conv2d):
+    """A fixed convolution that whitens ``size`` x ``size`` image patches (airbench's first layer).
+
+    ``adapt(images)`` sets its filters from the data, as Keras' preprocessing layers are
+    adapted: the eigenvectors of the patch covariance, each divided by the square root of
+    its eigenvalue (plus ``eps``), and their negatives (so the GELU after it keeps both
+    signs). Its output channels are then uncorrelated with unit variance. The filters
+    never train (``requires_grad`` is off); the bias does. ``fit`` adapts it to the first
+    5,000 training images before the first step of a new run.
+    """
+
+    def __init__(self, channels: int = 3, size: int = 2, eps: float = 5e-4) -> None:
+        super().__init__(channels, 2 * channels * size * size, size, bias=True)
+        self.weight.requires_grad_(False)
+        self.eps = eps
+
+    @torch.no_grad()
+    def adapt(self, images: torch.Tensor) -> None:
+        """Fit the filters to ``images`` (N, C, H, W), normalised as the network will see them."""
+        c, (h, w) = self.in_channels, self.kernel_size
+        patches = images.float().unfold(2, h, 1).unfold(3, w, 1)  # (N, C, H', W', h, w)
+        flat = patches.permute(0, 2, 3, 1, 4, 5).reshape(-1, c * h * w).double()
+        covariance = flat.T @ flat / len(flat)
+        values, vectors = torch.linalg.eigh(covariance)
+        filters = vectors.T.reshape(-1, c, h, w) / torch.sqrt(values.clamp_min(0) + self.eps).view(-1, 1, 1, 1)
+        self.weight.copy_(torch.cat([filters, -filters]).to(self.weight))
+
+    def extra_repr(self) -> str:
+        return super().extra_repr() + f", eps={self.eps}"
+
+
+def _airbench_bn(channels: int) -> nn.BatchNorm2d:
+    """Batch norm as airbench94 has it: a shift but no trained scale (the next conv's filter
+    norm is fixed by Muon anyway), running statistics that forget fast (momentum 0.4)."""
+    bn = nn.BatchNorm2d(channels, eps=1e-12, momentum=0.4)
+    bn.weight.requires_grad_(False)
+    return bn
+
+
+def _dirac_conv(cin: int, cout: int) -> nn.Conv2d:
+    """3x3 conv whose first ``cin`` filters start as the identity (the rest PyTorch's default):
+    the block starts close to passing its input through."""
+    conv = nn.Conv2d(cin, cout, 3, padding=1, bias=False)
+    with torch.no_grad():
+        nn.init.dirac_(conv.weight[:cin])
+    return conv
+
+
+def cifar_94(input_shape=(32, 32, 3), num_classes: int = 10, widths=(64, 256, 256)) -> nn.Sequential:
+    """airbench94's net: a fitted 2x2 whitening layer, three conv groups of 64/256/256, 94% on CIFAR-10.
+
+    32x32 -> whiten (2x2, valid) -> 31x31 -> group 1 -> 15x15 -> group 2 -> 7x7 -> group 3 -> 3x3
+    -> max-pool 3 -> linear. Each group: conv, max-pool 2, batch norm, GELU, conv, batch norm,
+    GELU. About 0.24 GFLOP forward per image. Train it with ``--recipe cifar-94`` (Muon).
+    """
+    _, _, c = input_shape
+    whiten = Whiten(c)
+    layers: list[nn.Module] = [whiten, nn.GELU()]
+    cin = whiten.out_channels
+    for width in widths:
+        layers += [_dirac_conv(cin, width), nn.MaxPool2d(2), _airbench_bn(width), nn.GELU(),
+                   _dirac_conv(width, width), _airbench_bn(width), nn.GELU()]
+        cin = width
+    head = nn.Linear(cin, num_classes, bias=False)
+    with torch.no_grad():
+        head.weight /= head.weight.std()
+    # Global max over the last 3x3 map; logits divided by the width, as airbench does.
+    layers += [nn.AdaptiveMaxPool2d(1), nn.Flatten(), head, Scale(1 / cin)]
+    return nn.Sequential(*layers)
+
+
 FAST_MODELS = {
     "mnist-fast": mnist_fast,
     "mnist-fast-plus": mnist_fast_plus,
     "cifar-fast": cifar_fast,
+    "cifar-94": cifar_94,
 }

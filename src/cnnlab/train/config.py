@@ -76,6 +76,9 @@ class Hyperparams:
     # evaluating. Only for data whose mirror images keep their class (CIFAR-10 yes, digits
     # no); airbench gains ~0.5 points on CIFAR-10 this way.
     eval_flip: bool = setting(False, "evaluate on each image and its mirror, averaged (test-time augmentation)")
+    # airbench94's second level: the image moved a pixel each way diagonally gets half the weight.
+    eval_shift: bool = setting(False, "evaluate on each image and copies moved one pixel up-left and down-right, "
+                                      "averaged (test-time augmentation; with --eval-flip, six views)")
     # Fine-tuning a pretrained network (cnnlab.train.finetune): the first freeze_epochs of the
     # epochs train only the new head; then the body trains at body_lr_mult times the head's
     # rate. 0.1: ImageNet features need far smaller steps than a freshly initialised head.
@@ -328,6 +331,15 @@ RECIPES: dict[str, RunConfig] = {
         train=TrainConfig(epochs=8, batch_size=256, optimizer="sgd", lr=0.2, momentum=0.9, nesterov=True,
                           weight_decay=5e-4, schedule="onecycle", warmup=0.2, label_smoothing=0.2,
                           augment=Augment(flip_h=True, crop=2), eval_flip=True)),
+    # 94% on CIFAR-10: airbench94_muon (Keller Jordan's record recipe) on the CPU. Its net
+    # (a fitted whitening layer, groups of 64/256/256), Muon on the filters and SGD on the
+    # rest (cnnlab.train.muon), batch 2000, a straight linear decay, label smoothing 0.2,
+    # flips and 2-pixel crops, six test views. EPOCHS: see BENCHMARKS.md.
+    "cifar-94": RunConfig(
+        data="cifar10", model="cifar-94", normalize="featurewise",
+        train=TrainConfig(epochs=10, batch_size=2000, optimizer="muon", lr=0.24, momentum=0.6, nesterov=True,
+                          weight_decay=2e-6, schedule="linear", label_smoothing=0.2,
+                          augment=Augment(flip_h=True, crop=2), eval_flip=True, eval_shift=True)),
 }
 
 

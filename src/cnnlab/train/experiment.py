@@ -130,7 +130,7 @@ def _train(data, model, meta: dict, cfg: TrainConfig, out: Path, resume: dict | 
                   callbacks=[runs.checkpointer(out)], resume=resume, tensorboard=log, head=head)
     device = next(model.parameters()).device
     loss, acc = evaluate_loss_accuracy(model, x_test.to(device), torch.as_tensor(data.test.labels).to(device),
-                                       batch_size=cfg.eval_batch_size, flip=cfg.eval_flip)
+                                       batch_size=cfg.eval_batch_size, flip=cfg.eval_flip, shift=cfg.eval_shift)
     if dist.is_main():
         runs.save_metrics(out, {"test_loss": loss, "test_accuracy": acc, "epochs": len(history),
                                 "seconds": sum(e["seconds"] for e in history.epochs)})

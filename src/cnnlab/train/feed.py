@@ -164,16 +164,16 @@ def steps_of(feed: LoaderFeed, steps_per_epoch: int | None) -> int:
     return feed.steps
 
 
-def eval_sums(model, feed: LoaderFeed, flip: bool, autocast_ctx) -> torch.Tensor:
+def eval_sums(model, feed: LoaderFeed, flip: bool, autocast_ctx, shift: bool = False) -> torch.Tensor:
     """(loss sum, correct, count) of ``model`` over one pass of ``feed``, on this process's share."""
     import torch.nn.functional as F
+
+    from cnnlab.train.validation import tta_logits
 
     sums = torch.zeros(3, dtype=torch.float64, device=feed.device)
     with torch.inference_mode(), autocast_ctx:
         for xb, yb in feed.batches():
-            logits = model(xb).float()
-            if flip:
-                logits = (logits + model(xb.flip(3)).float()) / 2
+            logits = tta_logits(model, xb, flip=flip, shift=shift)
             sums[0] += F.cross_entropy(logits, yb, reduction="sum").double()
             sums[1] += (logits.argmax(1) == yb).sum()
             sums[2] += len(yb)

@@ -17,8 +17,9 @@ from cnnlab.errors import CnnlabError
 
 # Default learning rates are the libraries' own (PyTorch's, which equal Keras' except
 # Adadelta, whose Keras 3 default of 0.001 barely moves; the tutorial's Keras 2 used 1.0).
-DEFAULT_LR = {"adam": 1e-3, "adamw": 1e-3, "sgd": 0.01, "adadelta": 1.0}
-SCHEDULES = ("constant", "step", "cosine", "onecycle")
+# Muon's 0.24 is airbench94_muon's (cnnlab.train.muon).
+DEFAULT_LR = {"adam": 1e-3, "adamw": 1e-3, "sgd": 0.01, "adadelta": 1.0, "muon": 0.24}
+SCHEDULES = ("constant", "step", "cosine", "onecycle", "linear")
 
 
 def make_optimizer(
@@ -30,17 +31,31 @@ def make_optimizer(
     nesterov: bool = False,
     weight_decay: float = 0.0,
     betas: tuple[float, float] = (0.9, 0.999),
+    batch_size: int | None = None,
 ) -> torch.optim.Optimizer:
-    """Build an optimiser by name: adam, adamw, sgd (momentum, Nesterov) or adadelta."""
+    """Build an optimiser by name: adam, adamw, sgd (momentum, Nesterov), adadelta or muon.
+
+    muon (``cnnlab.train.muon``): Muon on conv filters at ``lr`` with ``momentum``, SGD on the
+    other parameters at airbench's rates scaled by ``batch_size``; ``weight_decay`` is per
+    example there (airbench's 2e-6).
+    """
     key = name.lower()
     if key not in DEFAULT_LR:
         raise CnnlabError(f"unknown optimizer {name!r}; choose one of {', '.join(DEFAULT_LR)}")
     lr = DEFAULT_LR[key] if lr is None else lr
     if lr <= 0:
         raise CnnlabError(f"learning rate must be positive, got {lr}")
-    if nesterov and (key != "sgd" or momentum <= 0):
-        raise CnnlabError("nesterov needs --optimizer sgd with a momentum > 0, e.g. --momentum 0.9")
+    if nesterov and (key not in ("sgd", "muon") or momentum <= 0):
+        raise CnnlabError("nesterov needs --optimizer sgd (or muon) with a momentum > 0, e.g. --momentum 0.9")
     params = list(params)
+    if key == "muon":
+        from cnnlab.train.muon import Muon, muon_groups
+
+        if params and isinstance(params[0], dict):
+            raise CnnlabError("muon groups parameters by shape itself; it cannot take parameter groups "
+                              "(e.g. fine-tuning's discriminative rates): pick another optimizer")
+        return Muon(muon_groups(params, lr=lr, batch_size=batch_size or 1, weight_decay=weight_decay),
+                    lr=lr, momentum=momentum, nesterov=nesterov)
     # One multi-tensor kernel per step instead of a Python loop per parameter: "fused" on
     # CUDA (the whole update in one kernel), "foreach" elsewhere.
     on_cuda = bool(params) and all(isinstance(p, torch.Tensor) and p.is_cuda for p in params)
@@ -73,6 +88,7 @@ def lr_factor(
     - cosine: half a cosine from 1 to 0 over the run.
     - onecycle: linear warm-up from 0.1 to 1 over the first ``warmup`` fraction of the run,
       then linear down to 0 (Smith & Topin 2017, the shape fast-MNIST/airbench recipes use).
+    - linear: from 1 straight down to 0 over the run, no warm-up (airbench94_muon's).
     ``decay`` multiplies any of them by Keras' time-based decay ``1 / (1 + decay * t)``
     (the tutorial's SGD: lr 0.01, Nesterov, decay 1e-6).
     """
@@ -93,6 +109,8 @@ def lr_factor(
             if t < peak:
                 return 0.1 + 0.9 * t / peak
             return max(0.0, (total - t) / max(total - peak, 1))
+        if schedule == "linear":
+            return max(0.0, 1.0 - t / total)
         return 1.0
 
     def factor(t: int) -> float:

@@ -69,6 +69,46 @@ def validation_data(val, cfg: TrainConfig, device: torch.device, fmt: torch.memo
     return x.contiguous(memory_format=fmt), y
 
 
+# How many training images a layer with an ``adapt`` method (cnnlab.models.fast.Whiten) is
+# fitted to at the start of a new run: airbench's 5,000 estimate a 12x12 patch covariance well.
+ADAPT_IMAGES = 5000
+
+
+def adapt_layers(model: nn.Module, data) -> None:
+    """Fit every layer that has an ``adapt(images)`` method (as Keras adapts preprocessing
+    layers) to the first ADAPT_IMAGES training images, each seeing what reaches it: the
+    layers before it run on the images first. Only for tensors; a Dataset or DataLoader's
+    model is adapted by the caller (``layer.adapt(images)``) and a warning says so."""
+    layers = [m for m in model.modules() if callable(getattr(m, "adapt", None))]
+    if not layers:
+        return
+    if isinstance(data, LoaderFeed):
+        log.warning("%s not adapted to the data (fit adapts them from tensors only); call .adapt(images) on them "
+                    "before fit", ", ".join(type(m).__name__ for m in layers))
+        return
+    images = data[0][:ADAPT_IMAGES]
+    was_training = model.training
+    model.eval()  # batch norm before an adapted layer must not learn from this pass
+    for layer in layers:
+        handle = layer.register_forward_pre_hook(_stop)
+        try:
+            with torch.no_grad():
+                model(images)
+        except _Reached as reached:
+            layer.adapt(reached.args[0])
+        finally:
+            handle.remove()
+    model.train(was_training)
+
+
+class _Reached(Exception):
+    """Raised by the hook that captured an adaptable layer's input: the rest of the forward is not needed."""
+
+
+def _stop(module: nn.Module, args: tuple) -> None:
+    raise _Reached(args[0])
+
+
 def phases_for(model: nn.Module, head, cfg: TrainConfig):
     if head is None and cfg.freeze_epochs == 0:
         return None
@@ -91,7 +131,7 @@ class Session:
         params = phases.param_groups(cfg.optimizer, cfg.lr) if phases else model.parameters()
         lr = None if phases else cfg.lr
         self.opt = make_optimizer(cfg.optimizer, params, lr=lr, momentum=cfg.momentum, nesterov=cfg.nesterov,
-                                  weight_decay=cfg.weight_decay, betas=cfg.betas)
+                                  weight_decay=cfg.weight_decay, betas=cfg.betas, batch_size=cfg.batch_size)
         if isinstance(data, LoaderFeed):
             self.feed, self.batches = data, data
             self.steps = steps_of(data, cfg.steps_per_epoch)
@@ -141,12 +181,13 @@ def evaluate(model: nn.Module, val, cfg: TrainConfig) -> tuple[float, float]:
     if isinstance(val, LoaderFeed):
         was_training = model.training
         model.eval()
-        sums = eval_sums(training_view(model), val, cfg.eval_flip, autocast(val.device, cfg.precision))
+        sums = eval_sums(training_view(model), val, cfg.eval_flip, autocast(val.device, cfg.precision),
+                         shift=cfg.eval_shift)
         model.train(was_training)
         loss_sum, correct, count = dist.all_reduce_sum(sums).tolist()
         return loss_sum / max(count, 1), correct / max(count, 1)
     return evaluate_loss_accuracy(model, *val, batch_size=cfg.eval_batch_size, flip=cfg.eval_flip,
-                                  precision=cfg.precision)
+                                  shift=cfg.eval_shift, precision=cfg.precision)
 
 
 def _wrap(model: nn.Module, cfg: TrainConfig, device: torch.device) -> nn.Module:
