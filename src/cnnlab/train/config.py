@@ -315,12 +315,14 @@ RECIPES: dict[str, RunConfig] = {
         data="mnist", model="mnist-fast",
         train=TrainConfig(epochs=1, batch_size=256, optimizer="adam", lr=0.01, betas=(0.7, 0.9),
                           schedule="onecycle", warmup=0.2)),
-    # 99.5% on MNIST: mnist-fast plus a 128-unit hidden layer, the same optimiser for 10
+    # 99.5% on MNIST: mnist-fast plus a 128-unit hidden layer, the same optimiser for 6
     # epochs, random ±2-pixel translations (a digit's position carries no class) and a
     # little label smoothing. Without the hidden layer 6-12 epochs stopped at 99.48-99.49%.
+    # 10 epochs reached 99.62%; 6 reach 99.55-99.59% (seeds 0-2) in 17 s on 2 cores, 5 reach
+    # 99.54-99.60%: 6 keeps a margin over 99.5% (BENCHMARKS.md).
     "mnist-995": RunConfig(
         data="mnist", model="mnist-fast-plus",
-        train=TrainConfig(epochs=10, batch_size=256, optimizer="adam", lr=0.01, betas=(0.7, 0.9),
+        train=TrainConfig(epochs=6, batch_size=256, optimizer="adam", lr=0.01, betas=(0.7, 0.9),
                           schedule="onecycle", warmup=0.2, label_smoothing=0.1, augment=Augment(crop=2))),
     # 90% on CIFAR-10 in under 15 minutes of 2 CPU cores: an airbench-style net at half
     # width, SGD with Nesterov momentum and a one-cycle schedule (peak lr 0.2 at batch 256:
