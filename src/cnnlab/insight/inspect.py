@@ -23,6 +23,7 @@ __all__ = [
     "filters",
     "get_layer",
     "layer_names",
+    "layer_type",
     "normalize_filters",
 ]
 
@@ -41,9 +42,19 @@ def conv_layers(model: nn.Module) -> list[str]:
     return [name for name, m in model.named_modules() if name and isinstance(m, nn.Conv2d)]
 
 
+def layer_type(module: nn.Module) -> str:
+    """The layer's class name; for a submodule of a run's torch.export program that stays a plain
+    graph module (``cnnlab.train.program_layers``), the name of the class it was before export."""
+    original = module.type_name() if type(module).__name__ == "InterpreterModule" else None
+    if not original:
+        return type(module).__name__
+    unread = " (its graph is not one call cnnlab reads as that layer)" if getattr(module, "_cnnlab_unread", False) else ""
+    return original.rsplit(".", 1)[-1] + unread
+
+
 def _describe(model: nn.Module, names: Sequence[str], limit: int = 40) -> str:
     modules = dict(model.named_modules())
-    shown = [f"{n} ({type(modules[n]).__name__})" for n in names[:limit]]
+    shown = [f"{n} ({layer_type(modules[n])})" for n in names[:limit]]
     more = f", ... ({len(names) - limit} more)" if len(names) > limit else ""
     return ", ".join(shown) + more
 
@@ -86,7 +97,7 @@ def filters(model: nn.Module, layer: str | int | None = None) -> np.ndarray:
     name, module = get_layer(model, layer)
     if not isinstance(module, nn.Conv2d):
         raise CnnlabError(
-            f"layer {name!r} is a {type(module).__name__}, not a Conv2d; pick one of: "
+            f"layer {name!r} is a {layer_type(module)}, not a Conv2d; pick one of: "
             f"{', '.join(conv_layers(model)) or '(none)'}"
         )
     return module.weight.detach().float().cpu().numpy().copy()

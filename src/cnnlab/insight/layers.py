@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from cnnlab.errors import CnnlabError
-from cnnlab.insight.inspect import conv_layers
+from cnnlab.insight.inspect import conv_layers, layer_type
 
 __all__ = ["check_cam_layer", "conv_layers", "explaining", "captured_outputs", "forward_logits"]
 
@@ -48,7 +48,7 @@ def check_cam_layer(model: nn.Module, layer: str) -> str:
                           f"layers: {_conv_list(model)}")
     module = modules[layer]
     if not any(isinstance(m, nn.Conv2d) for m in module.modules()):
-        raise CnnlabError(f"layer {layer!r} is a {type(module).__name__}, not a convolution: Grad-CAM weighs a "
+        raise CnnlabError(f"layer {layer!r} is a {layer_type(module)}, not a convolution: Grad-CAM weighs a "
                           f"conv layer's feature maps; use 'auto' or one of: {_conv_list(model)}")
     return layer
 

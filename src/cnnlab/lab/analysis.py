@@ -11,7 +11,7 @@ import numpy as np
 from torch import nn
 
 from cnnlab.insight.evaluate import confusion_matrix
-from cnnlab.insight.inspect import filter_images
+from cnnlab.insight.inspect import filter_images, layer_type
 from cnnlab.lab.compute import feature_map, units
 from cnnlab.lab.imaging import LabError, png_b64, to_uint8
 from cnnlab.scratch.kernels import KERNELS
@@ -31,7 +31,7 @@ def info(target) -> dict:
         if exc.status != 409:
             raise
         model, waiting = nn.Module(), exc.message
-    layers = [{"name": n, "type": type(m).__name__, "conv": isinstance(m, nn.Conv2d)} for n, m in units(model)]
+    layers = [{"name": n, "type": layer_type(m), "conv": isinstance(m, nn.Conv2d)} for n, m in units(model)]
     return {
         "name": target.name, "kind": target.kind, "model": target.model_name, "waiting": waiting,
         "classes": list(target.classes), "input_shape": list(target.input_shape),

@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from cnnlab.insight.inspect import layer_type
 from cnnlab.lab.imaging import LabError, atlas, png_b64
 
 MAX_CHANNELS_SHOWN = 64  # thumbnails per layer in the overview
@@ -68,7 +69,7 @@ def prediction(probs: np.ndarray, classes: list[str], *, k: int = 10) -> list[di
 def _layer_view(name: str, module: nn.Module, out: torch.Tensor) -> dict:
     """One overview column: the layer's maps as one atlas PNG, or its vector as a strip."""
     shape = list(out.shape[1:])
-    view = {"name": name, "type": type(module).__name__, "shape": shape,
+    view = {"name": name, "type": layer_type(module), "shape": shape,
             "conv": isinstance(module, nn.Conv2d)}
     o = out[0].float()
     if o.ndim == 3 and o.shape[1] * o.shape[2] > 1:
