@@ -4,11 +4,15 @@ A run records how to rebuild its network: a zoo name, a spec string, a
 ``package.module:function`` path, or, for a model object made in a notebook or in
 ``__main__`` (``train_run(cfg, out, model=net)``), ``model.pt2`` in the run directory: the
 network's graph saved with ``torch.export.save``. ``evaluate``, ``report``, ``predict`` and
-the lab load it back (:func:`load_program`) and put the weights of best.pt/last.pt into it.
+the lab load it back (:func:`load_program`) and put the weights of best.pt/last.pt into it;
+the loaded module has the original model's submodules (``torch.export.unflatten``), so the
+per-layer views (filters, activations, feature visualisation, Grad-CAM, the embedding map)
+work on it too (``cnnlab.train.program_layers`` says which layers are recognised).
 
 What a program cannot do: train. It is captured in eval mode (dropout off, batch norm on
 its running statistics) and that is fixed in the graph; torch refuses ``.train()`` on
-``ExportedProgram.module()``. A run of a model object therefore resumes only when given the
+``ExportedProgram.module()``, and the unflattened module, which would accept it and still
+compute in eval mode, refuses it here too. A run of a model object therefore resumes only when given the
 object again (``resume_run(path, model=net)``); ``cnnlab train --resume`` refuses it.
 
 Safety. ``torch.export.load`` is *not* a safe loader: PyTorch's documentation says it "uses
@@ -26,6 +30,7 @@ treat a run directory with a ``model.pt2`` like code you run: only from sources 
 from __future__ import annotations
 
 import json
+import logging
 import re
 import types
 import zipfile
@@ -35,6 +40,9 @@ import torch
 from torch import nn
 
 from cnnlab.errors import CnnlabError
+from cnnlab.train.program_layers import unflattened
+
+log = logging.getLogger(__name__)
 
 PROGRAM = "model.pt2"
 
@@ -99,18 +107,30 @@ def check_archive(path: Path) -> None:
         raise CnnlabError(f"cannot read {path} ({type(exc).__name__}); it is damaged; train the run again") from None
 
 
+def _first_line(exc: Exception) -> str:
+    return str(exc).splitlines()[0][:200] if str(exc) else ""
+
+
 def load_program(path: Path) -> nn.Module:
-    """The network of a saved program, in eval mode; its ``state_dict`` keys are the original model's."""
+    """The network of a saved program, in eval mode; its ``state_dict`` keys are the original model's,
+    and so are its submodules (``torch.export.unflatten``, see ``cnnlab.train.program_layers``): forward
+    hooks, Grad-CAM and the other per-layer views work on it as on the original model."""
     path = Path(path)
     if not path.is_file():
         raise CnnlabError(f"{path} does not exist: the run's model was saved there as a torch.export program")
     check_archive(path)
     try:
-        module = torch.export.load(path).module()
+        program = torch.export.load(path)
     except Exception as exc:
         raise CnnlabError(f"cannot load the torch.export program {path} ({type(exc).__name__}: "
-                          f"{str(exc).splitlines()[0][:200] if str(exc) else ''}); it was saved by another torch "
-                          "version or is damaged") from exc
+                          f"{_first_line(exc)}); it was saved by another torch version or is damaged") from exc
+    try:
+        module = unflattened(program)  # the original layers, for hooks and per-layer views
+    except Exception as exc:  # evaluation and prediction still work on the flat graph
+        log.warning("%s: torch.export.unflatten failed (%s: %s); the run has no per-layer views (filters, "
+                    "activations, Grad-CAM, features, embedding), only predictions", path, type(exc).__name__,
+                    _first_line(exc))
+        module = program.module()
     for m in module.modules():
         m.training = False
 
@@ -119,7 +139,8 @@ def load_program(path: Path) -> nn.Module:
             raise CnnlabError(f"{path} is a torch.export program, fixed in eval mode: it cannot train")
         return self
 
-    # torch replaces train()/eval() by methods that always raise; cnnlab's evaluation calls
+    # The graph computes in eval mode whatever the flags say: train() refuses (torch's flat module
+    # raises by itself, the unflattened one would silently not train); cnnlab's evaluation calls
     # model.eval() and model.train(was_training): both are no-ops for a program.
     module.train = types.MethodType(train, module)
     module.eval = types.MethodType(lambda self: self, module)
