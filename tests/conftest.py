@@ -208,16 +208,26 @@ def mount_tmpfs(tmp_path):
         subprocess.run(["umount", str(where)], check=True)
 
 
-@pytest.fixture()
-def photos(tmp_path):
-    """An image folder: 3 classes (cat, dog, owl) x 10 random RGB 12x12 PNGs."""
+def make_photos(root):
+    """An image folder at ``root``: 3 classes (cat, dog, owl) x 10 random RGB 12x12 PNGs."""
     import numpy as np
     from PIL import Image
 
     rng = np.random.default_rng(0)
-    root = tmp_path / "photos"
     for c in ("cat", "dog", "owl"):
         (root / c).mkdir(parents=True)
         for i in range(10):
             Image.fromarray(rng.integers(0, 256, (12, 12, 3), dtype=np.uint8)).save(root / c / f"{i}.png")
     return root
+
+
+@pytest.fixture()
+def photos(tmp_path):
+    """An image folder: 3 classes (cat, dog, owl) x 10 random RGB 12x12 PNGs."""
+    return make_photos(tmp_path / "photos")
+
+
+@pytest.fixture(scope="module")
+def module_photos(tmp_path_factory):
+    """The ``photos`` folder, made once for a test module (for a run trained once and only read)."""
+    return make_photos(tmp_path_factory.mktemp("module") / "photos")

@@ -193,8 +193,9 @@ def test_evaluating_a_streamed_run_matches_in_memory_evaluation_and_decodes_batc
     decoded.clear()
     results = collect_results(out, options=ResultsOptions(n_wrong=2, n_top_losses=3, n_activation_images=1,
                                                           n_feature_channels=0, n_explained=1), save=False)
-    # the evaluation pass, then only the images the report shows (top losses, first wrong, activations, Grad-CAM)
-    assert len(decoded) <= 6 + 3 + 2 + 1 + 1
+    # the evaluation pass, the embedding's pass (batch by batch), then only the images the report shows
+    # (top losses, first wrong, activations, Grad-CAM)
+    assert len(decoded) <= 6 + 6 + 3 + 2 + 1 + 1
     assert results.top_loss_images.shape == (3, 12, 12, 3) and results.metrics["accuracy"] == want.metrics["accuracy"]
     np.testing.assert_array_equal(results.top_loss_images[0], mem.test.images[results.top_losses[0].index])
-    assert "streams its folder" in results.embedding_skipped
+    assert results.embedding_skipped is None and len(results.embedding.coords) == 6

@@ -68,18 +68,19 @@ def run(args: argparse.Namespace) -> int:
 def _run_images(run, specs: list[str], invert: bool):
     """uint8 (N, H, W, C) images, their labels (-1 for files) and names, from files or test:INDEX."""
     from cnnlab.insight.evaluate import read_image
+    from cnnlab.insight.stream_images import load_test_images
 
     images, labels, test = [], [], None
     for spec in specs:
         if spec.startswith("test:"):
             if test is None:
-                test = run.load_data().test
+                test = load_test_images(run)  # a streamed run's split decodes only the images indexed
             try:
                 index = int(spec[5:])
-                images.append(test.images[index])
-                labels.append(int(test.labels[index]))
+                images.append(test[0][index])
+                labels.append(int(test[1][index]))
             except (ValueError, IndexError):
-                raise CnnlabError(f"{spec!r} is not test:INDEX with INDEX in 0..{len(test.images) - 1}") from None
+                raise CnnlabError(f"{spec!r} is not test:INDEX with INDEX in 0..{len(test[1]) - 1}") from None
             continue
         if not Path(spec).is_file():
             raise CnnlabError(f"image {spec} does not exist; pass an image file or test:INDEX")

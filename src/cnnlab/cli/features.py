@@ -87,6 +87,7 @@ def run(args: argparse.Namespace) -> int:
 
 def _trained(args):
     from cnnlab.insight.featurevis import run_channel_visuals, visualize_class
+    from cnnlab.insight.stream_images import load_test_images
     from cnnlab.train.device import resolve_device
     from cnnlab.train.runs import load_run
 
@@ -99,16 +100,15 @@ def _trained(args):
                                  mean=run.config.get("mean"), std=run.config.get("std"), in_channels=c)
         names = run.classes
         return images, [names[k] if k < len(names) else str(k) for k in classes], None, "classes"
-    test = None
+    images = None
     if args.top > 0:
         try:
-            test = run.load_data().test
+            images = load_test_images(run)[0]  # streamed: scored batch by batch, only the top ones kept
         except (CnnlabError, OSError) as exc:
             print(f"note: no top examples, the run's dataset is not available ({exc})")
     vis = run_channel_visuals(run, model, layer=args.layer, channels=parse_units(args.channels), steps=args.steps,
-                              seed=args.seed, images=test.images if test is not None else None, k=max(args.top, 1))
-    examples = test.images[vis.top] if vis.top is not None else None  # (K, k, H, W, C)
-    return vis.images, [f"channel {c}" for c in vis.channels], examples, f"layer {vis.layer}"
+                              seed=args.seed, images=images, k=max(args.top, 1))
+    return vis.images, [f"channel {c}" for c in vis.channels], vis.examples, f"layer {vis.layer}"
 
 
 def _pretrained(args):

@@ -29,6 +29,7 @@ from torch import nn
 from cnnlab.errors import CnnlabError
 from cnnlab.files import write_with
 from cnnlab.insight.featurevis import frozen_model
+from cnnlab.insight.stream_images import image_batches, load_test_images, take
 
 __all__ = ["METHODS", "Embedding", "SpriteSheet", "embed", "pca_2d", "penultimate_features", "project",
            "run_embedding", "sprite_sheet", "sprite_thumb"]
@@ -72,8 +73,9 @@ def penultimate_features(model: nn.Module, images, *, preprocess: Callable | Non
     ``nn.Linear`` layer and the argmax of its output, for every image.
 
     ``images``: a float tensor (N, C, H, W) as the model takes it, or anything ``preprocess``
-    turns into one batch by batch (e.g. uint8 (N, H, W, C) with ``Run.preprocess``), so only
-    one batch of float32 is held at a time. Eval mode, ``torch.inference_mode``; the model's
+    turns into one batch by batch (e.g. uint8 (N, H, W, C) with ``Run.preprocess``, or a
+    streamed split's ``StreamImages``, decoded batch by batch), so only one batch of float32
+    (and of decoded images) is held at a time. Eval mode, ``torch.inference_mode``; the model's
     modes and hooks are as before afterwards.
     """
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
@@ -87,8 +89,7 @@ def penultimate_features(model: nn.Module, images, *, preprocess: Callable | Non
     handle = linear.register_forward_pre_hook(lambda mod, inputs: caught.append(inputs[0]))
     try:
         with frozen_model(model), torch.inference_mode():
-            for start in range(0, len(images), batch_size):
-                batch = images[start:start + batch_size]
+            for batch in image_batches(images, batch_size):  # a streamed split: decoded batch by batch
                 x = preprocess(batch) if preprocess is not None else batch
                 caught.clear()
                 out = model(x.to(device))  # (B, classes)
@@ -217,7 +218,9 @@ def run_embedding(run_dir, *, method: str = "pca", limit: int | None = None, see
     time is stored: retraining invalidates it) with the same ``limit`` and ``seed``;
     ``refresh=True`` recomputes. ``limit``: map a seeded random subset of that many test
     examples (t-SNE of 10,000 takes minutes on a laptop CPU). ``model`` (the run's best
-    weights) and ``data`` (``run.load_data()``) save loading them again when the caller has.
+    weights) and ``data`` (``run.load_data()`` or ``run.load_stream()``) save loading them
+    again when the caller has. A streamed run's test images are decoded batch by batch (only
+    the sampled ones with ``limit``), never all at once; what is kept is one feature row each.
     """
     from cnnlab.train.runs import load_run
 
@@ -233,12 +236,12 @@ def run_embedding(run_dir, *, method: str = "pca", limit: int | None = None, see
     cached = None if refresh else _cache_matches(path, meta)
     if cached is not None:
         return cached
-    split = (data if data is not None else run.load_data()).test
-    idx = np.arange(len(split.labels))
+    images, labels = load_test_images(run, data)  # a streamed run's: nothing decoded yet
+    idx = np.arange(len(labels))
     if limit is not None and limit < len(idx):
         idx = np.sort(np.random.default_rng(seed).choice(len(idx), size=limit, replace=False))
     model = model if model is not None else run.build_model("best")
-    result = embed(model, split.images[idx], split.labels[idx], method=method, preprocess=run.preprocess,
+    result = embed(model, take(images, idx), labels[idx], method=method, preprocess=run.preprocess,
                    seed=seed, batch_size=batch_size, indices=idx)
     write_with(path, lambda f: np.savez(f, coords=result.coords, labels=result.labels, predictions=result.predictions,
                                         indices=result.indices, method=method, **meta))

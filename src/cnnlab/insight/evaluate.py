@@ -28,11 +28,13 @@ from cnnlab.insight.metrics import (
     top_losses,
     wrong_indices,
 )
+from cnnlab.insight.stream_images import StreamImages
 from cnnlab.precision import autocast
 from cnnlab.train.device import resolve_device
 
 __all__ = [
     "Evaluation",
+    "StreamImages",
     "TopLoss",
     "accuracy",
     "compute_metrics",
@@ -204,30 +206,6 @@ def evaluate_stream(
     probs_a, labels_a = np.concatenate(probs), np.concatenate(labels).astype(np.int64)
     return Evaluation(probs=probs_a, labels=labels_a, metrics=compute_metrics(probs_a, labels_a, classes),
                       split=split_name)
-
-
-class StreamImages:
-    """A streamed split's images as uint8 ``(n, H, W, C)`` on indexing, decoded only for the
-    indices asked for: what the report shows (top losses, wrong predictions, activations)
-    without holding the split in memory."""
-
-    def __init__(self, split: Any) -> None:
-        self.split = split
-
-    def __len__(self) -> int:
-        return len(self.split)
-
-    def __getitem__(self, index):
-        from cnnlab.data.stream import decode
-
-        def one(i):
-            return decode(self.split.files[int(i)], self.split.size, self.split.mode)
-
-        if np.ndim(index) == 0:
-            return one(index)
-        picked = [one(i) for i in np.arange(len(self))[index]]
-        h, w = self.split.size
-        return np.stack(picked) if picked else np.zeros((0, h, w, 1 if self.split.mode == "L" else 3), np.uint8)
 
 
 def evaluate_run(

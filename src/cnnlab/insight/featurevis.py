@@ -38,6 +38,7 @@ from torch import nn
 from cnnlab.errors import CnnlabError
 from cnnlab.insight.featurevis_image import Setup, init_param, random_affine, spectrum_scale, to_image
 from cnnlab.insight.inspect import get_layer
+from cnnlab.insight.stream_images import image_batches
 
 __all__ = ["ChannelVisuals", "frozen_model", "last_conv_layer", "run_channel_visuals", "top_examples",
            "visualize_channels", "visualize_class"]
@@ -263,7 +264,7 @@ def top_examples(model: nn.Module, images, *, layer: str | int, channels, k: int
     """Indices ``(K, k)`` int64 of the ``k`` images whose mean activation of each channel is
     highest, highest first. ``images``: a float tensor ``(N, C, H, W)`` as the model takes it,
     or anything ``preprocess`` turns into one a batch at a time (uint8 (N, H, W, C) with
-    ``Run.preprocess``).
+    ``Run.preprocess``, or a streamed split's ``StreamImages``, decoded a batch at a time).
 
     One forward pass per batch of ``batch_size`` images scores every channel at once; the model
     runs in eval mode under ``torch.inference_mode`` and stops at ``layer``.
@@ -283,11 +284,10 @@ def top_examples(model: nn.Module, images, *, layer: str | int, channels, k: int
     wanted = torch.tensor(units)
     scores = []
     with frozen_model(model), torch.inference_mode():
-        for start in range(0, len(images), batch_size):
-            batch = images[start:start + batch_size]
+        for batch in image_batches(images, batch_size):  # a streamed split: decoded batch by batch
             x = preprocess(batch) if preprocess is not None else batch
             out = _forward(model, x.to(device), module)  # (B, C', ...)
-            if start == 0:
+            if not scores:
                 _check_output(out, units, "channel")
             scores.append(out[:, wanted.to(out.device)].reshape(len(out), len(units), -1).float().mean(2).cpu())
     top = torch.cat(scores).T.topk(k, dim=1).indices  # (K, k)
@@ -322,7 +322,8 @@ def run_channel_visuals(run, model: nn.Module, *, layer: str | int | None = None
                         seed: int = 0, images=None, k: int = 6) -> ChannelVisuals:
     """Visualise ``channels`` (default: the first 8) of ``layer`` (default: the last conv
     layer) of a run's ``model`` at the run's input size and normalisation; with ``images``
-    (uint8 (N, H, W, C), e.g. the test split) also find each channel's top ``k`` examples."""
+    (uint8 (N, H, W, C), e.g. the test split, or a streamed one's ``StreamImages``: one pass batch by
+    batch, then only the top examples decoded) also find each channel's top ``k`` examples."""
     name = last_conv_layer(model) if layer is None else get_layer(model, layer)[0]
     if channels is None:
         out_channels = getattr(dict(model.named_modules())[name], "out_channels", 8)
@@ -334,6 +335,7 @@ def run_channel_visuals(run, model: nn.Module, *, layer: str | int | None = None
     if images is not None and len(images):
         top = top_examples(model, images, layer=name, channels=channels, k=min(k, len(images)),
                            preprocess=run.preprocess)
-        examples = np.asarray(images)[top]  # (K, k, H, W, C)
+        picked = np.asarray(images[top.reshape(-1)])  # a streamed split decodes only these
+        examples = picked.reshape(*top.shape, *picked.shape[1:])  # (K, k, H, W, C)
     return ChannelVisuals(layer=name, channels=_as_units(channels, "channel"), images=visuals, top=top,
                           examples=examples)

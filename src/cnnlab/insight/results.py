@@ -131,7 +131,8 @@ def collect_results(run_dir, *, evaluation=None, options: ResultsOptions = Resul
     (merged over what training wrote). When the dataset is absent now, the saved metrics
     and top losses are used and the per-example fields say why they are empty.
     """
-    from cnnlab.insight.evaluate import StreamImages, evaluate_images, evaluate_stream, merged_metrics
+    from cnnlab.insight.evaluate import evaluate_images, evaluate_stream, merged_metrics
+    from cnnlab.insight.stream_images import StreamImages
     from cnnlab.train.device import resolve_device
     from cnnlab.train.runs import load_run, save_metrics
 
@@ -245,6 +246,7 @@ def _learned_fields(run, model, data, opt: ResultsOptions) -> dict[str, Any]:
     from cnnlab.insight.embedding import run_embedding
     from cnnlab.insight.featurevis import run_channel_visuals
     from cnnlab.insight.inspect import conv_layers
+    from cnnlab.insight.stream_images import load_test_images
 
     out: dict[str, Any] = {}
     if opt.n_feature_channels < 1 or not conv_layers(model):
@@ -252,19 +254,15 @@ def _learned_fields(run, model, data, opt: ResultsOptions) -> dict[str, Any]:
     else:
         last = conv_layers(model)[-1]
         count = min(opt.n_feature_channels, getattr(dict(model.named_modules())[last], "out_channels", 1))
-        # A streamed split's top examples would need every test image's activations: not shown.
+        # A streamed split is scored batch by batch and only the top examples are decoded again.
         out["features"] = run_channel_visuals(run, model, layer=last, channels=list(range(count)),
                                               steps=opt.feature_steps,
-                                              images=getattr(data.test, "images", None) if data else None,
+                                              images=load_test_images(run, data)[0] if data else None,
                                               k=opt.n_feature_examples)
     if opt.embedding_method is None or data is None:
         out["embedding_skipped"] = "not asked for" if opt.embedding_method is None else "the dataset is not available"
         return out
-    if not hasattr(data.test, "images"):
-        out["embedding_skipped"] = ("the run streams its folder (too large for memory); the map needs every "
-                                    "test image's features at once")
-        return out
-    try:
+    try:  # a streamed split: features computed batch by batch, one row per image kept
         out["embedding"] = run_embedding(run.path, method=opt.embedding_method, model=model, data=data,
                                          batch_size=opt.batch_size)
     except CnnlabError as exc:  # e.g. no Linear layer: no penultimate features

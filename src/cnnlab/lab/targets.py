@@ -108,14 +108,17 @@ class RunTarget:
 
     @property
     def test(self):
-        """The run's whole test split (images, labels), loaded once; any image can be the input."""
+        """The run's test split (images, labels), loaded once; any image can be the input. A streamed
+        run's images are a ``StreamImages``: each decoded when it is shown, never the whole split."""
+        from cnnlab.insight.stream_images import load_test_images
+
         with self.lock:
             if self._test is None:
                 try:
-                    split = self.run.load_data(download=False).test
-                except CnnlabError as exc:
+                    data = self.run.load_stream() if self.run.streamed else self.run.load_data(download=False)
+                    self._test = load_test_images(self.run, data)
+                except (CnnlabError, OSError) as exc:
                     raise LabError(409, f"the test set of {self.name} is not available here ({exc})") from exc
-                self._test = (split.images, np.asarray(split.labels, dtype=np.int64))
             return self._test
 
     def evaluated_labels(self) -> np.ndarray:
@@ -127,7 +130,8 @@ class RunTarget:
         images, labels = self.test
         if not 0 <= index < len(labels):
             raise LabError(404, f"test image {index} does not exist; pick 0..{len(labels) - 1}")
-        return Input(images[index], self.preprocess(images[index]), label=int(labels[index]))
+        image = images[index]  # one decode for a streamed split
+        return Input(image, self.preprocess(image), label=int(labels[index]))
 
     def probs(self) -> np.ndarray:
         """Test-set probabilities (N, K), computed once per set of weights.
@@ -136,6 +140,7 @@ class RunTarget:
         ``lock``, so the overview and the other panels keep answering meanwhile.
         """
         from cnnlab.insight.evaluate import predict
+        from cnnlab.insight.stream_images import image_batches, take
 
         with self.lock:
             model = self.model  # reloads newer weights first
@@ -143,13 +148,13 @@ class RunTarget:
             if self._probs is not None and self._probs[0] == stamp:
                 return self._probs[1]
             model = copy.deepcopy(model)  # forward hooks of an overview must not see this evaluation
-            images = self.test[0][:len(self.evaluated_labels())]
+            images = take(self.test[0], slice(0, len(self.evaluated_labels())))  # streamed: nothing decoded yet
         with self.eval_lock:
             # fp32, not predict's bf16 default: a cell's images must show the probabilities and
             # top class that the overview computes (in fp32) once one becomes the input.
             if self._probs is None or self._probs[0] != stamp:  # not computed by a request meanwhile
-                chunks = [predict(model, self.run.preprocess(images[s:s + 1000]), 1000, precision="fp32")
-                          for s in range(0, len(images), 1000)]
+                chunks = [predict(model, self.run.preprocess(batch), 1000, precision="fp32")
+                          for batch in image_batches(images, 1000)]  # a streamed split: one batch decoded at a time
                 self._probs = (stamp, np.concatenate(chunks))
             return self._probs[1]
 
