@@ -5,6 +5,7 @@ embedding, to float precision."""
 from __future__ import annotations
 
 import copy
+import warnings
 
 import numpy as np
 import pytest
@@ -99,7 +100,7 @@ def test_the_commands_work_on_a_program_run(program_run, tmp_path, capsys):
     from cnnlab.lab.analysis import info
     from cnnlab.lab.targets import RunTarget
 
-    _, out = program_run
+    net, out = program_run
     assert main(["features", str(out), "--channels", "0-1", "--steps", "4", "--examples", "2",
                  "--out", str(tmp_path / "f.png")]) == 0
     assert main(["explain", str(out), "test:0", "test:1", "--out", str(tmp_path / "e.png")]) == 0
@@ -109,6 +110,15 @@ def test_the_commands_work_on_a_program_run(program_run, tmp_path, capsys):
     results = collect_results(out, options=ResultsOptions(feature_steps=4, n_feature_channels=2), save=False)
     assert results.first_filters.layer == "body.0" and results.activations and results.decisions
     assert results.features is not None and results.embedding is not None
+    # re-exported as it was (the unflattened module takes one batch, so torch.export can trace it again)
+    x = torch.rand(3, 3, 10, 10)
+    for fmt in ("pt2", "torchscript"):
+        assert main(["export", str(out), "--format", fmt, "--out", str(tmp_path / f"net.{fmt}")]) == 0
+    with warnings.catch_warnings():  # torch 2.13 deprecates torch.jit.load; users may still load the file
+        warnings.simplefilter("ignore", DeprecationWarning)
+        scripted = torch.jit.load(tmp_path / "net.torchscript")
+    for graph in (torch.export.load(tmp_path / "net.pt2").module(), scripted):
+        torch.testing.assert_close(graph(x), net(x), rtol=1e-5, atol=1e-5)
     # the lab's overview lists the layers by their original types
     target = RunTarget(out)
     types = {layer["name"]: layer["type"] for layer in info(target)["layers"]}

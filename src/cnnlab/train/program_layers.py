@@ -53,6 +53,9 @@ class ProgramModule(torch.export.UnflattenedModule):
     shared by the copies rather than copied: copying torch 2.13's deprecated ``LeafSpec``
     raises its FutureWarning, an error under ``-W error``."""
 
+    def forward(self, x):  # cnnlab's programs take one batch (N, C, H, W); torch's signature is (*args, **kwargs)
+        return super().forward(x)
+
     def __deepcopy__(self, memo):
         memo[id(self.module_call_graph)] = self.module_call_graph
         new = type(self).__new__(type(self))
