@@ -63,14 +63,17 @@ def squeezenet(size: int, *, weights: str | None) -> tuple[nn.Module, nn.Module]
 
 
 def run_squeezenet(x, y, xt, yt, *, size: int, epochs: int, seed: int, weights: str | None, flip: bool,
-                   overrides: dict) -> tuple[float, float]:
+                   overrides: dict, batch_size: int = 32) -> tuple[float, float]:
     t0 = time.perf_counter()
     torch.manual_seed(seed)
     model, head = squeezenet(size, weights=weights)
-    cfg = with_overrides(TrainConfig(verbose=0, batch_size=64, seed=seed),
+    cfg = with_overrides(TrainConfig(verbose=0, batch_size=batch_size, seed=seed),
                          **{**FINETUNE_DEFAULTS, **overrides, "epochs": epochs})
     fit(model, x, y, config=cfg, head=head)
-    _, acc = evaluate_loss_accuracy(model, xt, yt, batch_size=256, flip=flip, precision=cfg.precision)
+    # Small batches keep SqueezeNet's maps in cache: here 160x160 ran 691 img/s at 32 against 562 at 64
+    # and 349 at 256; 192x192 460 img/s at 16 against 362 at 48 (2026-11-29, 2 cores).
+    batch = max(16, round(32 * (160 / size) ** 2 / 16) * 16)
+    _, acc = evaluate_loss_accuracy(model, xt, yt, batch_size=batch, flip=flip, precision=cfg.precision)
     return acc, time.perf_counter() - t0
 
 
@@ -140,6 +143,8 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--size", type=int, default=160, help="input size the photos are upscaled to")
     p.add_argument("--epochs", type=int, default=16)
+    p.add_argument("--batch-size", type=int, default=32,
+                   help="fine-tune and scratch batch (32: 285 img/s here against 250 at 64, and more steps)")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--per-class", type=int, default=500)
     p.add_argument("--test", type=int, default=10_000, help="test images (the first N of the official 10,000)")
@@ -176,7 +181,7 @@ def main() -> None:
                                                                                           "body_lr_mult": 1.0}
                 r = run_squeezenet(x, labels, xt, yt, size=args.size, epochs=args.epochs, seed=seed, flip=args.flip,
                                    weights=args.weights if name == "fine-tune" else None,
-                                   overrides={"augment": args.augment, **protect})
+                                   overrides={"augment": args.augment, **protect}, batch_size=args.batch_size)
                 tuned = r if name == "fine-tune" else tuned
             results[name].append(r)
             print(f"seed {seed} {name:>10}: {r[0]:.2%} in {r[1]:.0f} s", flush=True)

@@ -87,7 +87,7 @@ def recipe_flops(name: str) -> dict[str, float]:
     train = step_flops(model, batch, classes) * steps * cfg.epochs
     model.eval()
     per_image = forward_flops(model, batch[:1])
-    evaluation = per_image * test_n * (2 if cfg.eval_flip else 1)
+    evaluation = per_image * test_n * (2 if cfg.eval_flip else 1) * (3 if cfg.eval_shift else 1)
     return {"train": train, "eval": evaluation, "total": train + evaluation, "epochs": cfg.epochs}
 
 
