@@ -1,6 +1,6 @@
 """Fine-tuning SqueezeNet 1.1 on 5,000 CIFAR-10 photos vs training from scratch, same budget.
 
-    python benchmarks/bench_finetune.py [--size 160] [--epochs 16] [--seeds 0 1 2]
+    python benchmarks/bench_finetune.py [--size 192] [--epochs 11] [--batch-size 16] [--seeds 0 1 2]
                                         [--per-class 500] [--test 10000] [--budget 300]
                                         [--runs fine-tune pytorch scratch cifar-fast]
 
@@ -141,10 +141,11 @@ def run_cifar_fast(images, labels, test, *, seconds: float, seed: int) -> tuple[
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--size", type=int, default=160, help="input size the photos are upscaled to")
-    p.add_argument("--epochs", type=int, default=16)
-    p.add_argument("--batch-size", type=int, default=32,
-                   help="fine-tune and scratch batch (32: 285 img/s here against 250 at 64, and more steps)")
+    # 192 px for 11 epochs beat 160 px for 15 in the same time (86.87% against 86.49%, seed 0).
+    p.add_argument("--size", type=int, default=192, help="input size the photos are upscaled to")
+    p.add_argument("--epochs", type=int, default=11)
+    p.add_argument("--batch-size", type=int, default=16,
+                   help="fine-tune and scratch batch (at 192 px 209 img/s here at 16, 159 at 32: cache-sized maps)")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--per-class", type=int, default=500)
     p.add_argument("--test", type=int, default=10_000, help="test images (the first N of the official 10,000)")

@@ -1,0 +1,36 @@
+"""Helper scripts in benchmarks/ that feed peers: what they write is what the peer reads."""
+
+import importlib.util
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from cnnlab.data.dataset import Dataset, Split
+
+BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+def _module(name: str):
+    spec = importlib.util.spec_from_file_location(name, BENCH / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_airbench_data_writes_the_peer_format(tmp_path):
+    rng = np.random.default_rng(0)
+    split = Split(rng.integers(0, 256, (6, 32, 32, 3), dtype=np.uint8), np.array([0, 1, 2, 3, 4, 9]))
+    test = Split(rng.integers(0, 256, (4, 32, 32, 3), dtype=np.uint8), np.array([5, 6, 7, 8]))
+    classes = tuple(f"c{i}" for i in range(10))
+    ds = Dataset(name="cifar10", train=split, test=test, classes=classes)
+    train_pt, test_pt = _module("airbench_data").write_airbench_data(tmp_path, dataset=ds)
+    assert (train_pt, test_pt) == (tmp_path / "cifar10" / "train.pt", tmp_path / "cifar10" / "test.pt")
+    data = torch.load(train_pt, weights_only=True)  # no pickled objects beyond tensors and strings
+    assert data["images"].dtype == torch.uint8 and data["images"].shape == (6, 32, 32, 3)
+    assert data["labels"].dtype == torch.int64 and data["labels"].tolist() == [0, 1, 2, 3, 4, 9]
+    assert data["classes"] == list(classes)
+    assert torch.equal(data["images"], torch.from_numpy(split.images))
+    # as the peer turns them into its NCHW input
+    assert (data["images"].float() / 255).permute(0, 3, 1, 2).shape == (6, 3, 32, 32)
+    assert torch.load(test_pt, weights_only=True)["labels"].tolist() == [5, 6, 7, 8]
