@@ -221,6 +221,34 @@ def make_photos(root):
     return root
 
 
+def make_colour_folder(root):
+    """An image folder at ``root``: classes k0, k1, k2 x 12 random 10x10 PNGs, each class
+    brighter in its own colour channel (so a tiny net learns it in an epoch)."""
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for c in range(3):
+        (root / f"k{c}").mkdir(parents=True)
+        for i in range(12):
+            img = rng.integers(0, 120, (10, 10, 3), dtype=np.uint8)
+            img[..., c] += 120
+            Image.fromarray(img).save(root / f"k{c}" / f"{i}.png")
+    return root
+
+
+@pytest.fixture()
+def colour_folder(tmp_path):
+    """``make_colour_folder`` in a fresh folder."""
+    return make_colour_folder(tmp_path / "shapes")
+
+
+@pytest.fixture(scope="module")
+def module_colour_folder(tmp_path_factory):
+    """``make_colour_folder``, made once for a test module."""
+    return make_colour_folder(tmp_path_factory.mktemp("colours") / "shapes")
+
+
 @pytest.fixture()
 def photos(tmp_path):
     """An image folder: 3 classes (cat, dog, owl) x 10 random RGB 12x12 PNGs."""

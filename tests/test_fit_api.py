@@ -151,15 +151,12 @@ def test_fit_leaves_process_wide_malloc_settings_alone():
 
 
 @pytest.mark.slow
-def test_a_model_object_no_import_rebuilds_is_kept_as_a_torch_export_program(tmp_path, monkeypatch, capsys):
+def test_a_model_object_no_import_rebuilds_is_kept_as_a_torch_export_program(tmp_path, colour_folder, monkeypatch, capsys):
     import json
     import os
     import subprocess
     import sys
     from pathlib import Path
-
-    import numpy as np
-    from PIL import Image
 
     from cnnlab.cli import main
     from cnnlab.errors import CnnlabError
@@ -179,14 +176,7 @@ def test_a_model_object_no_import_rebuilds_is_kept_as_a_torch_export_program(tmp
         def forward(self, x):
             return self.head(self.body(x))
 
-    rng = np.random.default_rng(0)
-    for c in range(3):  # three classes told apart by their colour
-        (tmp_path / "shapes" / f"k{c}").mkdir(parents=True)
-        for i in range(12):
-            img = rng.integers(0, 120, (10, 10, 3), dtype=np.uint8)
-            img[..., c] += 120
-            Image.fromarray(img).save(tmp_path / "shapes" / f"k{c}" / f"{i}.png")
-    cfg = with_overrides(RunConfig(data=f"folder:{tmp_path / 'shapes'}"), epochs=1, batch_size=8, lr=0.01,
+    cfg = with_overrides(RunConfig(data=f"folder:{colour_folder}"), epochs=1, batch_size=8, lr=0.01,
                          verbose=0, seed=3, device="cpu")
     torch.manual_seed(0)
     net = Net()

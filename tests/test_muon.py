@@ -75,6 +75,17 @@ def test_muon_groups_by_shape_with_airbench_ratios_scaled_by_the_batch():
     assert BIAS_RATIO < HEAD_RATIO
 
 
+def test_bad_inputs_get_one_line_errors():
+    with pytest.raises(CnnlabError, match=r"orthogonalize takes a matrix \(2-D\), got shape \(2, 3, 4\)"):
+        orthogonalize(torch.zeros(2, 3, 4))
+    with pytest.raises(CnnlabError, match="batch_size must be at least 1, got 0"):
+        muon_groups([], lr=0.1, batch_size=0)
+    with pytest.raises(CnnlabError, match="learning rate must be a positive number, got -1"):
+        muon_groups([], lr=-1, batch_size=2)
+    with pytest.raises(CnnlabError, match=r"Whiten.adapt needs images \(N, 3, H >= 2, W >= 2\), got \(5, 1, 8, 8\)"):
+        Whiten(3).adapt(torch.zeros(5, 1, 8, 8))
+
+
 def test_muon_refuses_parameter_groups():
     with pytest.raises(CnnlabError, match="muon groups parameters by shape"):
         make_optimizer("muon", [{"params": [torch.nn.Parameter(torch.zeros(2, 2))], "lr": 0.1}], lr=0.1)

@@ -29,23 +29,15 @@ class Net(nn.Module):  # defined in a test: nothing can import it, so its run ke
 
 
 @pytest.fixture(scope="module")
-def program_run(tmp_path_factory):
+def program_run(tmp_path_factory, module_colour_folder):
     """(the trained module with best.pt's weights, its run directory): 1 epoch on 36 tiny PNGs."""
-    from PIL import Image
 
     from cnnlab.train.config import with_overrides
     from cnnlab.train.experiment import RunConfig, train_run
     from cnnlab.train.runs import load_checkpoint
 
     root = tmp_path_factory.mktemp("program")
-    rng = np.random.default_rng(0)
-    for c in range(3):  # three classes told apart by their colour
-        (root / "shapes" / f"k{c}").mkdir(parents=True)
-        for i in range(12):
-            img = rng.integers(0, 120, (10, 10, 3), dtype=np.uint8)
-            img[..., c] += 120
-            Image.fromarray(img).save(root / "shapes" / f"k{c}" / f"{i}.png")
-    cfg = with_overrides(RunConfig(data=f"folder:{root / 'shapes'}"), epochs=1, batch_size=8, lr=0.01, verbose=0,
+    cfg = with_overrides(RunConfig(data=f"folder:{module_colour_folder}"), epochs=1, batch_size=8, lr=0.01, verbose=0,
                          seed=3, device="cpu")
     torch.manual_seed(0)
     net = Net()

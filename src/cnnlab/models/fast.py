@@ -13,6 +13,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from cnnlab.errors import CnnlabError
+
 
 class Scale(nn.Module):
     """Multiply by a constant (no parameters)."""
@@ -112,6 +114,8 @@ class Whiten(nn.Conv2d):
     def adapt(self, images: torch.Tensor) -> None:
         """Fit the filters to ``images`` (N, C, H, W), normalised as the network will see them."""
         c, (h, w) = self.in_channels, self.kernel_size
+        if images.ndim != 4 or images.shape[1] != c or images.shape[2] < h or images.shape[3] < w or not len(images):
+            raise CnnlabError(f"Whiten.adapt needs images (N, {c}, H >= {h}, W >= {w}), got {tuple(images.shape)}")
         patches = images.float().unfold(2, h, 1).unfold(3, w, 1)  # (N, C, H', W', h, w)
         flat = patches.permute(0, 2, 3, 1, 4, 5).reshape(-1, c * h * w).double()
         covariance = flat.T @ flat / len(flat)

@@ -25,9 +25,12 @@ scale.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
 
 import torch
+
+from cnnlab.errors import CnnlabError
 
 # airbench94_muon's rates at its Muon rate of 0.24, as ratios to it: biases 0.053, head 0.67
 # (per summed example), and its Muon/SGD momenta.
@@ -43,6 +46,8 @@ NS_COEFFICIENTS = (3.4445, -4.7750, 2.0315)
 def orthogonalize(g: torch.Tensor, steps: int = 3, eps: float = 1e-7) -> torch.Tensor:
     """An approximately semi-orthogonal matrix near ``g`` (2-D): ``U V^T`` of its SVD, with
     singular values left roughly in [0.5, 1.5] by ``steps`` Newton-Schulz iterations in bf16."""
+    if g.ndim != 2:
+        raise CnnlabError(f"orthogonalize takes a matrix (2-D), got shape {tuple(g.shape)}")
     a, b, c = NS_COEFFICIENTS
     x = g.to(torch.bfloat16)
     x = x / (x.norm() + eps)  # every singular value <= 1, where the iteration converges
@@ -63,6 +68,12 @@ def muon_groups(params: Iterable[torch.nn.Parameter], *, lr: float, batch_size: 
     ``weight_decay`` is per example, as airbench writes it (2e-6): each step shrinks the SGD
     groups' weights by ``weight_decay * batch_size`` times the schedule's factor.
     """
+    if not (lr > 0 and math.isfinite(lr)):
+        raise CnnlabError(f"muon's learning rate must be a positive number, got {lr}")
+    if batch_size < 1:
+        raise CnnlabError(f"batch_size must be at least 1, got {batch_size}")
+    if not weight_decay >= 0:
+        raise CnnlabError(f"weight_decay must be >= 0, got {weight_decay}")
     trainable = [p for p in params if p.requires_grad]
     filters = [p for p in trainable if p.ndim >= 3]
     heads = [p for p in trainable if p.ndim == 2]
