@@ -160,6 +160,16 @@ def test_fit_adapts_the_whitening_layer_before_the_first_step_and_not_on_resume(
     torch.testing.assert_close(resumed[0].weight.detach(), expect.weight.detach())
 
 
+def test_fit_leaves_a_users_own_adapt_method_alone():
+    class Layer(nn.Conv2d):
+        def adapt(self, *args):  # some other library's method of the same name
+            raise AssertionError("called")
+
+    x, y = _tiny_cifar(8)
+    model = nn.Sequential(Layer(3, 2, 3), nn.Flatten(), nn.Linear(2 * 30 * 30, 3))
+    fit(model, x, y, epochs=1, batch_size=8, verbose=0)
+
+
 def test_the_94_recipe_overfits_a_batch():
     x, y = _tiny_cifar(64)
     torch.manual_seed(0)

@@ -105,6 +105,8 @@ class Whiten(nn.Conv2d):
     5,000 training images before the first step of a new run.
     """
 
+    adapt_before_fit = True  # fit calls adapt() on a new run (cnnlab.train.session.adapt_layers)
+
     def __init__(self, channels: int = 3, size: int = 2, eps: float = 5e-4) -> None:
         super().__init__(channels, 2 * channels * size * size, size, bias=True)
         self.weight.requires_grad_(False)

@@ -74,8 +74,8 @@ def fit(
     ``EpochEnd.state()`` (a run's last.pt): training continues from it exactly.
     ``head``: the new classifier of a pretrained model; with it (or ``freeze_epochs``)
     training follows ``cnnlab.train.finetune`` (frozen body, then discriminative rates).
-    Layers with an ``adapt(images)`` method (cifar-94's whitening layer) are fitted to the
-    first 5,000 training images before a new run's first step (``session.adapt_layers``).
+    Layers that ask for it (``adapt_before_fit``: cifar-94's whitening layer) are fitted to
+    the first 5,000 training images before a new run's first step (``session.adapt_layers``).
 
     The model is trained in place: moved to the training device and to the
     ``channels_last`` memory format (same values, faster convolutions; not on a CPU for

@@ -75,11 +75,12 @@ ADAPT_IMAGES = 5000
 
 
 def adapt_layers(model: nn.Module, data) -> None:
-    """Fit every layer that has an ``adapt(images)`` method (as Keras adapts preprocessing
-    layers) to the first ADAPT_IMAGES training images, each seeing what reaches it: the
-    layers before it run on the images first. Only for tensors; a Dataset or DataLoader's
-    model is adapted by the caller (``layer.adapt(images)``) and a warning says so."""
-    layers = [m for m in model.modules() if callable(getattr(m, "adapt", None))]
+    """Fit every layer that asks for it (``adapt_before_fit = True`` and an ``adapt(images)``
+    method, as Keras adapts preprocessing layers: cnnlab.models.fast.Whiten) to the first
+    ADAPT_IMAGES training images, each seeing what reaches it: the layers before it run on
+    the images first. Only for tensors; a Dataset or DataLoader's model is adapted by the
+    caller (``layer.adapt(images)``) and a warning says so."""
+    layers = [m for m in model.modules() if getattr(m, "adapt_before_fit", False) is True]
     if not layers:
         return
     if isinstance(data, LoaderFeed):
