@@ -69,7 +69,7 @@ def validation_data(val, cfg: TrainConfig, device: torch.device, fmt: torch.memo
     return x.contiguous(memory_format=fmt), y
 
 
-# How many training images a layer with an ``adapt`` method (cnnlab.models.fast.Whiten) is
+# How many training images a layer that asks to be adapted (cnnlab.models.fast.Whiten) is
 # fitted to at the start of a new run: airbench's 5,000 estimate a 12x12 patch covariance well.
 ADAPT_IMAGES = 5000
 
