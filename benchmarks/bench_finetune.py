@@ -158,6 +158,7 @@ def main() -> None:
     # photos (random resized crops); 32-pixel CIFAR images keep more with 4-pixel shifts.
     p.add_argument("--augment", default="crop=4,flip-h")
     p.add_argument("--body-lr-mult", type=float, default=0.3)
+    p.add_argument("--lr", type=float, default=None, help="the head's peak rate (default: FINETUNE_DEFAULTS')")
     p.add_argument("--peer-epochs", type=int, default=8, help="the PyTorch loop's epochs (the issue's: 8)")
     args = p.parse_args()
     ds = load("cifar10", progress=False)
@@ -180,6 +181,7 @@ def main() -> None:
                 # (with them, 2026-11-29, SqueezeNet from scratch stayed at chance: 10.00%).
                 protect = {"body_lr_mult": args.body_lr_mult} if name == "fine-tune" else {"freeze_epochs": 0,
                                                                                           "body_lr_mult": 1.0}
+                protect |= {"lr": args.lr} if args.lr else {}
                 r = run_squeezenet(x, labels, xt, yt, size=args.size, epochs=args.epochs, seed=seed, flip=args.flip,
                                    weights=args.weights if name == "fine-tune" else None,
                                    overrides={"augment": args.augment, **protect}, batch_size=args.batch_size)
