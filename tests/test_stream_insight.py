@@ -159,3 +159,12 @@ def test_stream_images_batches_from_worker_processes_equal_the_decoded_array(mod
     np.testing.assert_array_equal(subset[1], mem.test.images[0])
     np.testing.assert_array_equal(images[2:4], mem.test.images[2:4])
     np.testing.assert_array_equal(subset.labels, mem.test.labels[[5, 0, 3]])
+
+
+def test_image_batches_refuses_a_batch_size_below_one():
+    from cnnlab.errors import CnnlabError
+    from cnnlab.insight.stream_images import image_batches
+
+    with pytest.raises(CnnlabError, match="batch_size must be a whole number of at least 1, got 0"):
+        list(image_batches(np.zeros((3, 2, 2, 1), np.uint8), 0))
+    assert [len(b) for b in image_batches(np.zeros((5, 2, 2, 1), np.uint8), 2)] == [2, 2, 1]

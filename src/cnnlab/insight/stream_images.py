@@ -22,6 +22,8 @@ from typing import Any
 
 import numpy as np
 
+from cnnlab.errors import CnnlabError
+
 __all__ = ["StreamImages", "image_batches", "load_test_images", "take"]
 
 
@@ -72,6 +74,8 @@ class StreamImages:
 def image_batches(images, batch_size: int) -> Iterator:
     """``images`` in order, ``batch_size`` at a time: slices of an array (or tensor), or the
     batches of a :class:`StreamImages` (decoded in loader workers, one batch held at a time)."""
+    if not isinstance(batch_size, int) or batch_size < 1:
+        raise CnnlabError(f"batch_size must be a whole number of at least 1, got {batch_size!r}")
     if isinstance(images, StreamImages):
         yield from images.batches(batch_size)
         return
