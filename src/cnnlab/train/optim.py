@@ -56,19 +56,28 @@ def make_optimizer(
                               "(e.g. fine-tuning's discriminative rates): pick another optimizer")
         return Muon(muon_groups(params, lr=lr, batch_size=batch_size or 1, weight_decay=weight_decay),
                     lr=lr, momentum=momentum, nesterov=nesterov)
-    # One multi-tensor kernel per step instead of a Python loop per parameter: "fused" on
-    # CUDA (the whole update in one kernel), "foreach" elsewhere.
-    on_cuda = bool(params) and all(isinstance(p, torch.Tensor) and p.is_cuda for p in params)
+    # The fused kernel (the whole update in one pass over each tensor) where torch has one
+    # for these tensors' device, else one multi-tensor "foreach" kernel per operation. On a
+    # 2-core CPU fused Adam's step took 0.08 ms for mnist-cnn against foreach's 0.21 ms,
+    # and 34 ms for VGG-16 against 297 ms (benchmarks in BENCHMARKS.md).
     if key == "adadelta":  # no fused kernel exists
         return torch.optim.Adadelta(params, lr=lr, weight_decay=weight_decay, foreach=True)
     cls = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW, "sgd": torch.optim.SGD}[key]
     args = {"momentum": momentum, "nesterov": nesterov} if key == "sgd" else {"betas": betas}
-    if on_cuda:
+    if _fusable(params):
         try:
             return cls(params, lr=lr, weight_decay=weight_decay, fused=True, **args)
         except (TypeError, RuntimeError):  # an older torch without this fused kernel
             pass
     return cls(params, lr=lr, weight_decay=weight_decay, foreach=True, **args)
+
+
+def _fusable(params: list) -> bool:
+    """Whether every parameter (in plain lists or parameter groups) is a floating-point
+    tensor on the CPU or a CUDA device, where torch has fused Adam, AdamW and SGD kernels."""
+    tensors = [p for g in params for p in (g["params"] if isinstance(g, dict) else [g])]
+    return bool(tensors) and all(isinstance(p, torch.Tensor) and p.is_floating_point()
+                                 and p.device.type in ("cpu", "cuda") for p in tensors)
 
 
 def lr_factor(
