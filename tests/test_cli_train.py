@@ -105,7 +105,7 @@ def test_recipe_fills_the_config_and_flags_override(tmp_path):
     assert main(["train", "--recipe", "mnist-fast", "--train-size", "512", "--epochs", "1", "--offline",
                  "--quiet", "--out", str(out), "--no-report", "--seed", "5"]) == 0
     cfg = load_run(out).config
-    assert cfg["model"] == "mnist-fast" and cfg["train"]["lr"] == 0.01 and cfg["train"]["schedule"] == "onecycle"
+    assert cfg["model"] == "mnist-fast" and cfg["train"]["lr"] == 0.015 and cfg["train"]["schedule"] == "onecycle"
     assert cfg["train"]["seed"] == 5 and cfg["train_size"] == 512
 
 

@@ -128,8 +128,8 @@ def test_untyped_options_keep_the_recipe():
 @pytest.mark.parametrize("recipe,argv,lr", [
     (None, ["--lr", "0.1", "--batch-size", "256", "--lr-scale-batch", "128"], 0.2),
     (None, ["--optimizer", "sgd", "--batch-size", "64", "--lr-scale-batch", "128"], 0.005),  # sgd's default 0.01
-    ("mnist-fast", ["--lr-scale-batch", "128"], 0.02),  # the recipe's lr 0.01 at its batch 256
-    ("mnist-fast", ["--batch-size", "512", "--lr-scale-batch", "256"], 0.02),
+    ("mnist-fast", ["--lr-scale-batch", "128"], 0.03),  # the recipe's lr 0.015 at its batch 256
+    ("mnist-fast", ["--batch-size", "512", "--lr-scale-batch", "256"], 0.03),
 ])
 def test_lr_scale_batch_scales_the_resolved_lr(recipe, argv, lr):
     cfg = resolved(*(["--recipe", recipe] if recipe else []), *argv)
@@ -240,7 +240,7 @@ def test_toml_text_is_what_tomllib_reads():
     doc = tomllib.loads(text)
     assert doc["run"] == {"data": "mnist", "model": "mnist-fast", "val_size": 0, "normalize": "none", "init": "model",
                           "pretrained": False, "stream": False, "skip_bad": False, "workers": 2}
-    assert doc["hyperparams"]["betas"] == [0.7, 0.9] and doc["hyperparams"]["lr"] == 0.01
+    assert doc["hyperparams"]["betas"] == [0.7, 0.9] and doc["hyperparams"]["lr"] == 0.015
     assert "lr" not in tomllib.loads(to_toml(RunConfig()))["hyperparams"]  # unset: a comment
     assert "# lr: unset" in to_toml(RunConfig())
     assert doc["runtime"] == {"device": "auto", "precision": "auto", "cuda_graphs": True, "compile": False,

@@ -51,11 +51,11 @@ def _mnist_convs(input_shape) -> tuple[list[nn.Module], int]:
 
 
 def mnist_fast(input_shape=(28, 28, 1), num_classes: int = 10) -> nn.Sequential:
-    """Two 5×5 conv blocks of 24 and 32 channels, batch-normed: 99% on MNIST in one epoch.
+    """Two 5×5 conv blocks of 24 and 32 channels, batch-normed: 99% on MNIST in 160 steps.
 
     28×28 → conv24 (valid) → 24×24 → pool → 12×12 → conv32 (valid) → 8×8 → pool → 4×4 → linear.
     About 3 MFLOP forward per image (mnist-cnn: 8), the widths of the published fast-MNIST
-    recipe; batch norm lets Adam run at lr 0.01 with a one-cycle schedule.
+    recipe; batch norm lets Adam run at lr 0.015 with a one-cycle schedule (the mnist-fast recipe).
     """
     layers, features = _mnist_convs(input_shape)
     return nn.Sequential(*layers, nn.Linear(features, num_classes, bias=False), Scale(1 / 4))

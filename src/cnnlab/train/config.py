@@ -308,13 +308,16 @@ RECIPES: dict[str, RunConfig] = {
         data="mnist", model="mnist-cnn", train=TrainConfig(epochs=10, batch_size=256, optimizer="adam")),
     "tutorial-intro-cnn": RunConfig(
         data="mnist", model="intro-cnn", train_size=20_000, train=TrainConfig(epochs=6, batch_size=128)),
-    # 99.0% on MNIST in one epoch: the published fast-MNIST recipe's widths and optimiser
-    # (Adam, lr 0.01, betas (0.7, 0.9): a short memory suits a one-epoch run) with batch
-    # norm after pooling and a one-cycle schedule peaking at 20% of the run.
+    # 99.0% on MNIST in two thirds of an epoch: the published fast-MNIST recipe's widths
+    # and optimiser (Adam, betas (0.7, 0.9): a short memory suits a short run) with batch
+    # norm after pooling, a one-cycle schedule peaking at 20% of the run, and label
+    # smoothing 0.1. 160 steps of 256 at lr 0.015 gave 99.03-99.17% over seeds 0-7
+    # (median 99.12%); the full epoch at lr 0.01 without smoothing gave 99.01-99.20% in
+    # 235 steps, and 200 steps of that 98.93-99.09% (BENCHMARKS.md, issue 18).
     "mnist-fast": RunConfig(
         data="mnist", model="mnist-fast",
-        train=TrainConfig(epochs=1, batch_size=256, optimizer="adam", lr=0.01, betas=(0.7, 0.9),
-                          schedule="onecycle", warmup=0.2)),
+        train=TrainConfig(epochs=1, steps_per_epoch=160, batch_size=256, optimizer="adam", lr=0.015,
+                          betas=(0.7, 0.9), schedule="onecycle", warmup=0.2, label_smoothing=0.1)),
     # 99.5% on MNIST: mnist-fast plus a 128-unit hidden layer, the same optimiser for 6
     # epochs, random ±2-pixel translations (a digit's position carries no class) and a
     # little label smoothing. Without the hidden layer 6-12 epochs stopped at 99.48-99.49%.
