@@ -34,3 +34,19 @@ def test_airbench_data_writes_the_peer_format(tmp_path):
     # as the peer turns them into its NCHW input
     assert (data["images"].float() / 255).permute(0, 3, 1, 2).shape == (6, 3, 32, 32)
     assert torch.load(test_pt, weights_only=True)["labels"].tolist() == [5, 6, 7, 8]
+
+
+def test_profile_wall_split_times_a_real_training_step():
+    from torch import nn
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(), nn.Linear(64, 3))
+    before = [p.detach().clone() for p in model.parameters()]
+    x, y = torch.randn(8, 1, 8, 8), torch.tensor([0, 1, 2, 0, 1, 2, 0, 1])
+    split = _module("bench_profile").wall_split(model, x, y, steps=2)
+    assert all(split[k] > 0 for k in ("forward", "backward", "optimizer"))
+    # the training view's order: max-pool before ReLU; each layer's forward is inside the whole forward
+    assert [name for name, _ in split["layers"]] == ["0:Conv2d", "1:MaxPool2d", "2:ReLU", "3:Flatten", "4:Linear"]
+    assert 0 < sum(ms for _, ms in split["layers"]) <= split["forward"]
+    # the steps trained the user's parameters (the training view shares them)
+    assert all(not torch.equal(a, b) for a, b in zip(before, model.parameters(), strict=True))
