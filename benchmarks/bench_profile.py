@@ -87,6 +87,8 @@ def wall_split(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, *, step
     from cnnlab.train.batches import training_view
     from cnnlab.train.optim import make_optimizer
 
+    if steps < 1:
+        raise ValueError(f"steps must be at least 1, got {steps}")
     net = training_view(model).to(memory_format=torch.channels_last)
     opt = make_optimizer("adam", net.parameters())
     x = x.contiguous(memory_format=torch.channels_last)

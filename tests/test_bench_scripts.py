@@ -4,6 +4,7 @@ import importlib.util
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 
 from cnnlab.data.dataset import Dataset, Split
@@ -50,3 +51,5 @@ def test_profile_wall_split_times_a_real_training_step():
     assert 0 < sum(ms for _, ms in split["layers"]) <= split["forward"]
     # the steps trained the user's parameters (the training view shares them)
     assert all(not torch.equal(a, b) for a, b in zip(before, model.parameters(), strict=True))
+    with pytest.raises(ValueError, match="steps must be at least 1, got 0"):
+        _module("bench_profile").wall_split(model, x, y, steps=0)
