@@ -84,8 +84,8 @@ def wall_split(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, *, step
     import torch.nn.functional as F
 
     from cnnlab.precision import autocast
-    from cnnlab.train.batches import training_view
     from cnnlab.train.optim import make_optimizer
+    from cnnlab.train.view import training_view
 
     if steps < 1:
         raise ValueError(f"steps must be at least 1, got {steps}")

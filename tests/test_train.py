@@ -10,7 +10,7 @@ from torch import nn
 
 from cnnlab.data.transforms import Augment
 from cnnlab.errors import CnnlabError
-from cnnlab.train.loop import TrainConfig, TrainingError, fit, training_view
+from cnnlab.train.loop import TrainConfig, TrainingError, fit
 
 
 def tiny_net(classes: int = 10) -> nn.Sequential:
@@ -120,16 +120,6 @@ def test_steps_per_epoch_and_batch_validation():
         TrainConfig(batch_size=0)
     with pytest.raises(CnnlabError, match="3 inputs but 2 labels"):
         fit(tiny_net(), torch.zeros(3, 1, 16, 16), torch.zeros(2), config=TrainConfig(verbose=0))
-
-
-def test_training_view_reorders_relu_pool_with_identical_outputs():
-    model = nn.Sequential(nn.Conv2d(1, 4, 3), nn.ReLU(), nn.MaxPool2d(2), nn.Sequential(nn.ReLU(), nn.MaxPool2d(2)))
-    view = training_view(model)
-    assert isinstance(view[1], nn.MaxPool2d) and isinstance(view[2], nn.ReLU)
-    assert view[0] is model[0]  # parameters are shared, not copied
-    assert isinstance(model[1], nn.ReLU)  # the user's model is untouched
-    x = torch.randn(2, 1, 14, 14)
-    assert torch.equal(view(x), model(x))
 
 
 def test_flip_evaluation_averages_an_image_and_its_mirror():

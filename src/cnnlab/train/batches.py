@@ -1,6 +1,5 @@
-"""The training data on the device, in batches: inputs checked and moved once, seeded
-shuffling by index (no DataLoader, no per-sample Python), and the faster training view of a
-model whose ReLU -> MaxPool pairs are swapped.
+"""The training data on the device, in batches: inputs checked and moved once, and seeded
+shuffling by index (no DataLoader, no per-sample Python).
 """
 
 from __future__ import annotations
@@ -9,7 +8,6 @@ import math
 
 import numpy as np
 import torch
-from torch import nn
 
 from cnnlab.data.transforms import to_tensor
 from cnnlab.errors import CnnlabError
@@ -73,23 +71,3 @@ class Batches:
         self.gen.set_state(s["gen"])
         self._set_perm(s["perm"].cpu())
         self.cursor = int(s["cursor"])
-
-
-def training_view(model: nn.Module) -> nn.Module:
-    """The same layers (shared parameters), with ReLU → MaxPool2d pairs run as MaxPool → ReLU.
-
-    max and ReLU commute (both are monotone), so the outputs are identical, but ReLU then
-    runs on a quarter of the elements and its backward no longer sits on the full-size
-    map. Profiling mnist-cnn on a 2-core CPU showed ReLU + max-pool backward taking about
-    a third of each step in the tutorial's order. The user's model is left untouched.
-    """
-    if not isinstance(model, nn.Sequential):
-        return model
-    layers = [training_view(m) for m in model]
-    i = 0
-    while i < len(layers) - 1:
-        if isinstance(layers[i], nn.ReLU) and isinstance(layers[i + 1], nn.MaxPool2d):
-            layers[i], layers[i + 1] = layers[i + 1], layers[i]
-            i += 1
-        i += 1
-    return nn.Sequential(*layers)

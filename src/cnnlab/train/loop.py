@@ -25,13 +25,14 @@ from cnnlab.data.transforms import augment
 from cnnlab.errors import CnnlabError
 from cnnlab.train import distributed as dist
 from cnnlab.train import session
-from cnnlab.train.batches import as_inputs, training_view
+from cnnlab.train.batches import as_inputs
 from cnnlab.train.callbacks import CallbackList
 from cnnlab.train.config import TrainConfig
 from cnnlab.train.device import resolve_device
 from cnnlab.train.feed import is_loader_data
 from cnnlab.train.history import EpochEnd, History, TrainingError, track_best
 from cnnlab.train.validation import evaluate_loss_accuracy
+from cnnlab.train.view import training_view
 
 # Each epoch's line, for a caller who keeps logs rather than a console (verbose decides the console).
 log = logging.getLogger(__name__)

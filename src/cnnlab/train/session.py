@@ -14,7 +14,7 @@ from torch import nn
 from cnnlab.errors import CnnlabError
 from cnnlab.precision import autocast
 from cnnlab.train import distributed as dist
-from cnnlab.train.batches import Batches, as_inputs, training_view
+from cnnlab.train.batches import Batches, as_inputs
 from cnnlab.train.config import TrainConfig, with_overrides
 from cnnlab.train.feed import LoaderFeed, eval_sums, is_loader_data, steps_of
 from cnnlab.train.finetune import Phases
@@ -23,6 +23,7 @@ from cnnlab.train.optim import lr_factor, make_optimizer
 from cnnlab.train.state import restore, snapshot
 from cnnlab.train.step import EagerStep, GraphStep
 from cnnlab.train.validation import evaluate_loss_accuracy
+from cnnlab.train.view import training_view
 
 # A fallback the caller may want to see (or silence): logging.getLogger("cnnlab").
 log = logging.getLogger(__name__)

@@ -10,7 +10,7 @@ from torch import nn
 from cnnlab.errors import CnnlabError
 from cnnlab.precision import autocast
 from cnnlab.train import distributed as dist
-from cnnlab.train.batches import training_view
+from cnnlab.train.view import training_view
 
 
 def tta_logits(model: nn.Module, x: torch.Tensor, *, flip: bool = False, shift: bool = False) -> torch.Tensor:
