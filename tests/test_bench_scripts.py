@@ -46,10 +46,38 @@ def test_profile_wall_split_times_a_real_training_step():
     x, y = torch.randn(8, 1, 8, 8), torch.tensor([0, 1, 2, 0, 1, 2, 0, 1])
     split = _module("bench_profile").wall_split(model, x, y, steps=2)
     assert all(split[k] > 0 for k in ("forward", "backward", "optimizer"))
-    # the training view's order: max-pool before ReLU; each layer's forward is inside the whole forward
-    assert [name for name, _ in split["layers"]] == ["0:Conv2d", "1:MaxPool2d", "2:ReLU", "3:Flatten", "4:Linear"]
+    # the training view's layers: conv + pool as one, ReLU after it, flatten + linear as one;
+    # each layer's forward is inside the whole forward
+    assert [name for name, _ in split["layers"]] == ["0:PooledConv", "1:ReLU", "2:ChannelsLastLinear"]
     assert 0 < sum(ms for _, ms in split["layers"]) <= split["forward"]
     # the steps trained the user's parameters (the training view shares them)
     assert all(not torch.equal(a, b) for a, b in zip(before, model.parameters(), strict=True))
     with pytest.raises(ValueError, match="steps must be at least 1, got 0"):
         _module("bench_profile").wall_split(model, x, y, steps=0)
+
+
+def test_profile_op_clock_times_and_counts_each_op_of_a_step():
+    from torch import nn
+
+    bench = _module("bench_profile")
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 8 * 8, 3))
+    x, y = torch.randn(8, 3, 8, 8), torch.tensor([0, 1, 2, 0, 1, 2, 0, 1])
+    rows, per_step = bench.op_clock(model, x, y, steps=2)
+    by_op = {r["op"]: r for r in rows}
+    # the forward convolution's FLOPs, counted: 2 * N * out_channels * in_channels * 3 * 3 * H * W
+    conv = next(r for r in rows if r["op"] == "aten.convolution" and r["shape"] == (8, 3, 8, 8))
+    assert conv["flops"] == 2 * 8 * 4 * 3 * 9 * 64 and conv["calls"] == 1
+    assert conv["bytes"] > 0 and "aten.convolution_backward" in by_op
+    assert rows == sorted(rows, key=lambda r: r["ms"], reverse=True)
+    assert 0 < sum(r["ms"] for r in rows) <= per_step
+    with pytest.raises(ValueError, match="steps must be at least 1, got 0"):
+        bench.op_clock(model, x, y, steps=0)
+
+
+def test_profile_memory_floor_uses_the_rate_of_a_copy_as_large():
+    bench = _module("bench_profile")
+    rates = {1 << 20: 100e9, 1 << 30: 10e9}
+    assert bench.memory_floor(2 << 20, rates) == pytest.approx((2 << 20) / 100e9)  # a 1 MiB copy moves 2 MiB
+    assert bench.memory_floor(3 << 20, rates) == pytest.approx((3 << 20) / 10e9)
+    assert bench.memory_floor(4 << 30, rates) == pytest.approx((4 << 30) / 10e9)  # beyond the largest: its rate
