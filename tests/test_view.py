@@ -53,7 +53,6 @@ def test_pooled_conv_equals_conv_then_pool_with_gradients(size, kernel, padding,
     torch.manual_seed(0)
     conv = nn.Conv2d(1, 6, kernel, padding=padding, bias=bias).to(memory_format=fmt)
     pool = nn.MaxPool2d(2)
-    assert PooledConv.applies(conv, pool)
     x = torch.rand(3, 1, *size)
     x = (x * (x > 0.5)).to(memory_format=fmt).requires_grad_()  # a blank background, as MNIST's: ties
     fast = PooledConv(conv)
@@ -69,14 +68,20 @@ def test_pooled_conv_equals_conv_then_pool_with_gradients(size, kernel, padding,
 
 def test_pooled_conv_only_takes_what_it_computes_exactly_and_faster():
     pool = nn.MaxPool2d(2)
-    assert not PooledConv.applies(nn.Conv2d(3, 8, 3), pool)  # wider inputs measured slower
-    assert not PooledConv.applies(nn.Conv2d(1, 8, 3, stride=2), pool)
-    assert not PooledConv.applies(nn.Conv2d(1, 8, 3, dilation=2), pool)
-    assert not PooledConv.applies(nn.Conv2d(1, 8, 3, padding="same"), pool)
-    assert not PooledConv.applies(nn.Conv2d(1, 8, 3, padding=1, padding_mode="reflect"), pool)
-    assert not PooledConv.applies(nn.Conv2d(1, 8, 3), nn.MaxPool2d(3))
-    assert not PooledConv.applies(nn.Conv2d(1, 8, 3), nn.MaxPool2d(2, stride=1))
-    assert not PooledConv.applies(nn.Conv2d(1, 8, 3), nn.MaxPool2d(2, ceil_mode=True))
+    assert PooledConv.applies(nn.Conv2d(1, 32, 3, padding=1), pool)  # mnist-cnn's first layer
+    assert PooledConv.applies(nn.Conv2d(1, 64, 3), pool)
+    # measured slower: wider inputs, fewer outputs, larger kernels
+    assert not PooledConv.applies(nn.Conv2d(3, 32, 3), pool)
+    assert not PooledConv.applies(nn.Conv2d(1, 16, 3), pool)
+    assert not PooledConv.applies(nn.Conv2d(1, 32, 5), pool)
+    # not computed this way
+    assert not PooledConv.applies(nn.Conv2d(1, 32, 3, stride=2), pool)
+    assert not PooledConv.applies(nn.Conv2d(1, 32, 3, dilation=2), pool)
+    assert not PooledConv.applies(nn.Conv2d(1, 32, 3, padding="same"), pool)
+    assert not PooledConv.applies(nn.Conv2d(1, 32, 3, padding=1, padding_mode="reflect"), pool)
+    assert not PooledConv.applies(nn.Conv2d(1, 32, 3), nn.MaxPool2d(3))
+    assert not PooledConv.applies(nn.Conv2d(1, 32, 3), nn.MaxPool2d(2, stride=1))
+    assert not PooledConv.applies(nn.Conv2d(1, 32, 3), nn.MaxPool2d(2, ceil_mode=True))
     conv = nn.Conv2d(1, 4, 3)
     x = torch.rand(1, 8, 8)  # an unbatched image goes the plain way
     torch.testing.assert_close(PooledConv(conv)(x), F.max_pool2d(conv(x), 2))
