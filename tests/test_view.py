@@ -121,3 +121,24 @@ def test_mnist_cnn_view_trains_as_the_model_does():
         found.append(torch.autograd.grad(F.cross_entropy(net(x), y), list(model.parameters())))
     for a, b in zip(*found, strict=True):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
+
+
+def test_fit_trains_through_the_view_as_through_the_plain_layers(monkeypatch):
+    from cnnlab.train import view
+    from cnnlab.train.loop import fit
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(96, 1, 28, 28, generator=g)
+    x, y = x * (x > 0.6), torch.randint(0, 10, (96,), generator=g)
+
+    def losses() -> list[float]:
+        torch.manual_seed(0)
+        history = fit(build("mnist-cnn"), x, y, epochs=3, batch_size=32, precision="fp32", verbose=0)
+        return [e["loss"] for e in history.epochs]
+
+    fast = losses()
+    monkeypatch.setattr(view.PooledConv, "applies", staticmethod(lambda conv, pool: False))
+    monkeypatch.setattr(view, "_is_flatten", lambda m: False)
+    plain = losses()
+    assert fast == pytest.approx(plain, rel=1e-4)
+    assert fast[-1] < fast[0]  # and it learns
