@@ -7,6 +7,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from cnnlab.errors import CnnlabError
 from cnnlab.models import build
 from cnnlab.train.view import ChannelsLastLinear, PooledConv, _FirstMaxOf4, training_view
 
@@ -85,6 +86,18 @@ def test_pooled_conv_only_takes_what_it_computes_exactly_and_faster():
     conv = nn.Conv2d(1, 4, 3)
     x = torch.rand(1, 8, 8)  # an unbatched image goes the plain way
     torch.testing.assert_close(PooledConv(conv)(x), F.max_pool2d(conv(x), 2))
+
+
+def test_the_view_layers_refuse_layers_they_cannot_compute():
+    # built by hand, a wrong layer would be computed wrongly, so it is refused by name
+    with pytest.raises(CnnlabError, match=r"one-channel, stride-1.*got Conv2d\(3, 8"):
+        PooledConv(nn.Conv2d(3, 8, 3))
+    with pytest.raises(CnnlabError, match="got Conv2d"):
+        PooledConv(nn.Conv2d(1, 8, 3, stride=2))
+    with pytest.raises(CnnlabError, match="got Conv2d"):
+        PooledConv(nn.Conv2d(1, 8, 3, padding="same"))
+    with pytest.raises(CnnlabError, match="needs an nn.Linear, got Conv2d"):
+        ChannelsLastLinear(nn.Conv2d(1, 8, 3))
 
 
 @pytest.mark.parametrize("fmt", [CL, torch.contiguous_format])

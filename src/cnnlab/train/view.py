@@ -26,6 +26,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from cnnlab.errors import CnnlabError
+
 CHANNELS_LAST = torch.channels_last
 
 
@@ -122,6 +124,11 @@ class PooledConv(nn.Module):
 
     def __init__(self, conv: nn.Conv2d) -> None:
         super().__init__()
+        if not (isinstance(conv, nn.Conv2d) and conv.in_channels == 1 and conv.groups == 1
+                and _pair(conv.stride) == (1, 1) and _pair(conv.dilation) == (1, 1)
+                and conv.padding_mode == "zeros" and not isinstance(conv.padding, str)):
+            raise CnnlabError(f"PooledConv needs a one-channel, stride-1, undilated Conv2d with numeric zero "
+                              f"padding, got {conv!r}")
         self.conv = conv
 
     @staticmethod
@@ -159,6 +166,8 @@ class ChannelsLastLinear(nn.Module):
 
     def __init__(self, linear: nn.Linear) -> None:
         super().__init__()
+        if not isinstance(linear, nn.Linear):
+            raise CnnlabError(f"ChannelsLastLinear needs an nn.Linear, got {type(linear).__name__}")
         self.linear = linear
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
