@@ -78,7 +78,7 @@ class _FirstMaxOf4(torch.autograd.Function):
     ties everywhere.
 
     Masks are bf16/fp32 0-or-1 maps of the input's dtype: PyTorch's CPU comparisons and
-    multiplications run ~7x slower with bool tensors than with an output of the input's dtype.
+    multiplications ran 7-26x slower with bool tensors than with the input's dtype (BENCHMARKS.md).
     """
 
     @staticmethod
@@ -124,19 +124,23 @@ class PooledConv(nn.Module):
 
     def __init__(self, conv: nn.Conv2d) -> None:
         super().__init__()
-        if not (isinstance(conv, nn.Conv2d) and conv.in_channels == 1 and conv.groups == 1
-                and _pair(conv.stride) == (1, 1) and _pair(conv.dilation) == (1, 1)
-                and conv.padding_mode == "zeros" and not isinstance(conv.padding, str)):
+        if not PooledConv.computes(conv):
             raise CnnlabError(f"PooledConv needs a one-channel, stride-1, undilated Conv2d with numeric zero "
                               f"padding, got {conv!r}")
         self.conv = conv
 
     @staticmethod
+    def computes(conv: nn.Module) -> bool:
+        """Whether ``conv`` is a layer this computes exactly: one input channel, stride 1, no
+        dilation, no groups, numeric zero padding."""
+        return (isinstance(conv, nn.Conv2d) and conv.in_channels == 1 and conv.groups == 1
+                and _pair(conv.stride) == (1, 1) and _pair(conv.dilation) == (1, 1)
+                and conv.padding_mode == "zeros" and not isinstance(conv.padding, str))
+
+    @staticmethod
     def applies(conv: nn.Conv2d, pool: nn.MaxPool2d) -> bool:
-        return (conv.in_channels == 1 and conv.out_channels >= 32 and _pair(conv.kernel_size) == (3, 3)
-                and conv.groups == 1 and _pair(conv.stride) == (1, 1)
-                and _pair(conv.dilation) == (1, 1) and conv.padding_mode == "zeros"
-                and not isinstance(conv.padding, str)
+        """Whether training_view uses it for ``conv`` then ``pool``: where it was measured faster."""
+        return (PooledConv.computes(conv) and conv.out_channels >= 32 and _pair(conv.kernel_size) == (3, 3)
                 and _pair(pool.kernel_size) == (2, 2) and _pair(pool.stride or pool.kernel_size) == (2, 2)
                 and _pair(pool.padding) == (0, 0) and _pair(pool.dilation) == (1, 1)
                 and not pool.ceil_mode and not pool.return_indices)
