@@ -60,6 +60,8 @@ def main(argv: list[str] | None = None) -> dict:
     print(f"{args.model}, batch {args.batch}, no profiler: forward {split['forward']:.2f} ms, backward "
           f"{split['backward']:.2f} ms, optimiser {split['optimizer']:.2f} ms per step")
     print("forward by layer: " + ", ".join(f"{name} {ms:.2f}" for name, ms in split["layers"]))
+    from cnnlab.train import native
+    print(f"native kernels: {native.status()} (the op clock below sees only PyTorch's ops, not theirs)")
     torch.manual_seed(0)
     rows, per_step = op_clock(build(args.model), x[: args.batch], y[: args.batch], steps=args.steps)
     rate = bench_floor.measure_rates()["conv bf16"]

@@ -9,6 +9,7 @@ from torch import nn
 
 from cnnlab.errors import CnnlabError
 from cnnlab.models import build
+from cnnlab.train import native
 from cnnlab.train.view import ChannelsLastLinear, PooledConv, _FirstMaxOf4, training_view
 
 CL = torch.channels_last
@@ -19,7 +20,13 @@ def grads(out: torch.Tensor, tensors: list[torch.Tensor], seed: int = 0) -> list
     return list(torch.autograd.grad(out, tensors, g))
 
 
-def test_relu_pool_pairs_are_swapped_and_the_model_is_untouched():
+@pytest.fixture
+def no_native(monkeypatch):
+    """The view as on a machine without cnnlab's native kernels (no C compiler)."""
+    monkeypatch.setattr(native, "library", lambda: None)
+
+
+def test_relu_pool_pairs_are_swapped_and_the_model_is_untouched(no_native):
     model = nn.Sequential(nn.Conv2d(2, 4, 3), nn.ReLU(), nn.MaxPool2d(2), nn.Sequential(nn.ReLU(), nn.MaxPool2d(2)))
     view = training_view(model)
     assert isinstance(view[1], nn.MaxPool2d) and isinstance(view[2], nn.ReLU)
@@ -67,7 +74,17 @@ def test_pooled_conv_equals_conv_then_pool_with_gradients(size, kernel, padding,
         torch.testing.assert_close(fast(x), ref.detach(), rtol=1e-5, atol=1e-6)
 
 
-def test_pooled_conv_only_takes_what_it_computes_exactly_and_faster():
+def test_with_the_native_kernel_pooled_conv_takes_16k_channels_and_kernels_to_7():
+    if native.library() is None:
+        pytest.skip(f"native kernels: {native.status()}")
+    pool = nn.MaxPool2d(2)
+    for conv in (nn.Conv2d(1, 16, 3), nn.Conv2d(1, 32, 5), nn.Conv2d(1, 48, (7, 3))):
+        assert PooledConv.applies(conv, pool)
+    assert not PooledConv.applies(nn.Conv2d(1, 24, 3), pool)  # nor the four-position form: measured slower
+    assert not PooledConv.applies(nn.Conv2d(1, 16, 9), pool)
+
+
+def test_pooled_conv_only_takes_what_it_computes_exactly_and_faster(no_native):
     pool = nn.MaxPool2d(2)
     assert PooledConv.applies(nn.Conv2d(1, 32, 3, padding=1), pool)  # mnist-cnn's first layer
     assert PooledConv.applies(nn.Conv2d(1, 64, 3), pool)
@@ -120,7 +137,8 @@ def test_mnist_cnn_view_trains_as_the_model_does():
     torch.manual_seed(0)
     model = build("mnist-cnn").to(memory_format=CL)
     view = training_view(model)
-    assert [type(m).__name__ for m in view][:2] == ["PooledConv", "ReLU"]
+    fused = native.library() is not None  # then PooledConv takes the ReLU and a FusedPool the second pool
+    assert [type(m).__name__ for m in view][:2] == ["PooledConv", "Conv2d" if fused else "ReLU"]
     assert view[0].conv is model[0] and any(isinstance(m, ChannelsLastLinear) for m in view)
     x = torch.rand(16, 1, 28, 28)
     x = (x * (x > 0.6)).to(memory_format=CL)
@@ -152,6 +170,8 @@ def test_fit_trains_through_the_view_as_through_the_plain_layers(monkeypatch):
     fast = losses()
     monkeypatch.setattr(view.PooledConv, "applies", staticmethod(lambda conv, pool: False))
     monkeypatch.setattr(view, "_is_flatten", lambda m: False)
+    monkeypatch.setattr(native, "library", lambda: None)
+    assert [type(m).__name__ for m in view.training_view(build("mnist-cnn"))][:3] == ["Conv2d", "MaxPool2d", "ReLU"]
     plain = losses()
     assert fast == pytest.approx(plain, rel=1e-4)
     assert fast[-1] < fast[0]  # and it learns
