@@ -71,12 +71,15 @@ def test_bf16_inference_agrees_with_fp32_on_real_mnist(mnist_dir, monkeypatch):
     from cnnlab.train import TrainConfig, fit
 
     monkeypatch.setenv("CNNLAB_CPU_BF16", "1")
-    ds = load("mnist", root=mnist_dir.parent, download=False, train_size=6000)
+    # A trained model (one epoch of all 60,000 images, 98.3%), not a weak one: a model at 91% after
+    # 6,000 images put 6-12 of 10,000 test images within bf16's rounding of a tie, and which of them
+    # flipped changed with any change in training arithmetic (0.9988-0.9994 over seeds).
+    ds = load("mnist", root=mnist_dir.parent, download=False)
     torch.manual_seed(0)
     model = build("mnist-cnn")
     fit(model, ds.train.images, ds.train.labels,
         config=TrainConfig(epochs=1, batch_size=128, verbose=0, device="cpu", precision="fp32"))
-    x = to_tensor(ds.test.images[:5000])
+    x = to_tensor(ds.test.images)  # the whole test set, as the issue measures it
     p32, p16 = predict(model, x, precision="fp32"), predict(model, x)  # auto -> bf16 here
     agree = (p32.argmax(1) == p16.argmax(1)).mean()
     assert agree >= 0.999, f"bf16 changed the top-1 of {(1 - agree):.2%} of the images"
