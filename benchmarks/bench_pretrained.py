@@ -15,6 +15,7 @@ Usage: python benchmarks/bench_pretrained.py [--rounds 5] [--batches 1 8] [--thr
 from __future__ import annotations
 
 import argparse
+import copy
 import statistics
 import subprocess
 import sys
@@ -25,16 +26,21 @@ import numpy as np
 import torch
 
 from cnnlab.models import build
+from cnnlab.models.fused import fuse_conv_relu
 from cnnlab.models.winograd import winograd_inference
 from cnnlab.train.memory import keep_freed_memory
 
-LAYOUTS = ("nchw", "channels_last", "cl+winograd", "cl+bf16")  # cl+bf16: what classify --precision auto runs
+# cl+bf16+fused: what classify --precision auto runs (conv + ReLU as one oneDNN call, cnnlab.models.fused)
+LAYOUTS = ("nchw", "channels_last", "cl+winograd", "cl+bf16", "cl+bf16+fused")
 
 
-def torch_runner(model, batch: int, channels_last: bool, winograd: bool = False, bf16: bool = False):
+def torch_runner(model, batch: int, channels_last: bool, winograd: bool = False, bf16: bool = False,
+                 fused: bool = False):
     x = torch.rand(batch, 3, 224, 224)
     if winograd:
         model = winograd_inference(model)
+    if fused:
+        model = fuse_conv_relu(copy.deepcopy(model))
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
         x = x.contiguous(memory_format=torch.channels_last)
@@ -127,7 +133,7 @@ def main(argv: list[str] | None = None) -> dict:
         for name, model in models.items():
             for layout in LAYOUTS:
                 variants[(name, batch, layout)] = torch_runner(model, batch, layout != "nchw", "winograd" in layout,
-                                                               "bf16" in layout)
+                                                               "bf16" in layout, "fused" in layout)
         if "vgg16" in models:
             keras_run = keras_runner(batch, kp)
             if keras_run is None:

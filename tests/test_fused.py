@@ -1,0 +1,74 @@
+"""Conv2d → ReLU as one oneDNN call (cnnlab.models.fused) against the plain layers, bit for bit."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from cnnlab.models import build
+from cnnlab.models.fused import ConvReLU, available, fuse_conv_relu
+
+pytestmark = pytest.mark.skipif(not available(), reason="this torch has no oneDNN conv + ReLU op")
+
+
+def ints(*shape, seed=0) -> torch.Tensor:
+    return torch.randint(-2, 3, shape, generator=torch.Generator().manual_seed(seed)).float()
+
+
+@pytest.mark.parametrize("kw", [dict(padding=1), dict(stride=2), dict(dilation=2, padding=2), dict(groups=2),
+                                dict(padding=(2, 0), bias=False)])
+@pytest.mark.parametrize("bf16", [False, True])
+def test_conv_relu_equals_conv_then_relu(kw, bf16):
+    conv = nn.Conv2d(4, 6, 3, **kw)
+    with torch.no_grad():
+        conv.weight.copy_(ints(*conv.weight.shape, seed=1))
+        if conv.bias is not None:
+            conv.bias.copy_(ints(6, seed=2))
+    x = ints(2, 4, 9, 10).contiguous(memory_format=torch.channels_last)
+    with torch.inference_mode(), torch.autocast("cpu", torch.bfloat16, enabled=bf16):
+        ours, ref = ConvReLU(conv)(x), F.relu(conv(x))
+    assert ours.dtype == ref.dtype and torch.equal(ours, ref)
+
+
+def test_with_autograd_recording_it_computes_the_plain_layers_and_their_gradients():
+    conv = nn.Conv2d(3, 8, 3, padding=1)
+    x = torch.randn(2, 3, 8, 8, requires_grad=True)
+    ours = ConvReLU(conv)(x)
+    assert ours.grad_fn is not None
+    (gx,) = torch.autograd.grad(ours.sum(), [x])
+    (rx,) = torch.autograd.grad(F.relu(conv(x)).sum(), [x])
+    assert torch.equal(gx, rx)
+
+
+def test_vgg16_fused_has_the_same_outputs_and_shares_the_parameters():
+    model = build("vgg16").eval()
+    fused = fuse_conv_relu(copy.deepcopy(model))
+    assert sum(isinstance(m, ConvReLU) for m in fused.modules()) == 13  # every conv of VGG-16
+    assert not any(type(m) is nn.ReLU for m in fused.features)
+    assert sum(p.numel() for p in fused.parameters()) == sum(p.numel() for p in model.parameters())
+    x = torch.rand(1, 3, 224, 224)
+    for bf16 in (False, True):
+        with torch.inference_mode(), torch.autocast("cpu", torch.bfloat16, enabled=bf16):
+            assert torch.equal(fused(x), model(x))
+
+
+def test_only_a_conv_directly_followed_by_a_relu_is_fused():
+    seq = nn.Sequential(nn.Conv2d(1, 4, 3), nn.BatchNorm2d(4), nn.ReLU(), nn.Conv2d(4, 4, 3), nn.ReLU(),
+                        nn.Conv2d(4, 4, 3), nn.GELU())
+    conv = seq[3]
+    fused = fuse_conv_relu(seq)
+    assert fused is seq and seq[3].conv is conv  # in place, the same layer and parameters
+    assert [type(m).__name__ for m in seq] == ["Conv2d", "BatchNorm2d", "ReLU", "ConvReLU", "Conv2d", "GELU"]
+
+
+def test_classify_fuses_only_a_network_it_loaded_itself():
+    from cnnlab.models.pretrained import classify
+
+    net = build("squeezenet1_1").eval()
+    before = [type(m) for m in net.modules()]
+    classify([torch.zeros(32, 32, 3, dtype=torch.uint8).numpy()], model=net, top=1)
+    assert [type(m) for m in net.modules()] == before
