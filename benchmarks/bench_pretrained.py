@@ -26,11 +26,12 @@ import numpy as np
 import torch
 
 from cnnlab.models import build
-from cnnlab.models.fused import fuse_conv_relu
+from cnnlab.models.fused import for_inference
 from cnnlab.models.winograd import winograd_inference
 from cnnlab.train.memory import keep_freed_memory
 
-# cl+bf16+fused: what classify --precision auto runs (conv + ReLU as one oneDNN call, cnnlab.models.fused)
+# cl+bf16+fused: what classify --precision auto runs (conv + ReLU as one oneDNN call, bf16 weights cast
+# once: cnnlab.models.fused.for_inference)
 LAYOUTS = ("nchw", "channels_last", "cl+winograd", "cl+bf16", "cl+bf16+fused")
 
 
@@ -39,8 +40,8 @@ def torch_runner(model, batch: int, channels_last: bool, winograd: bool = False,
     x = torch.rand(batch, 3, 224, 224)
     if winograd:
         model = winograd_inference(model)
-    if fused:
-        model = fuse_conv_relu(copy.deepcopy(model))
+    if fused:  # classify's own arrangement of a network it loaded (cnnlab.models.fused)
+        model = for_inference(copy.deepcopy(model), "bf16" if bf16 else "fp32", torch.device("cpu"))
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
         x = x.contiguous(memory_format=torch.channels_last)

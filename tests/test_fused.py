@@ -72,3 +72,28 @@ def test_classify_fuses_only_a_network_it_loaded_itself():
     before = [type(m) for m in net.modules()]
     classify([torch.zeros(32, 32, 3, dtype=torch.uint8).numpy()], model=net, top=1)
     assert [type(m) for m in net.modules()] == before
+
+
+def test_cast_weights_casts_what_autocast_casts_and_keeps_the_rest():
+    from cnnlab.models.fused import cast_weights
+
+    net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 6 * 6, 2))
+    cast_weights(net, torch.bfloat16)
+    assert net[0].weight.dtype == net[0].bias.dtype == net[4].weight.dtype == torch.bfloat16
+    assert net[1].weight.dtype == net[1].running_mean.dtype == torch.float32
+
+
+@pytest.mark.parametrize("name", ["vgg16", "resnet18"])
+def test_for_inference_gives_autocasts_results_bit_for_bit(name):
+    from cnnlab.models.fused import for_inference
+
+    model = build(name).eval()
+    ready = for_inference(copy.deepcopy(model), "bf16", torch.device("cpu"))
+    assert next(ready.parameters()).dtype == torch.bfloat16
+    x = torch.rand(2, 3, 224, 224)
+    with torch.inference_mode(), torch.autocast("cpu", torch.bfloat16):
+        assert torch.equal(ready(x), model(x))
+    plain = for_inference(copy.deepcopy(model), "fp32", torch.device("cpu"))
+    assert next(plain.parameters()).dtype == torch.float32
+    with torch.inference_mode():
+        assert torch.equal(plain(x), model(x))

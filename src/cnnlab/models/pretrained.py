@@ -34,7 +34,7 @@ from tqdm.auto import tqdm
 from cnnlab import files
 from cnnlab.errors import CnnlabError
 from cnnlab.models import MODELS
-from cnnlab.models.fused import fuse_conv_relu
+from cnnlab.models.fused import for_inference
 from cnnlab.models.squeezenet import SqueezeNet
 from cnnlab.models.weights import check_state_dict
 from cnnlab.models.winograd import winograd_inference
@@ -289,14 +289,17 @@ def classify(images_or_paths, *, model="squeezenet1_1", weights=None, top: int =
     if not isinstance(images_or_paths, Sequence) or not images_or_paths:
         raise CnnlabError(f"images_or_paths {images_or_paths!r} is empty or not a list of photos")
     x = torch.stack([preprocess(im, style=style) for im in images_or_paths])  # (N, 3, 224, 224)
-    # A network loaded here is classify's own: its Conv2d → ReLU pairs may run as one oneDNN call
-    # (cnnlab.models.fused; the same outputs). A network passed in is left as it is.
-    net = model if isinstance(model, nn.Module) else fuse_conv_relu(
-        load_pretrained(model, weights=weights, progress=progress, winograd=winograd, download=download))
+    net = model if isinstance(model, nn.Module) else load_pretrained(model, weights=weights, progress=progress,
+                                                                     winograd=winograd, download=download)
     if device is not None:
         net = net.to(device)
     where = next(net.parameters(), torch.empty(0)).device
-    with torch.inference_mode(), autocast(where, inference_precision(model, precision, where)):
+    chosen = inference_precision(model, precision, where)
+    if not isinstance(model, nn.Module):
+        # classify's own network: conv + ReLU as one call, bf16 weights cast once
+        # (cnnlab.models.fused; autocast's results). A network passed in is left as it is.
+        net = for_inference(net, chosen, where)
+    with torch.inference_mode(), autocast(where, chosen):
         logits = torch.cat([net(chunk.to(where)) for chunk in x.split(batch_size)]).cpu()  # (N, 1000)
     if logits.ndim != 2 or logits.shape[1] != 1000:
         raise CnnlabError(f"the network returns shape {tuple(logits.shape)}, not (N, 1000) ImageNet scores")
