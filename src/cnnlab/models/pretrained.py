@@ -296,8 +296,9 @@ def classify(images_or_paths, *, model="squeezenet1_1", weights=None, top: int =
     where = next(net.parameters(), torch.empty(0)).device
     chosen = inference_precision(model, precision, where)
     if not isinstance(model, nn.Module):
-        # classify's own network: conv + ReLU as one call, bf16 weights cast once
-        # (cnnlab.models.fused; autocast's results). A network passed in is left as it is.
+        # classify's own network, arranged as for any repeated inference (cnnlab.models.fused:
+        # conv + ReLU as one call, bf16 weights cast once; autocast's results). A network passed
+        # in is left as it is: call for_inference on it to keep it arranged.
         net = for_inference(net, chosen, where)
     with torch.inference_mode(), autocast(where, chosen):
         logits = torch.cat([net(chunk.to(where)) for chunk in x.split(batch_size)]).cpu()  # (N, 1000)
