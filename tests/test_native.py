@@ -43,6 +43,9 @@ def test_the_kernels_build_and_load_here():
     ((12, 13), 64, (3, 3), (0, 0)),  # the other copy; odd sizes drop the last row or column
     ((9, 11), 16, (5, 5), (2, 2)),  # the generic copy
     ((10, 7), 48, (3, 2), (1, 0)),
+    ((28, 28), 24, (5, 5), (0, 0)),  # mnist-fast's first layer: a copy of its own, 16 + 8 channels
+    ((11, 9), 5, (3, 3), (1, 1)),  # fewer channels than one vector
+    ((8, 8), 40, (4, 4), (1, 2)),  # 16 + 16 + 8, an even kernel, uneven padding
 ])
 @pytest.mark.parametrize("relu", [False, True])
 def test_pool_conv_equals_conv_pool_relu_bit_for_bit(bf16, size, channels, kernel, padding, relu):
@@ -80,7 +83,8 @@ def test_pool_conv_on_real_values_is_within_rounding_of_pytorch():
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
-@pytest.mark.parametrize(("channels", "size"), [(64, (14, 14)), (32, (7, 9)), (16, (2, 3))])
+@pytest.mark.parametrize(("channels", "size"), [(64, (14, 14)), (32, (7, 9)), (16, (2, 3)), (24, (12, 12)),
+                                                (3, (5, 6))])
 @pytest.mark.parametrize("relu", [False, True])
 def test_max_pool2_equals_max_pool2d_then_relu_bit_for_bit(dtype, channels, size, relu):
     x1 = ints(4, channels, *size).to(dtype).contiguous(memory_format=CL).requires_grad_()
@@ -120,7 +124,6 @@ def test_results_do_not_depend_on_the_thread_count():
 
 def test_the_kernels_decline_what_they_do_not_compute():
     x, w = ints(2, 1, 8, 8), ints(32, 1, 3, 3)
-    assert native.pool_conv(x, ints(24, 1, 3, 3), None, (0, 0), False) is None  # not 16k channels
     assert native.pool_conv(x, ints(16, 1, 9, 9), None, (0, 0), False) is None  # kernel over 7
     assert native.pool_conv(x.clone().requires_grad_(), w, None, (0, 0), False) is None  # no input gradient
     assert native.pool_conv(x.double(), w.double(), None, (0, 0), False) is None
@@ -128,7 +131,6 @@ def test_the_kernels_decline_what_they_do_not_compute():
         assert native.pool_conv(x, w, None, (0, 0), False) is None
     m = ints(2, 32, 8, 8)
     assert native.max_pool2(m, False) is None  # not channels_last: PyTorch's own kernel then
-    assert native.max_pool2(ints(2, 24, 8, 8).contiguous(memory_format=CL), False) is None
     assert native.max_pool2(m.double().contiguous(memory_format=CL), False) is None
 
 
@@ -163,9 +165,10 @@ def test_hand_built_fused_pool_refuses_a_pool_it_would_compute_wrongly():
 def _status_in(tmp_path, **env) -> str:
     code = ("from cnnlab.train import native, view; import torch; from torch import nn\n"
             "print(native.status())\n"
+            "torch.manual_seed(0)\n"
             "m = nn.Sequential(nn.Conv2d(1, 16, 3), nn.MaxPool2d(2), nn.ReLU())\n"
             "x = torch.rand(2, 1, 10, 10)\n"
-            "print(torch.allclose(view.training_view(m)(x), m(x)))\n")
+            "print(torch.allclose(view.training_view(m)(x), m(x), atol=1e-6))\n")  # float sums: order
     full = {**os.environ, "XDG_CACHE_HOME": str(tmp_path), **env}
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=full, timeout=300)
     assert done.returncode == 0, done.stderr

@@ -74,14 +74,14 @@ def test_pooled_conv_equals_conv_then_pool_with_gradients(size, kernel, padding,
         torch.testing.assert_close(fast(x), ref.detach(), rtol=1e-5, atol=1e-6)
 
 
-def test_with_the_native_kernel_pooled_conv_takes_16k_channels_and_kernels_to_7():
+def test_with_the_native_kernel_pooled_conv_takes_kernels_up_to_7():
     if native.library() is None:
         pytest.skip(f"native kernels: {native.status()}")
     pool = nn.MaxPool2d(2)
-    for conv in (nn.Conv2d(1, 16, 3), nn.Conv2d(1, 32, 5), nn.Conv2d(1, 48, (7, 3))):
+    for conv in (nn.Conv2d(1, 16, 3), nn.Conv2d(1, 32, 5), nn.Conv2d(1, 48, (7, 3)), nn.Conv2d(1, 24, 5, bias=False)):
         assert PooledConv.applies(conv, pool)
-    assert not PooledConv.applies(nn.Conv2d(1, 24, 3), pool)  # nor the four-position form: measured slower
-    assert not PooledConv.applies(nn.Conv2d(1, 16, 9), pool)
+    assert not PooledConv.applies(nn.Conv2d(1, 16, 9), pool)  # nor the four-position form: measured slower
+    assert not PooledConv.applies(nn.Conv2d(3, 16, 3), pool)
 
 
 def test_pooled_conv_only_takes_what_it_computes_exactly_and_faster(no_native):

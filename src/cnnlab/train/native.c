@@ -1,6 +1,6 @@
 /* Fused CPU kernels for the training view; cnnlab.train.native builds and loads them, and its
- * docstring says why they are written by hand. Every map is channels-last, (N, H, W, C), with C
- * a multiple of 16.
+ * docstring says why they are written by hand. Every map is channels-last, (N, H, W, C); the
+ * channels go 16 at a time, the last group partly filled where C is not a multiple of 16.
  *
  * pool_conv_*: a single-channel KH x KW convolution (zero padding PH, PW), a 2x2 max-pool and,
  *   optionally, a ReLU, in one pass. x is float32 (N, H, W); the weight is float32 (KH*KW, C),
@@ -78,6 +78,51 @@ INLINE void store_idx(uint8_t *p, vi id) {
     memcpy(p, &b, sizeof b);
 }
 
+/* The same for the first n (1..16) lanes, the rest zero: the last group of channels. With n a
+ * compile-time 16 (the compiled copies below) these are the full-width versions. */
+INLINE vf loadn(const void *p, long i, int n, int bf16) {
+    if (n == 16) return load(p, i, bf16);
+    if (bf16) {
+        uint16_t t[16] = {0};
+        memcpy(t, (const uint16_t *)p + i, sizeof(uint16_t) * n);
+        return load(t, 0, 1);
+    }
+    float t[16] = {0};
+    memcpy(t, (const float *)p + i, sizeof(float) * n);
+    return load(t, 0, 0);
+}
+
+INLINE void storen(void *p, long i, vf f, int n, int bf16) {
+    if (n == 16) {
+        store(p, i, f, bf16);
+        return;
+    }
+    if (bf16) {
+        uint16_t t[16];
+        store(t, 0, f, 1);
+        memcpy((uint16_t *)p + i, t, sizeof(uint16_t) * n);
+    } else {
+        memcpy((float *)p + i, &f, sizeof(float) * n);
+    }
+}
+
+INLINE vi load_idxn(const uint8_t *p, int n) {
+    if (n == 16) return load_idx(p);
+    uint8_t t[16] = {0};
+    memcpy(t, p, n);
+    return load_idx(t);
+}
+
+INLINE void store_idxn(uint8_t *p, vi id, int n) {
+    if (n == 16) {
+        store_idx(p, id);
+        return;
+    }
+    uint8_t t[16];
+    store_idx(t, id);
+    memcpy(p, t, n);
+}
+
 /* The first maximum of four in max_pool2d's rule (a NaN wins), then the optional ReLU. */
 INLINE void first_max(vf v0, vf v1, vf v2, vf v3, int relu, vf *best, vi *id) {
     vf b = v0;
@@ -125,9 +170,10 @@ INLINE void pool_conv_fwd_rows(const struct args *a, long r0, long r1, int C, in
         const int n = r / Ho, i = r % Ho;
         rows_of(a->x + (long)n * H * W, H, W, 2 * i - a->PH, -a->PW, KH, cols, bf16, buf);
         for (int c = 0; c < C; c += 16) {
+            const int m = C - c < 16 ? C - c : 16;
             vf wv[MAXK * MAXK];
-            for (int k = 0; k < KH * KW; k++) wv[k] = load(a->w, (long)k * C + c, 0);
-            const vf bias = load(a->b, c, 0);
+            for (int k = 0; k < KH * KW; k++) wv[k] = loadn(a->w, (long)k * C + c, m, 0);
+            const vf bias = loadn(a->b, c, m, 0);
             for (int j = 0; j < Wo; j++) {
                 const float *p = buf + 2 * j;
                 vf a0 = bias, a1 = bias, a2 = bias, a3 = bias;
@@ -142,8 +188,8 @@ INLINE void pool_conv_fwd_rows(const struct args *a, long r0, long r1, int C, in
                 vi id;
                 first_max(a0, a1, a2, a3, a->relu, &best, &id);
                 const long o = (r * Wo + j) * C + c;
-                store(a->out, o, best, bf16);
-                store_idx(a->idx + o, id);
+                storen(a->out, o, best, m, bf16);
+                store_idxn(a->idx + o, id, m);
             }
         }
     }
@@ -159,12 +205,13 @@ INLINE void pool_conv_bwd_rows(const struct args *a, long r0, long r1, int t, in
         const int n = r / Ho, i = r % Ho;
         rows_of(a->x + (long)n * H * W, H, W, 2 * i - a->PH, -a->PW, KH, cols, bf16, buf);
         for (int c = 0; c < C; c += 16) {
-            vf dwv[MAXK * MAXK], dbv = load(mdb, c, 0), z = {0};
-            for (int k = 0; k < KH * KW; k++) dwv[k] = load(mdw, (long)k * C + c, 0);
+            const int m = C - c < 16 ? C - c : 16;
+            vf dwv[MAXK * MAXK], dbv = loadn(mdb, c, m, 0), z = {0};
+            for (int k = 0; k < KH * KW; k++) dwv[k] = loadn(mdw, (long)k * C + c, m, 0);
             for (int j = 0; j < Wo; j++) {
                 const long o = (r * Wo + j) * C + c;
-                vf gv = load(a->g, o, bf16);
-                vi id = load_idx(a->idx + o);
+                vf gv = loadn(a->g, o, m, bf16);
+                vi id = load_idxn(a->idx + o, m);
                 vf g0 = sel(id == 0, gv, z), g1 = sel(id == 1, gv, z), g2 = sel(id == 2, gv, z), g3 = sel(id == 3, gv, z);
                 dbv += sel(id < 4, gv, z);
                 const float *p = buf + 2 * j;
@@ -174,8 +221,8 @@ INLINE void pool_conv_bwd_rows(const struct args *a, long r0, long r1, int t, in
                         dwv[ky * KW + kx] += q[0] * g0 + q[1] * g1 + q[cols] * g2 + q[cols + 1] * g3;
                     }
             }
-            for (int k = 0; k < KH * KW; k++) memcpy(mdw + (long)k * C + c, &dwv[k], sizeof(vf));
-            memcpy(mdb + c, &dbv, sizeof(vf));
+            for (int k = 0; k < KH * KW; k++) storen(mdw, (long)k * C + c, dwv[k], m, 0);
+            storen(mdb, c, dbv, m, 0);
         }
     }
 }
@@ -188,12 +235,14 @@ INLINE void pool_fwd_rows(const struct args *a, long r0, long r1, int C, int bf1
         for (int j = 0; j < Wo; j++) {
             const long s = top + 2L * j * C, o = (r * Wo + j) * C;
             for (int c = 0; c < C; c += 16) {
+                const int m = C - c < 16 ? C - c : 16;
                 vf best;
                 vi id;
-                first_max(load(a->in, s + c, bf16), load(a->in, s + C + c, bf16), load(a->in, s + row + c, bf16),
-                          load(a->in, s + row + C + c, bf16), a->relu, &best, &id);
-                store(a->out, o + c, best, bf16);
-                store_idx(a->idx + o + c, id);
+                first_max(loadn(a->in, s + c, m, bf16), loadn(a->in, s + C + c, m, bf16),
+                          loadn(a->in, s + row + c, m, bf16), loadn(a->in, s + row + C + c, m, bf16), a->relu, &best,
+                          &id);
+                storen(a->out, o + c, best, m, bf16);
+                store_idxn(a->idx + o + c, id, m);
             }
         }
     }
@@ -209,12 +258,13 @@ INLINE void pool_bwd_rows(const struct args *a, long r0, long r1, int C, int bf1
         for (int j = 0; j < Wo; j++) {
             const long s = top + 2L * j * C, o = (r * Wo + j) * C;
             for (int c = 0; c < C; c += 16) {
-                vf gv = load(a->g, o + c, bf16), z = {0};
-                vi id = load_idx(a->idx + o + c);
-                store(a->out, s + c, sel(id == 0, gv, z), bf16);
-                store(a->out, s + C + c, sel(id == 1, gv, z), bf16);
-                store(a->out, s + row + c, sel(id == 2, gv, z), bf16);
-                store(a->out, s + row + C + c, sel(id == 3, gv, z), bf16);
+                const int m = C - c < 16 ? C - c : 16;
+                vf gv = loadn(a->g, o + c, m, bf16), z = {0};
+                vi id = load_idxn(a->idx + o + c, m);
+                storen(a->out, s + c, sel(id == 0, gv, z), m, bf16);
+                storen(a->out, s + C + c, sel(id == 1, gv, z), m, bf16);
+                storen(a->out, s + row + c, sel(id == 2, gv, z), m, bf16);
+                storen(a->out, s + row + C + c, sel(id == 3, gv, z), m, bf16);
             }
         }
     }
@@ -230,11 +280,14 @@ typedef void (*rows_fn)(const struct args *, long, long, int);
     static void NAME##_32_3_3_b(const struct args *a, long r0, long r1, int t) { BODY(32, 3, 3, 1); }          \
     static void NAME##_64_3_3_f(const struct args *a, long r0, long r1, int t) { BODY(64, 3, 3, 0); }          \
     static void NAME##_64_3_3_b(const struct args *a, long r0, long r1, int t) { BODY(64, 3, 3, 1); }          \
+    static void NAME##_24_5_5_f(const struct args *a, long r0, long r1, int t) { BODY(24, 5, 5, 0); }          \
+    static void NAME##_24_5_5_b(const struct args *a, long r0, long r1, int t) { BODY(24, 5, 5, 1); }          \
     static void NAME##_any_f(const struct args *a, long r0, long r1, int t) { BODY(a->C, a->KH, a->KW, 0); }   \
     static void NAME##_any_b(const struct args *a, long r0, long r1, int t) { BODY(a->C, a->KH, a->KW, 1); }   \
     static rows_fn NAME##_pick(const struct args *a, int bf16) {                                               \
         if (a->C == 32 && a->KH == 3 && a->KW == 3) return bf16 ? NAME##_32_3_3_b : NAME##_32_3_3_f;           \
         if (a->C == 64 && a->KH == 3 && a->KW == 3) return bf16 ? NAME##_64_3_3_b : NAME##_64_3_3_f;           \
+        if (a->C == 24 && a->KH == 5 && a->KW == 5) return bf16 ? NAME##_24_5_5_b : NAME##_24_5_5_f;           \
         return bf16 ? NAME##_any_b : NAME##_any_f;                                                             \
     }
 
@@ -256,11 +309,11 @@ static void run(rows_fn f, const struct args *a, long rows) {
 }
 
 static int conv_ok(int C, int KH, int KW, int W, int PW) {
-    return C % 16 == 0 && KH >= 1 && KW >= 1 && KH <= MAXK && KW <= MAXK && W + 2 * PW + 2 <= MAXCOLS;
+    return C >= 1 && KH >= 1 && KW >= 1 && KH <= MAXK && KW <= MAXK && W + 2 * PW + 2 <= MAXCOLS;
 }
 
-/* The entry points; each returns 0, or -1 for a shape it does not compute (C not a multiple of
- * 16, a kernel over 7, an image wider than MAXCOLS - 2 - 2 * padding). */
+/* The entry points; each returns 0, or -1 for a shape it does not compute (no channels, a kernel
+ * over 7, an image wider than MAXCOLS - 2 - 2 * padding). */
 int pool_conv_forward(const float *x, const float *w, const float *b, void *out, uint8_t *idx, int N, int H, int W,
                       int C, int KH, int KW, int PH, int PW, int relu, int bf16) {
     if (!conv_ok(C, KH, KW, W, PW)) return -1;
@@ -280,14 +333,14 @@ int pool_conv_backward(const float *x, const void *g, const uint8_t *idx, float 
 }
 
 int pool_forward(const void *in, void *out, uint8_t *idx, int N, int H, int W, int C, int relu, int bf16) {
-    if (C % 16) return -1;
+    if (C < 1) return -1;
     struct args a = {.in = in, .out = out, .idx = idx, .N = N, .H = H, .W = W, .C = C, .relu = relu};
     run(pool_fwd_pick(&a, bf16), &a, (long)N * (H / 2));
     return 0;
 }
 
 int pool_backward(const void *g, const uint8_t *idx, void *gin, int N, int H, int W, int C, int bf16) {
-    if (C % 16) return -1;
+    if (C < 1) return -1;
     struct args a = {.g = g, .idx = (uint8_t *)idx, .out = gin, .N = N, .H = H, .W = W, .C = C};
     run(pool_bwd_pick(&a, bf16), &a, (long)N * (H / 2));
     return 0;

@@ -148,12 +148,12 @@ def pool_conv(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, 
     """``max_pool2d(conv2d(x, weight, bias, padding=padding), 2)``, then ReLU if ``relu``, as a
     channels_last map; None where the kernel does not apply (compute it with PyTorch then).
 
-    Applies to a float32 (N, 1, H, W) input that needs no gradient, a float32 weight with a
-    multiple of 16 output channels and a kernel of at most 7×7, with autocast off or bf16."""
+    Applies to a float32 (N, 1, H, W) input that needs no gradient, a float32 weight with a kernel
+    of at most 7×7, with autocast off or bf16."""
     bf16 = _bf16_autocast()
     if not (_usable(x) and bf16 is not None and x.shape[1] == 1 and x.dtype == torch.float32
             and not x.requires_grad and weight.dtype == torch.float32 and weight.device.type == "cpu"
-            and weight.ndim == 4 and weight.shape[1] == 1 and weight.shape[0] % 16 == 0
+            and weight.ndim == 4 and weight.shape[1] == 1
             and max(weight.shape[2:]) <= MAX_KERNEL and (bias is None or bias.dtype == torch.float32)):
         return None
     (kh, kw), (ph, pw) = weight.shape[2:], padding
@@ -210,8 +210,8 @@ class _PoolConv(torch.autograd.Function):
 
 def max_pool2(x: torch.Tensor, relu: bool) -> torch.Tensor | None:
     """``max_pool2d(x, 2)``, then ReLU if ``relu``; None where the kernel does not apply: it
-    takes a channels_last float32 or bfloat16 (N, C, H, W) map with C a multiple of 16."""
-    if not (_usable(x) and x.dtype in (torch.float32, torch.bfloat16) and x.shape[1] % 16 == 0
+    takes a channels_last float32 or bfloat16 (N, C, H, W) map."""
+    if not (_usable(x) and x.dtype in (torch.float32, torch.bfloat16) and x.shape[1] >= 1
             and x.shape[2] >= 2 and x.shape[3] >= 2 and x.is_contiguous(memory_format=CHANNELS_LAST)):
         return None
     return _MaxPool2.apply(x, relu)

@@ -136,7 +136,7 @@ class PooledConv(nn.Module):
     then a ReLU if ``relu``.
 
     Where cnnlab's native kernel takes it (``native.pool_conv``: a float32 input that needs no
-    gradient, 16k output channels, fp32 or bf16 autocast), the convolution, pool and ReLU are
+    gradient, a kernel up to 7×7, fp32 or bf16 autocast), the convolution, pool and ReLU are
     one pass. Otherwise, on the CPU, four stride-2 convolutions, one per position in the 2×2
     window: the position (a, b) of every window is the stride-2 convolution of the padded input
     shifted by (a, b); the four shifted inputs go through one convolution as a batch of 4N, and
@@ -170,7 +170,7 @@ class PooledConv(nn.Module):
         if not (PooledConv.computes(conv) and _is_pool2(pool)):
             return False
         kernel = _pair(conv.kernel_size)
-        if native.library() is not None and conv.out_channels % 16 == 0 and max(kernel) <= native.MAX_KERNEL:
+        if native.library() is not None and max(kernel) <= native.MAX_KERNEL:
             return True
         return conv.out_channels >= 32 and kernel == (3, 3)
 
