@@ -227,44 +227,32 @@ INLINE void pool_conv_bwd_rows(const struct args *a, long r0, long r1, int t, in
     }
 }
 
-INLINE void pool_fwd_rows(const struct args *a, long r0, long r1, int C, int bf16) {
+/* The 2x2 windows of rows r0..r1 of the pooled map: forward (bwd == 0) writes the max and its
+ * index; backward sends each pooled gradient to the position its index names, and writes zero
+ * to the other three. The backward's output (the input's gradient) must be zero beforehand
+ * where H or W is odd: the last row or column is in no window. */
+INLINE void pool_rows(const struct args *a, long r0, long r1, int C, int bf16, int bwd) {
     const int H = a->H, W = a->W, Ho = H / 2, Wo = W / 2;
     for (long r = r0; r < r1; r++) {
         const int n = r / Ho, i = r % Ho;
         const long top = ((long)n * H + 2 * i) * W * C, row = (long)W * C;
         for (int j = 0; j < Wo; j++) {
             const long s = top + 2L * j * C, o = (r * Wo + j) * C;
+            const long at[4] = {s, s + C, s + row, s + row + C}; /* (0,0), (0,1), (1,0), (1,1) */
             for (int c = 0; c < C; c += 16) {
                 const int m = C - c < 16 ? C - c : 16;
-                vf best;
-                vi id;
-                first_max(loadn(a->in, s + c, m, bf16), loadn(a->in, s + C + c, m, bf16),
-                          loadn(a->in, s + row + c, m, bf16), loadn(a->in, s + row + C + c, m, bf16), a->relu, &best,
-                          &id);
-                storen(a->out, o + c, best, m, bf16);
-                store_idxn(a->idx + o + c, id, m);
-            }
-        }
-    }
-}
-
-/* out (the input's gradient) must be zero beforehand where H or W is odd: the last row or
- * column gets no gradient, and only the pooled windows are written. */
-INLINE void pool_bwd_rows(const struct args *a, long r0, long r1, int C, int bf16) {
-    const int H = a->H, W = a->W, Ho = H / 2, Wo = W / 2;
-    for (long r = r0; r < r1; r++) {
-        const int n = r / Ho, i = r % Ho;
-        const long top = ((long)n * H + 2 * i) * W * C, row = (long)W * C;
-        for (int j = 0; j < Wo; j++) {
-            const long s = top + 2L * j * C, o = (r * Wo + j) * C;
-            for (int c = 0; c < C; c += 16) {
-                const int m = C - c < 16 ? C - c : 16;
-                vf gv = loadn(a->g, o + c, m, bf16), z = {0};
-                vi id = load_idxn(a->idx + o + c, m);
-                storen(a->out, s + c, sel(id == 0, gv, z), m, bf16);
-                storen(a->out, s + C + c, sel(id == 1, gv, z), m, bf16);
-                storen(a->out, s + row + c, sel(id == 2, gv, z), m, bf16);
-                storen(a->out, s + row + C + c, sel(id == 3, gv, z), m, bf16);
+                if (bwd) {
+                    vf gv = loadn(a->g, o + c, m, bf16), z = {0};
+                    vi id = load_idxn(a->idx + o + c, m);
+                    for (int p = 0; p < 4; p++) storen(a->out, at[p] + c, sel(id == p, gv, z), m, bf16);
+                } else {
+                    vf best;
+                    vi id;
+                    first_max(loadn(a->in, at[0] + c, m, bf16), loadn(a->in, at[1] + c, m, bf16),
+                              loadn(a->in, at[2] + c, m, bf16), loadn(a->in, at[3] + c, m, bf16), a->relu, &best, &id);
+                    storen(a->out, o + c, best, m, bf16);
+                    store_idxn(a->idx + o + c, id, m);
+                }
             }
         }
     }
@@ -293,8 +281,8 @@ typedef void (*rows_fn)(const struct args *, long, long, int);
 
 #define FWD_BODY(C, KH, KW, BF) (void)t, pool_conv_fwd_rows(a, r0, r1, C, KH, KW, BF)
 #define BWD_BODY(C, KH, KW, BF) pool_conv_bwd_rows(a, r0, r1, t, C, KH, KW, BF)
-#define PFWD_BODY(C, KH, KW, BF) (void)t, pool_fwd_rows(a, r0, r1, C, BF)
-#define PBWD_BODY(C, KH, KW, BF) (void)t, pool_bwd_rows(a, r0, r1, C, BF)
+#define PFWD_BODY(C, KH, KW, BF) (void)t, pool_rows(a, r0, r1, C, BF, 0)
+#define PBWD_BODY(C, KH, KW, BF) (void)t, pool_rows(a, r0, r1, C, BF, 1)
 COPIES(conv_fwd, FWD_BODY)
 COPIES(conv_bwd, BWD_BODY)
 COPIES(pool_fwd, PFWD_BODY)
