@@ -97,3 +97,18 @@ def test_for_inference_gives_autocasts_results_bit_for_bit(name):
     assert next(plain.parameters()).dtype == torch.float32
     with torch.inference_mode():
         assert torch.equal(plain(x), model(x))
+
+
+def test_bad_arguments_get_one_line_errors_naming_them():
+    from cnnlab.errors import CnnlabError
+    from cnnlab.models.fused import cast_weights, for_inference
+
+    net = nn.Sequential(nn.Conv2d(1, 2, 3), nn.ReLU())
+    with pytest.raises(CnnlabError, match="precision 'fp32' or 'bf16'.*got 'auto'"):
+        for_inference(net, "auto", "cpu")
+    with pytest.raises(CnnlabError, match="floating torch dtype.*got torch.int8"):
+        cast_weights(net, torch.int8)
+    with pytest.raises(CnnlabError, match="nn.Module, got str"):
+        fuse_conv_relu("vgg16")
+    with pytest.raises(CnnlabError, match="needs an nn.Conv2d, got Linear"):
+        ConvReLU(nn.Linear(2, 2))

@@ -30,6 +30,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from cnnlab.errors import CnnlabError
+
 
 @functools.cache
 def available() -> bool:
@@ -56,6 +58,8 @@ class ConvReLU(nn.Module):
 
     def __init__(self, conv: nn.Conv2d) -> None:
         super().__init__()
+        if not isinstance(conv, nn.Conv2d):
+            raise CnnlabError(f"ConvReLU needs an nn.Conv2d, got {type(conv).__name__}")
         self.conv = conv
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -77,6 +81,7 @@ def fuse_conv_relu(model: nn.Module) -> nn.Module:
     """``model`` with every Conv2d directly followed by a ReLU in an ``nn.Sequential`` replaced,
     in place, by one ``ConvReLU`` (the same parameters); returned for chaining. Unchanged where
     the fused op is not available."""
+    _check_module(model)
     if not available():
         return model
     for seq in [m for m in model.modules() if isinstance(m, nn.Sequential)]:
@@ -99,17 +104,29 @@ def fuse_conv_relu(model: nn.Module) -> nn.Module:
 def cast_weights(model: nn.Module, dtype: torch.dtype) -> nn.Module:
     """``model`` with the weights and biases of its Conv2d and Linear layers cast to ``dtype``
     in place, as autocast would cast them on every call (normalisation layers keep theirs)."""
+    _check_module(model)
+    if not (isinstance(dtype, torch.dtype) and dtype.is_floating_point):
+        raise CnnlabError(f"cast_weights needs a floating torch dtype such as torch.bfloat16, got {dtype!r}")
     for m in model.modules():
         if isinstance(m, (nn.Conv2d, nn.Linear)):
             m.to(dtype)
     return model
 
 
-def for_inference(model: nn.Module, precision: str, device: torch.device) -> nn.Module:
+def for_inference(model: nn.Module, precision: str, device: torch.device | str) -> nn.Module:
     """A network ``classify`` loaded, arranged in place for repeated inference under
     ``precision`` ("fp32" or "bf16", resolved) on ``device``: conv + ReLU fused on the CPU, and
     under bf16 autocast the weights it would cast on every call cast once."""
+    _check_module(model)
+    if precision not in ("fp32", "bf16"):
+        raise CnnlabError(f"for_inference needs precision 'fp32' or 'bf16' (resolved, not 'auto'), got {precision!r}")
+    device = torch.device(device)
     if device.type != "cpu":
         return model
     model = fuse_conv_relu(model)
     return cast_weights(model, torch.bfloat16) if precision == "bf16" else model
+
+
+def _check_module(model) -> None:
+    if not isinstance(model, nn.Module):
+        raise CnnlabError(f"expected a torch nn.Module, got {type(model).__name__}")
