@@ -5,7 +5,9 @@ batch 8, channels_last) and ``torch.mm`` on 4096² matrices, each in fp32 and bf
 are counted, not guessed: ``torch.utils.flop_counter.FlopCounterMode`` records one training
 step (forward, loss, backward) of a recipe's model at its batch size, and one forward
 pass for inference; an epoch is that times its steps, plus the test set's evaluation.
-The floor is FLOPs / the best measured bf16 rate: no run can be faster on this CPU.
+The floor is FLOPs / the best measured rate of the arithmetic ``--precision auto`` picks here
+(bf16 where the CPU has native bf16, fp32 elsewhere: emulated bf16 runs at 0.3-2.4 GFLOP/s on an
+AVX2 CPU and is never timed): no run can be faster on this CPU.
 
     python benchmarks/bench_floor.py                       # rates, and the floors of the recipes
     python benchmarks/bench_floor.py --recipe mnist-fast --quick
@@ -34,11 +36,20 @@ def _rate(fn, flops: float, reps: int) -> float:
     return flops / statistics.median(times)
 
 
+def floor_precision() -> str:
+    """The arithmetic the floors count in: what ``--precision auto`` picks on this CPU."""
+    from cnnlab.precision import resolve_precision
+
+    return resolve_precision("auto", "cpu")
+
+
 def measure_rates(reps: int = 5, quick: bool = False) -> dict[str, float]:
-    """FLOP/s of a 3×3 convolution and of a square matmul, in fp32 and bf16."""
+    """FLOP/s of a 3×3 convolution and of a square matmul, in fp32 and (where the CPU computes
+    it natively) bf16."""
     n, c, hw, m = (2, 64, 28, 1024) if quick else (8, 256, 56, 4096)
     rates = {}
-    for name, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16)):
+    kinds = (("fp32", torch.float32), ("bf16", torch.bfloat16))
+    for name, dtype in kinds if floor_precision() == "bf16" else kinds[:1]:
         x = torch.randn(n, c, hw, hw).to(dtype).contiguous(memory_format=torch.channels_last)
         w = torch.randn(c, c, 3, 3).to(dtype).contiguous(memory_format=torch.channels_last)
         with torch.inference_mode():
@@ -104,8 +115,9 @@ def inference_split(name: str = "vgg16", batch: int = 8) -> dict[str, float]:
     return {"conv": conv, "gemm": sum(ops.values()) - conv}
 
 
-def classifier_rate(name: str = "vgg16", batch: int = 8, reps: int = 5, quick: bool = False) -> float:
-    """Measured FLOP/s of the net's own Linear layers in bf16 at this batch: at batch 8 these
+def classifier_rate(name: str = "vgg16", batch: int = 8, reps: int = 5, quick: bool = False,
+                    dtype: torch.dtype = torch.bfloat16) -> float:
+    """Measured FLOP/s of the net's own Linear layers in ``dtype`` at this batch: at batch 8 these
     GEMMs read every weight once for few rows, so their rate is the memory's, far below a
     square GEMM's (VGG-16's 124 M classifier weights are 248 MB in bf16)."""
     from torch import nn
@@ -115,8 +127,8 @@ def classifier_rate(name: str = "vgg16", batch: int = 8, reps: int = 5, quick: b
     layers = [m for m in build(name).modules() if isinstance(m, nn.Linear)]
     if quick:
         layers = [nn.Linear(m.in_features // 64, m.out_features // 64) for m in layers]
-    layers = [m.to(torch.bfloat16) for m in layers]
-    xs = [torch.randn(batch, m.in_features).to(torch.bfloat16) for m in layers]
+    layers = [m.to(dtype) for m in layers]
+    xs = [torch.randn(batch, m.in_features).to(dtype) for m in layers]
     flops = sum(2 * batch * m.in_features * m.out_features for m in layers)
 
     def run():
@@ -142,26 +154,28 @@ def main(argv: list[str] | None = None) -> dict:
     from cnnlab.train.config import RECIPES
 
     rates = measure_rates(args.reps, args.quick)
-    best_bf16 = max(rates["conv bf16"], rates["mm bf16"])
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, native bf16: {cpu_has_native_bf16()}"
-          + (" (quick probe shapes)" if args.quick else ""))
+    precision = floor_precision()
+    best_bf16 = max(rates[f"conv {precision}"], rates[f"mm {precision}"])  # the best rate of that arithmetic
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, native bf16: {cpu_has_native_bf16()}, "
+          f"floors in {precision}" + (" (quick probe shapes)" if args.quick else ""))
     for key, rate in rates.items():
         print(f"  {key:<10} {rate / 1e9:8.1f} GFLOP/s")
     names = args.recipe or [r for r in ("mnist-fast", "mnist-995", "cifar-fast", "cifar-94", "tutorial-mnist-cnn")
                             if r in RECIPES]
-    out = {"rates": rates, "best_bf16": best_bf16, "recipes": {}, "inference": {}}
+    out = {"rates": rates, "best_bf16": best_bf16, "precision": precision, "recipes": {}, "inference": {}}
     for name in names:
         flops = recipe_flops(name)
         out["recipes"][name] = flops
         print(f"  {name:<20} {flops['total'] / 1e12:8.2f} TFLOP ({flops['epochs']} epoch(s) + test), "
-              f"bf16 floor {flops['total'] / best_bf16:7.2f} s")
+              f"{precision} floor {flops['total'] / best_bf16:7.2f} s")
     split = inference_split("vgg16", 8)
-    split["gemm rate"] = classifier_rate("vgg16", 8, args.reps, args.quick)
+    split["gemm rate"] = classifier_rate("vgg16", 8, args.reps, args.quick,
+                                         torch.bfloat16 if precision == "bf16" else torch.float32)
     out["inference"]["vgg16 batch 8"] = split
     floor = inference_floor(split, best_bf16, split["gemm rate"])
     print(f"  {'vgg16 batch 8':<20} {split['conv'] / 1e9:8.1f} GFLOP in convolutions, {split['gemm'] / 1e9:.1f} in "
-          f"the classifier at {split['gemm rate'] / 1e9:.0f} GFLOP/s (measured, bf16, batch 8); "
-          f"bf16 floor {8 / floor:7.1f} img/s")
+          f"the classifier at {split['gemm rate'] / 1e9:.0f} GFLOP/s (measured, {precision}, batch 8); "
+          f"{precision} floor {8 / floor:7.1f} img/s")
     return out
 
 

@@ -32,9 +32,9 @@ def cnnlab_worker(mnist_dir: str, epochs: int, batch: int) -> None:
 
     from cnnlab.data import load
     from cnnlab.data.transforms import to_tensor
+    from cnnlab.fast.memory import keep_freed_memory
     from cnnlab.models import build
     from cnnlab.train.loop import TrainConfig, evaluate_loss_accuracy, fit
-    from cnnlab.train.memory import keep_freed_memory
 
     ds = load("mnist", root=mnist_dir, progress=False)
     x, y = to_tensor(ds.train.images), torch.as_tensor(ds.train.labels)

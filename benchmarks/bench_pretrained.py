@@ -2,7 +2,7 @@
 
 Measures images/s of cnnlab's VGG-16 and SqueezeNet 1.1 at batch 1 and 8, in the default
 (NCHW contiguous) and channels_last memory layouts, channels_last with the wide 3×3
-convolutions computed by Winograd F(4×4, 3×3) (``cnnlab.models.winograd``), and channels_last
+convolutions computed by Winograd F(4×4, 3×3) (``cnnlab.fast.winograd``), and channels_last
 under bf16 autocast, under torch.inference_mode. When TensorFlow/Keras is importable here or in
 ``--keras-python`` (default ~/venvs/tf/bin/python, run as a worker process), Keras' VGG16
 (weights=None: same FLOPs as ImageNet weights, as in shared/bench/peer_keras_vgg16.py) runs in the same rounds. Variants are
@@ -25,14 +25,22 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from cnnlab.fast.fused import for_inference
+from cnnlab.fast.memory import keep_freed_memory
+from cnnlab.fast.winograd import winograd_inference
 from cnnlab.models import build
-from cnnlab.models.fused import for_inference
-from cnnlab.models.winograd import winograd_inference
-from cnnlab.train.memory import keep_freed_memory
 
-# cl+bf16+fused: what classify --precision auto runs (conv + ReLU as one oneDNN call, bf16 weights cast
-# once: cnnlab.models.fused.for_inference)
-LAYOUTS = ("nchw", "channels_last", "cl+winograd", "cl+bf16", "cl+bf16+fused")
+# cl+bf16+fused: what classify --precision auto runs where the CPU has native bf16 (conv + ReLU as one
+# oneDNN call, bf16 weights cast once: cnnlab.fast.fused.for_inference); cl+fused: the same in fp32,
+# what it runs elsewhere. bf16 layouts are timed only where bf16 is native: emulated bf16 (an AVX2
+# CPU) runs 50-100x slower than fp32 and no cnnlab default picks it there.
+LAYOUTS = ("nchw", "channels_last", "cl+winograd", "cl+fused", "cl+bf16", "cl+bf16+fused")
+
+
+def layouts() -> tuple[str, ...]:
+    from cnnlab.precision import cpu_has_native_bf16
+
+    return LAYOUTS if cpu_has_native_bf16() else tuple(lay for lay in LAYOUTS if "bf16" not in lay)
 
 
 def torch_runner(model, batch: int, channels_last: bool, winograd: bool = False, bf16: bool = False,
@@ -40,7 +48,7 @@ def torch_runner(model, batch: int, channels_last: bool, winograd: bool = False,
     x = torch.rand(batch, 3, 224, 224)
     if winograd:
         model = winograd_inference(model)
-    if fused:  # classify's own arrangement of a network it loaded (cnnlab.models.fused)
+    if fused:  # classify's own arrangement of a network it loaded (cnnlab.fast.fused)
         model = for_inference(copy.deepcopy(model), "bf16" if bf16 else "fp32", torch.device("cpu"))
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
@@ -132,7 +140,7 @@ def main(argv: list[str] | None = None) -> dict:
     variants = {}  # (model, batch, layout) -> run()
     for batch in args.batches:
         for name, model in models.items():
-            for layout in LAYOUTS:
+            for layout in layouts():
                 variants[(name, batch, layout)] = torch_runner(model, batch, layout != "nchw", "winograd" in layout,
                                                                "bf16" in layout, "fused" in layout)
         if "vgg16" in models:

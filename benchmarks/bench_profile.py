@@ -48,8 +48,8 @@ def main(argv: list[str] | None = None) -> dict:
 
     from cnnlab.data import load
     from cnnlab.data.transforms import to_tensor
+    from cnnlab.fast.memory import keep_freed_memory
     from cnnlab.models import build
-    from cnnlab.train.memory import keep_freed_memory
 
     keep_freed_memory()
     ds = load("mnist", root=args.root, progress=False)
@@ -60,7 +60,7 @@ def main(argv: list[str] | None = None) -> dict:
     print(f"{args.model}, batch {args.batch}, no profiler: forward {split['forward']:.2f} ms, backward "
           f"{split['backward']:.2f} ms, optimiser {split['optimizer']:.2f} ms per step")
     print("forward by layer: " + ", ".join(f"{name} {ms:.2f}" for name, ms in split["layers"]))
-    from cnnlab.train import native
+    from cnnlab.fast import native
     print(f"native kernels: {native.status()} (the op clock below sees only PyTorch's ops, not theirs)")
     torch.manual_seed(0)
     rows, per_step = op_clock(build(args.model), x[: args.batch], y[: args.batch], steps=args.steps)
@@ -154,8 +154,8 @@ def op_clock(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, *, steps:
 def _fit_setup(model: torch.nn.Module, x: torch.Tensor):
     """The training view, optimiser and input as fit runs them: channels_last, Adam as
     make_optimizer builds it (autocast as --precision auto picks it is the caller's)."""
+    from cnnlab.fast.view import training_view
     from cnnlab.train.optim import make_optimizer
-    from cnnlab.train.view import training_view
 
     net = training_view(model.to(memory_format=torch.channels_last))
     # .to restrides a one-channel batch as channels_last (.contiguous keeps it NCHW), as fit's feed does

@@ -97,7 +97,7 @@ def main(argv: list[str] | None = None) -> dict:
     args = ap.parse_args(argv)
     import torch
 
-    from cnnlab.train.memory import keep_freed_memory
+    from cnnlab.fast.memory import keep_freed_memory
 
     keep_freed_memory()  # as `cnnlab train` does; the library leaves malloc alone unless asked
 

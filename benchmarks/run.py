@@ -5,6 +5,12 @@
     python benchmarks/run.py --cifar94       # also CIFAR-10 to 94% (needs a cifar-94 recipe; up to 30 min)
     python benchmarks/run.py all             # every benchmark's own table, one after another
     python benchmarks/run.py conv mnist_train
+    python benchmarks/run.py --isa avx2      # the table as on an AVX2+FMA CPU, cnnlab and Keras alike
+
+``--isa avx2`` limits oneDNN (``ONEDNN_MAX_CPU_ISA=AVX2``, which TensorFlow's oneDNN obeys too),
+ATen (``ATEN_CPU_CAPABILITY=avx2``) and cnnlab (``CNNLAB_CPU_FEATURES=avx2,fma``: fp32 under
+``--precision auto``, native kernels built for x86-64-v3) for every process of the run, the
+peers' included; the floors are then counted in fp32.
 
 The table has one row per target: cnnlab's figure, its peer's (Keras/TensorFlow where the
 target names one: found in this Python or --keras-python, default ~/venvs/tf/bin/python), the
@@ -20,6 +26,7 @@ from __future__ import annotations
 
 import importlib.util
 import inspect
+import os
 import platform
 import sys
 import time
@@ -29,6 +36,7 @@ HERE = Path(__file__).resolve().parent
 # The default set, cheapest first; cifar time-to-accuracy (~15 min a seed) and tutorials (every
 # tutorial's full training, three seeds each) run only by name.
 DEFAULT = ["conv", "data", "mnist_train", "time_to_accuracy", "pretrained", "explain"]
+AVX2_ENV = {"ONEDNN_MAX_CPU_ISA": "AVX2", "ATEN_CPU_CAPABILITY": "avx2", "CNNLAB_CPU_FEATURES": "avx2,fma"}
 
 
 def load(name: str):
@@ -64,10 +72,18 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--quick", action="store_true", help="tiny runs of every row: a smoke test of the table")
     ap.add_argument("--cifar94", action="store_true", help="also time CIFAR-10 to 94%% (the cifar-94 recipe)")
     ap.add_argument("--keras-python", help="a Python with TensorFlow (default: this one, then ~/venvs/tf/bin/python)")
+    ap.add_argument("--isa", choices=("native", "avx2"), default="native",
+                    help="avx2: run everything (cnnlab and its peers) as on an AVX2+FMA CPU")
     args = ap.parse_args(argv)
+    if args.isa == "avx2" and os.environ.get("CNNLAB_CPU_FEATURES") != AVX2_ENV["CNNLAB_CPU_FEATURES"]:
+        # The limits must be in place before torch (and oneDNN) load: run this script again under them.
+        os.execve(sys.executable, [sys.executable, __file__, *argv], {**os.environ, **AVX2_ENV})
     print(f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} torch threads, "
           f"python {platform.python_version()}, torch {torch.__version__}, numpy {numpy.__version__}, "
           f"{time.strftime('%Y-%m-%d')}, cpu flags: {_cpu_flags()}")
+    if args.isa == "avx2":
+        print("limited to AVX2+FMA for cnnlab and its peers: " + " ".join(f"{k}={v}" for k, v in AVX2_ENV.items())
+              + f" (ATen capability now {torch.backends.cpu.get_cpu_capability()})")
     if not args.names:
         from targets import targets_table
 

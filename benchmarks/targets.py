@@ -87,13 +87,14 @@ def targets_table(load, *, quick: bool = False, cifar94: bool = False, keras_pyt
     # at the start of a run and 940-960 in three runs just after).
     again = load("floor").measure_rates(1 if quick else 5, quick)
     measured = {k: max(v, again[k]) for k, v in floor["rates"].items()}
-    best = max(measured["conv bf16"], measured["mm bf16"])
+    precision = floor.get("precision", "bf16")
+    best = max(measured[f"conv {precision}"], measured[f"mm {precision}"])
     rows = [(*row[:-1], row[-1](best) if callable(row[-1]) else row[-1]) for row in rows]
     rates = ", ".join(f"{k} {floor['rates'][k] / 1e9:.0f} then {again[k] / 1e9:.0f}" for k in floor["rates"])
     print(f"\n=== issue 18: CPU targets{' (QUICK: tiny runs, not measurements)' if quick else ''} ===")
-    print(f"measured rates at the start, then the end, GFLOP/s: {rates}; floors use the best bf16 rate, "
+    print(f"measured rates at the start, then the end, GFLOP/s: {rates}; floors use the best {precision} rate, "
           f"{best / 1e9:.0f} GFLOP/s")
-    head = ("measure", "cnnlab", "peer", "target", "verdict", "bf16 floor here")
+    head = ("measure", "cnnlab", "peer", "target", "verdict", f"{precision} floor here")
     widths = [max(len(str(r[i])) for r in [head, *rows]) for i in range(len(head))]
     for row in [head, *rows]:
         print("  ".join(str(cell).ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())

@@ -48,7 +48,7 @@ def test_profile_wall_split_times_a_real_training_step():
     assert all(split[k] > 0 for k in ("forward", "backward", "optimizer"))
     # the training view's layers: conv + pool as one (and the ReLU with them where cnnlab's
     # native kernels are built), flatten + linear as one; each layer's forward is inside the whole
-    from cnnlab.train import native
+    from cnnlab.fast import native
     want = (["0:PooledConv", "1:ChannelsLastLinear"] if native.library() is not None
             else ["0:PooledConv", "1:ReLU", "2:ChannelsLastLinear"])
     assert [name for name, _ in split["layers"]] == want

@@ -162,8 +162,8 @@ def test_unexportable_layer_is_named_in_one_line(tmp_path, fmt):
 
 
 def test_winograd_layer_cannot_be_exported(tmp_path):
+    from cnnlab.fast.winograd import winograd_inference
     from cnnlab.models import build
-    from cnnlab.models.winograd import winograd_inference
 
     model = winograd_inference(build("mnist-cnn"), min_in_channels=1, min_out_channels=1)
     with pytest.raises(CnnlabError, match=r"^cannot export layer 0 \(WinogradConv2d\) to pt2: "):

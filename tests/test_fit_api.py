@@ -143,7 +143,7 @@ def test_fit_leaves_process_wide_malloc_settings_alone():
     import subprocess
     import sys
 
-    code = ("import torch; from torch import nn; from cnnlab.train import memory; from cnnlab.train.loop import fit; "
+    code = ("import torch; from torch import nn; from cnnlab.fast import memory; from cnnlab.train.loop import fit; "
             "fit(nn.Sequential(nn.Flatten(), nn.Linear(4, 2)), torch.rand(8, 1, 2, 2), torch.zeros(8).long(), "
             "epochs=1, verbose=0, device='cpu'); print(memory._state)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout

@@ -1,4 +1,4 @@
-"""Imports point one way: cli/lab -> report -> insight -> train -> models/data -> scratch.
+"""Imports point one way: cli/lab -> report -> insight -> train -> models -> fast -> data -> scratch.
 
 Every module under src/cnnlab is parsed with ``ast`` (nothing is imported, so this is fast
 and sees imports inside functions and under ``if TYPE_CHECKING`` too: a lazy import is
@@ -6,7 +6,11 @@ still a dependency). The rule, per layer (the second part of the module name):
 
 - scratch: the "from scratch" half, readable knowing only NumPy: from cnnlab only
   ``cnnlab.errors`` and ``cnnlab.files`` (and itself), and never torch;
-- data, models: nothing from train, insight, report, lab, cli, export;
+- data: nothing from fast, models, train, insight, report, lab, cli, export;
+- fast (the fast paths, beside and below the plain path): nothing from models, train, insight,
+  report, lab, cli, export; and nothing outside ``cnnlab.fast`` imports its modules, only the
+  package itself, whose functions are the one switch point (``cnnlab.fast.training_model``...);
+- models: nothing from train, insight, report, lab, cli, export;
 - train: nothing from insight, report, lab, cli, export;
 - insight: nothing from report, lab, cli, export;
 - report: renders, computes nothing: no torch, nothing from train, lab, cli, export, and
@@ -14,7 +18,7 @@ still a dependency). The rule, per layer (the second part of the module name):
   names, not ``collect_results``) and the NumPy helpers named in ``REPORT_MAY_USE``;
 - only cli, lab, demo, reporting (and ``__main__``) import cli or lab.
 
-Top-level helpers (errors, files, text, extras, precision, _moved) sit below everything and import no
+Top-level helpers (errors, files, text, extras, cpu, precision, _moved) sit below everything and import no
 layer; demo.py and reporting.py sit beside cli (they glue insight to report for it).
 """
 
@@ -30,11 +34,12 @@ import pytest
 SRC = Path(__file__).resolve().parents[1] / "src"
 PKG = SRC / "cnnlab"
 
-LAYERS = ("scratch", "data", "models", "train", "insight", "report", "lab", "export", "cli")
-HELPERS = {"errors", "files", "text", "extras", "precision", "_moved"}
+LAYERS = ("scratch", "data", "fast", "models", "train", "insight", "report", "lab", "export", "cli")
+HELPERS = {"errors", "files", "text", "extras", "cpu", "precision", "_moved"}
 
 FORBIDDEN = {
-    "data": {"train", "insight", "report", "lab", "cli", "export"},
+    "data": {"fast", "models", "train", "insight", "report", "lab", "cli", "export"},
+    "fast": {"models", "train", "insight", "report", "lab", "cli", "export"},
     "models": {"train", "insight", "report", "lab", "cli", "export"},
     "train": {"insight", "report", "lab", "cli", "export"},
     "insight": {"report", "lab", "cli", "export"},
@@ -107,6 +112,8 @@ def _violation(importer: str, target: str, name: str | None) -> str | None:
         return "report renders and computes nothing: no torch"
     if mine in HELPERS and theirs in LAYERS:
         return f"cnnlab.{mine} is a helper below every layer"
+    if theirs == "fast" and mine != "fast" and target != "cnnlab.fast":
+        return "outside cnnlab.fast, only the package itself (the switch point) is imported, not its modules"
     if theirs in {"cli", "lab"} and mine not in MAY_IMPORT_CLI_OR_LAB and mine != theirs:
         return "only cli, lab, demo and reporting import cli or lab"
     if theirs in FORBIDDEN.get(mine, ()):
@@ -145,7 +152,7 @@ def test_every_listed_exception_is_still_needed():
     ("cnnlab.scratch.conv", "torch", None, "never imports torch"),
     ("cnnlab.scratch.images", "cnnlab.text", None, "only cnnlab.errors"),
     ("cnnlab.scratch.images", "cnnlab.files", None, None),
-    ("cnnlab.models.pretrained", "cnnlab.train.memory", None, "models may not import train"),
+    ("cnnlab.models.pretrained", "cnnlab.train.runs", None, "models may not import train"),
     ("cnnlab.insight.embedding", "cnnlab.train.runs", None, None),
     ("cnnlab.report.html", "cnnlab.insight.results", "Results", None),
     ("cnnlab.report.html", "cnnlab.insight.results", "collect_results", "plain result types"),
@@ -154,6 +161,11 @@ def test_every_listed_exception_is_still_needed():
     ("cnnlab.insight.evaluate", "cnnlab.cli.options", None, "only cli, lab"),
     ("cnnlab.demo", "cnnlab.cli.options", None, None),
     ("cnnlab.files", "cnnlab.train.runs", None, "helper below every layer"),
+    ("cnnlab.train.session", "cnnlab.fast.view", None, "only the package itself"),
+    ("cnnlab.train.session", "cnnlab.fast", "training_model", None),
+    ("cnnlab.fast.view", "cnnlab.fast.native", None, None),
+    ("cnnlab.fast.graph", "cnnlab.train.step", None, "fast may not import train"),
+    ("cnnlab.data.stream", "cnnlab.fast", None, "data may not import fast"),
 ])
 def test_the_rule_itself(importer, target, name, expected):
     # The checker must catch what it claims to (a checker that never fires passes every tree).

@@ -121,9 +121,11 @@ def test_load_says_where_the_data_came_from_and_whether_the_cache_answered(good,
 
 
 def test_cuda_graph_fallback_is_a_logged_warning_not_a_python_warning(monkeypatch, caplog):
-    monkeypatch.setattr(session.GraphStep, "capture", classmethod(lambda cls, step, batch: (None, "a host read")))
+    from cnnlab.fast.graph import GraphStep
+
+    monkeypatch.setattr(GraphStep, "capture", classmethod(lambda cls, step, batch: (None, "a host read")))
     fake = SimpleNamespace(cfg=TrainConfig(batch_size=4, epochs=1), device=torch.device("cuda"), feed=None,
-                           phases=None, start_epoch=0, step=SimpleNamespace(x=torch.zeros(8)))
+                           phases=None, start_epoch=0, step=SimpleNamespace(x=torch.zeros(8), model=torch.nn.Linear(1, 1)))
     with caplog.at_level(logging.WARNING, logger="cnnlab"):
         session.Session.maybe_graph(fake)  # pytest's filterwarnings=error would turn a warnings.warn into a failure
     (record,) = caplog.records

@@ -1,4 +1,4 @@
-"""cnnlab.train.memory: freed activations stay in the process, so a training step costs no page faults."""
+"""cnnlab.fast.memory: freed activations stay in the process, so a training step costs no page faults."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from cnnlab.train.memory import keep_freed_memory
+from cnnlab.fast.memory import keep_freed_memory
 
 # A convolution whose output (51 MB) is above glibc's largest dynamic mmap threshold (32 MiB),
 # in a fresh process (malloc settings are per process): prints whether the setting took
@@ -17,7 +17,7 @@ from cnnlab.train.memory import keep_freed_memory
 STEP = """
 import resource, torch
 from torch import nn
-from cnnlab.train.memory import keep_freed_memory
+from cnnlab.fast.memory import keep_freed_memory
 print(keep_freed_memory())
 torch.manual_seed(0)
 conv = nn.Conv2d(3, 64, 3, padding=1)

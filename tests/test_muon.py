@@ -7,7 +7,7 @@ from torch import nn
 
 from cnnlab.errors import CnnlabError
 from cnnlab.models import build
-from cnnlab.models.fast import Whiten, cifar_94
+from cnnlab.models.speedrun import Whiten, cifar_94
 from cnnlab.train.config import RECIPES, with_overrides
 from cnnlab.train.loop import fit
 from cnnlab.train.muon import BIAS_RATIO, HEAD_RATIO, Muon, muon_groups, orthogonalize

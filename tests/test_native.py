@@ -1,4 +1,4 @@
-"""cnnlab's hand-written CPU kernels (cnnlab.train.native) against PyTorch's layers.
+"""cnnlab's hand-written CPU kernels (cnnlab.fast.native) against PyTorch's layers.
 
 On small integers every sum is exact in float32 and in bf16, so the kernels must agree with
 PyTorch bit for bit: values, which position of each window gets the gradient (the first
@@ -16,8 +16,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from cnnlab.train import native
-from cnnlab.train.view import FusedPool, PooledConv, training_view
+from cnnlab.fast import native
+from cnnlab.fast.view import FusedPool, PooledConv, training_view
 
 CL = torch.channels_last
 HAS_COMPILER = bool(os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc"))
@@ -163,7 +163,7 @@ def test_hand_built_fused_pool_refuses_a_pool_it_would_compute_wrongly():
 
 
 def _status_in(tmp_path, **env) -> str:
-    code = ("from cnnlab.train import native, view; import torch; from torch import nn\n"
+    code = ("from cnnlab.fast import native, view; import torch; from torch import nn\n"
             "print(native.status())\n"
             "torch.manual_seed(0)\n"
             "m = nn.Sequential(nn.Conv2d(1, 16, 3), nn.MaxPool2d(2), nn.ReLU())\n"

@@ -16,10 +16,10 @@ from matplotlib.figure import Figure
 from PIL import Image
 
 from cnnlab.errors import CnnlabError
+from cnnlab.fast.winograd import winograd_inference
 from cnnlab.models import count_params, pretrained
 from cnnlab.models.squeezenet import squeezenet1_1
 from cnnlab.models.vgg import vgg16
-from cnnlab.models.winograd import winograd_inference
 
 CLOTHING = {"military_uniform", "suit", "Windsor_tie", "bow_tie", "academic_gown", "mortarboard", "jersey",
             "lab_coat", "trench_coat", "cardigan", "pajama", "sweatshirt", "bulletproof_vest", "cloak"}

@@ -155,7 +155,8 @@ def test_precision_option_is_checked_and_bf16_trains_on_the_cpu():
 
 
 def test_a_graph_step_refuses_cpu_data_and_bad_batches():
-    from cnnlab.train.step import EagerStep, GraphStep
+    from cnnlab.fast.graph import GraphStep
+    from cnnlab.train.step import EagerStep
 
     x, y = data(8)
     model = tiny_net()
@@ -165,3 +166,28 @@ def test_a_graph_step_refuses_cpu_data_and_bad_batches():
         GraphStep(step, 9)
     with pytest.raises(CnnlabError, match="need the data on a CUDA device, got cpu"):
         GraphStep(step, 4)
+
+
+@pytest.mark.parametrize("typed", ["fp32", "bf16"])
+def test_the_test_metrics_are_evaluated_in_the_precision_asked_for(tmp_path, monkeypatch, typed):
+    # One evaluation path: the run's test metrics go through what validation uses, so
+    # `--precision fp32` evaluates in fp32 even where auto would pick bf16 (it did not before).
+    from conftest import _shapes_images
+
+    import cnnlab.train.validation as validation
+    from cnnlab.train.experiment import RunConfig, train_run
+
+    monkeypatch.setenv("CNNLAB_CPU_BF16", "1")
+    seen = []
+    real = validation.autocast
+
+    def spy(device, precision="auto", **kw):
+        seen.append(precision)
+        return real(device, precision, **kw)
+
+    monkeypatch.setattr(validation, "autocast", spy)
+    data = _shapes_images(tmp_path / "shapes")
+    cfg = RunConfig(data=f"folder:{data}", model="conv4k3-relu,flatten,dense3",
+                    train=TrainConfig(epochs=1, batch_size=8, verbose=0, device="cpu", precision=typed))
+    train_run(cfg, tmp_path / "run", download=False)
+    assert len(seen) >= 2 and set(seen) == {typed}  # validation after the epoch, then the test metrics

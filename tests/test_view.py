@@ -8,9 +8,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from cnnlab.errors import CnnlabError
+from cnnlab.fast import native
+from cnnlab.fast.view import ChannelsLastLinear, PooledConv, _FirstMaxOf4, training_view
 from cnnlab.models import build
-from cnnlab.train import native
-from cnnlab.train.view import ChannelsLastLinear, PooledConv, _FirstMaxOf4, training_view
 
 CL = torch.channels_last
 
@@ -155,7 +155,7 @@ def test_mnist_cnn_view_trains_as_the_model_does():
 
 
 def test_fit_trains_through_the_view_as_through_the_plain_layers(monkeypatch):
-    from cnnlab.train import view
+    from cnnlab.fast import view
     from cnnlab.train.loop import fit
 
     g = torch.Generator().manual_seed(0)
@@ -168,7 +168,7 @@ def test_fit_trains_through_the_view_as_through_the_plain_layers(monkeypatch):
         return [e["loss"] for e in history.epochs]
 
     fast = losses()
-    monkeypatch.setattr(view.PooledConv, "applies", staticmethod(lambda conv, pool: False))
+    monkeypatch.setattr(view.PooledConv, "applies", staticmethod(lambda conv, pool, **kw: False))
     monkeypatch.setattr(view, "_is_flatten", lambda m: False)
     monkeypatch.setattr(native, "library", lambda: None)
     assert [type(m).__name__ for m in view.training_view(build("mnist-cnn"))][:3] == ["Conv2d", "MaxPool2d", "ReLU"]

@@ -7,9 +7,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-import cnnlab.models.winograd as winograd
+import cnnlab.fast.winograd as winograd
 from cnnlab.errors import CnnlabError
-from cnnlab.models.winograd import WinogradConv2d, transform_filters, winograd_inference
+from cnnlab.fast.winograd import WinogradConv2d, transform_filters, winograd_inference
 
 
 def rel_err(out: torch.Tensor, ref: torch.Tensor) -> float:

@@ -7,11 +7,9 @@ CUDA and on CPUs that compute bf16 natively, fp32 elsewhere.
 
 from __future__ import annotations
 
-import functools
-import os
-
 import torch
 
+from cnnlab import cpu
 from cnnlab.errors import CnnlabError
 
 PRECISIONS = ("auto", "fp32", "bf16")
@@ -22,28 +20,19 @@ def cpu_has_native_bf16() -> bool:
 
     oneDNN's own check (``torch.ops.mkldnn._is_mkldnn_bf16_supported``) also says yes on
     plain AVX-512, where bf16 is emulated and slower than fp32; the instruction-set flags
-    in /proc/cpuinfo are what tell the two apart (measured: oneDNN convolutions run ~2x
-    faster in bf16 than fp32 with ``avx512_bf16``). ``CNNLAB_CPU_BF16=0|1`` overrides.
+    are what tell the two apart (``cnnlab.cpu``: /proc/cpuinfo, or ``CNNLAB_CPU_FEATURES``).
+    ``CNNLAB_CPU_BF16=0|1`` overrides.
     """
-    forced = os.environ.get("CNNLAB_CPU_BF16")
-    if forced in ("0", "1"):
-        return forced == "1"
-    return _cpuinfo_has_bf16()
+    return cpu.native_bf16()
 
 
-@functools.cache
-def _cpuinfo_has_bf16() -> bool:
-    # Read once per process: autocast asks on every training step, and reading
-    # /proc/cpuinfo each time cost ~0.2 ms a step (2% of an mnist-fast step on 2 cores).
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
-            for line in f:
-                if line.startswith("flags"):
-                    flags = set(line.split(":", 1)[1].split())
-                    return bool(flags & {"avx512_bf16", "amx_bf16"})
-    except OSError:
-        pass
-    return False
+def bf16_note(precision: str, device: torch.device | str) -> str | None:
+    """A warning for an explicit bf16 on a CPU without native bf16, else None: it runs, through
+    plain autocast, but emulated (measured 50-100x slower than fp32 on an AVX2 CPU)."""
+    if precision == "bf16" and torch.device(device).type == "cpu" and not cpu.native_bf16():
+        return (f"bf16 is emulated on this CPU (it has no {cpu.missing_for_bf16()}): expect it many times slower "
+                "than fp32; --precision auto picks fp32 here")
+    return None
 
 
 def resolve_precision(precision: str, device: torch.device | str) -> str:

@@ -14,9 +14,9 @@ import logging
 import os
 import sys
 
+from cnnlab import fast
 from cnnlab.errors import CnnlabError
 from cnnlab.text import printable_streams
-from cnnlab.train.memory import keep_freed_memory
 
 # Each command and the module that registers it, in the order `cnnlab --help` lists them.
 COMMANDS = {
@@ -38,6 +38,7 @@ COMMANDS = {
     "embed": "embed",
     "lab": "lab",
     "export": "export",
+    "doctor": "doctor",
 }
 
 
@@ -121,7 +122,8 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
-    keep_freed_memory()  # every command's tensors: no page faults on each reallocation (cnnlab.train.memory)
+    # Every command's tensors: no page faults on each reallocation (a fast path: cnnlab.fast.memory).
+    fast.keep_freed_memory(getattr(args, "fast", "auto"))
     try:
         with _library_warnings(args.command):
             return int(args.func(args) or 0)

@@ -37,18 +37,26 @@ def register(sub) -> None:
     options.deprecated(p, "--no-progress", "--quiet", dest="verbosity", const=options.QUIET)
     options.add_offline(p)
     options.add_device(p)
+    options.add_fast(p)
     p.set_defaults(func=run)
 
 
 def run(args) -> int:
     # classify() reads every photo before it loads (or downloads) the network, so a bad
     # photo fails fast.
+    import sys
+
+    from cnnlab.precision import bf16_note
     from cnnlab.train.device import resolve_device
 
     model, device = args.model or _architecture(args.weights), resolve_device(args.device)
+    warning = bf16_note(args.precision, device)
+    if warning:
+        print(f"cnnlab classify: warning: {warning}", file=sys.stderr)
     results = classify(args.photos, model=model, weights=args.weights, top=args.top,
                        style="caffe" if args.caffe else "torchvision", progress=args.verbosity > options.QUIET,
-                       winograd=args.winograd, download=not args.offline, device=device, precision=args.precision)
+                       winograd=args.winograd, download=not args.offline, device=device, precision=args.precision,
+                       fast=args.fast)
     if args.verbosity == options.VERBOSE:
         print(f"{model} with {args.weights or 'the official weights'} on {device}, "
               f"precision {inference_precision(model, args.precision, device)}")

@@ -76,6 +76,13 @@ def add_device(p: argparse.ArgumentParser, *, default: str | None = "auto") -> N
                    help=f"auto (CUDA when present), cpu, cuda, cuda:1 (default {default or 'auto'})")
 
 
+def add_fast(p: argparse.ArgumentParser) -> None:
+    """``--fast auto|off``, as ``cnnlab train`` has it (cnnlab.fast; CNNLAB_FAST=0 also turns them off)."""
+    p.add_argument("--fast", choices=("auto", "off"), default="auto",
+                   help="auto (default): cnnlab's fast paths where they apply and prove themselves on this machine; "
+                        "off: plain PyTorch layers only (`cnnlab doctor` lists them)")
+
+
 # Numeric options for which 0 means something (none, no momentum, a free port, ...); every
 # other one counts or sizes something and must be at least 1. No option takes a negative
 # number, NaN or infinity.

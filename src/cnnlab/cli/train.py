@@ -148,6 +148,7 @@ def _scaled_lr(cfg, b0: int) -> float:
 
 
 def run(args: argparse.Namespace) -> int:
+    from cnnlab.precision import bf16_note
     from cnnlab.train import distributed as dist
     from cnnlab.train.config import with_overrides
     from cnnlab.train.config_file import to_toml
@@ -182,6 +183,9 @@ def run(args: argparse.Namespace) -> int:
             if main and cfg.train.verbose:
                 print(f"training {cfg.model} on {cfg.data}: device {where}, precision {cfg.train.precision}"
                       + (" (auto)" if args.precision in (None, "auto") else ""))
+            warning = bf16_note(cfg.train.precision, where)
+            if main and warning:
+                print(f"cnnlab train: warning: {warning}", file=sys.stderr)
             out = args.out or _default_out(cfg)
             path, history = train_run(cfg, out, overwrite=args.overwrite, download=not args.offline,
                                       tensorboard=args.tensorboard, batch_from_steps=from_steps,

@@ -17,12 +17,12 @@ from torch import nn
 
 from cnnlab.errors import CnnlabError
 from cnnlab.models.check import as_input_shape, as_num_classes, probe_output_shape
-from cnnlab.models.fast import FAST_MODELS
 from cnnlab.models.init import INITS, check_init, initialize
 from cnnlab.models.mobilenet import mobilenet_v3_small
 from cnnlab.models.resnet import resnet18
 from cnnlab.models.seed import SEED_MODELS
 from cnnlab.models.spec import DEFAULT_INPUT_SHAPE, build_spec, parse_spec
+from cnnlab.models.speedrun import FAST_MODELS
 from cnnlab.models.squeezenet import squeezenet1_1
 from cnnlab.models.vgg import vgg16
 

@@ -31,13 +31,12 @@ from PIL import Image
 from torch import nn
 from tqdm.auto import tqdm
 
+from cnnlab import fast as fast_paths
 from cnnlab import files
 from cnnlab.errors import CnnlabError
 from cnnlab.models import MODELS
-from cnnlab.models.fused import for_inference
 from cnnlab.models.squeezenet import SqueezeNet
 from cnnlab.models.weights import check_state_dict
-from cnnlab.models.winograd import winograd_inference
 from cnnlab.precision import autocast, resolve_precision
 
 URLS = {
@@ -176,16 +175,16 @@ def _load_safetensors(path: Path) -> dict[str, torch.Tensor]:
 
 
 def load_pretrained(name: str = "squeezenet1_1", *, weights=None, progress: bool = True,
-                    winograd: bool = False, download: bool = True) -> nn.Module:
+                    winograd: bool = False, download: bool = True, fast: str = "auto") -> nn.Module:
     """The ImageNet network ``name`` (one of ``URLS``) with its weights, in eval mode.
 
     ``weights``: a state-dict file keyed like torchvision; None downloads torchvision's
     official file on first use (see ``download_weights``). The model is built on the meta
     device and takes the loaded tensors as they are (no random init of 138 M parameters).
     ``winograd``: compute the wide 3×3 convolutions with Winograd F(4×4, 3×3) for faster
-    CPU inference (``cnnlab.models.winograd``; VGG-16 about 1.3–1.4× faster on 2 cores); the
+    CPU inference (``cnnlab.fast.winograd``, a fast path: ``fast="off"`` leaves it out); the
     model's state-dict keys then differ from torchvision's. Process-wide malloc tuning is
-    the caller's choice (``cnnlab.train.memory.keep_freed_memory``; the CLI applies it).
+    the caller's choice (``cnnlab.fast.keep_freed_memory``; the CLI applies it).
     """
     if name not in URLS:
         raise CnnlabError(f"no pretrained network {name!r}; choose one of {', '.join(URLS)}")
@@ -197,7 +196,7 @@ def load_pretrained(name: str = "squeezenet1_1", *, weights=None, progress: bool
                      fix=f"pass {name} weights (torchvision keys) or pick the matching --model")
     state = {k: v.float() if v.is_floating_point() else v for k, v in state.items()}
     model.load_state_dict(state, assign=True)
-    return winograd_inference(model, inplace=True) if winograd else model.eval()
+    return fast_paths.winograd_model(model, fast) if winograd else model.eval()
 
 
 # ----------------------------------------------------------------------- preprocessing
@@ -269,7 +268,7 @@ def inference_precision(model, precision: str = "auto", device: torch.device | s
 def classify(images_or_paths, *, model="squeezenet1_1", weights=None, top: int = 5,
              style: str = "torchvision", batch_size: int = 8, progress: bool = True, winograd: bool = False,
              download: bool = True, device: torch.device | str | None = None,
-             precision: str = "auto") -> list[list[tuple[int, str, float]]]:
+             precision: str = "auto", fast: str = "auto") -> list[list[tuple[int, str, float]]]:
     """Top-``top`` ImageNet classes for each photo: a list (one per photo) of lists of
     ``(class_index, name, probability)``, probabilities from a softmax over the 1,000 scores.
 
@@ -280,26 +279,30 @@ def classify(images_or_paths, *, model="squeezenet1_1", weights=None, top: int =
     ``download=False``: never download weights. ``device``: where the network runs (default: where it is).
     ``precision``: "auto" (bf16 autocast where the hardware computes bf16 natively, except the
     networks pinned to fp32 in ``FP32_UNDER_AUTO``; see ``inference_precision``), "fp32" or "bf16".
+    ``fast``: "auto" arranges a network loaded by name for inference (``cnnlab.fast``), "off" runs
+    it as plain PyTorch layers.
     """
     if isinstance(top, bool) or not isinstance(top, int) or not 1 <= top <= 1000:
         raise CnnlabError(f"top {top!r} is not an int in 1..1000; use e.g. 5")
-    resolve_precision(precision, "cpu")  # a bad precision fails before any photo is read
+    resolve_precision(precision, "cpu")  # a bad precision or fast setting fails before any photo is read
+    fast_paths.enabled(fast)
     if isinstance(images_or_paths, (str, os.PathLike, Image.Image, np.ndarray)):
         images_or_paths = [images_or_paths]
     if not isinstance(images_or_paths, Sequence) or not images_or_paths:
         raise CnnlabError(f"images_or_paths {images_or_paths!r} is empty or not a list of photos")
     x = torch.stack([preprocess(im, style=style) for im in images_or_paths])  # (N, 3, 224, 224)
     net = model if isinstance(model, nn.Module) else load_pretrained(model, weights=weights, progress=progress,
-                                                                     winograd=winograd, download=download)
+                                                                     winograd=winograd, download=download,
+                                                                     fast=fast)
     if device is not None:
         net = net.to(device)
     where = next(net.parameters(), torch.empty(0)).device
     chosen = inference_precision(model, precision, where)
     if not isinstance(model, nn.Module):
-        # classify's own network, arranged as for any repeated inference (cnnlab.models.fused:
+        # classify's own network, arranged as for any repeated inference (cnnlab.fast.fused:
         # conv + ReLU as one call, bf16 weights cast once; autocast's results). A network passed
-        # in is left as it is: call for_inference on it to keep it arranged.
-        net = for_inference(net, chosen, where)
+        # in is left as it is: call cnnlab.fast.inference_model on it to keep it arranged.
+        net = fast_paths.inference_model(net, chosen, where, fast)
     with torch.inference_mode(), autocast(where, chosen):
         logits = torch.cat([net(chunk.to(where)) for chunk in x.split(batch_size)]).cpu()  # (N, 1000)
     if logits.ndim != 2 or logits.shape[1] != 1000:

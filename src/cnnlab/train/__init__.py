@@ -2,7 +2,7 @@
 directory (checkpoints, resume), torchrun, and where it runs (device, memory).
 
 ``from cnnlab.train import fit, TrainConfig`` keeps working as before the package split. The
-names load lazily, so ``cnnlab.train.memory`` (used by every command) does not import torch.
+names load lazily, so ``cnnlab.fast.memory`` (used by every command) does not import torch.
 """
 
 import importlib

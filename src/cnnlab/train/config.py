@@ -27,6 +27,7 @@ from dataclasses import asdict, dataclass, field
 
 from cnnlab.data.transforms import Augment
 from cnnlab.errors import CnnlabError
+from cnnlab.fast import SETTINGS as FAST_SETTINGS
 from cnnlab.precision import PRECISIONS
 from cnnlab.train.optim import DEFAULT_LR, SCHEDULES
 
@@ -97,6 +98,11 @@ class Runtime:
     # records what auto resolved to in config.json (cnnlab.precision.resolve_precision).
     precision: str = setting("auto", "auto: bf16 mixed precision on CUDA and on CPUs with native bf16 "
                              "(avx512_bf16/AMX), else fp32", choices=PRECISIONS)
+    # cnnlab.fast: the training view, native CPU kernels, CUDA graphs, malloc tuning. Each
+    # proves itself on this machine and steps aside for a model it would bypass (hooks,
+    # parametrizations, pruning); "off" trains the plain PyTorch layers only.
+    fast: str = setting("auto", "auto: cnnlab's fast paths where they apply and prove themselves here "
+                        "(CNNLAB_FAST=0 also turns them off); off: plain PyTorch only", choices=FAST_SETTINGS)
     # Record the training step once as a CUDA graph and replay it per batch (one process,
     # no compile); falls back to op by op if it cannot be recorded.
     cuda_graphs: bool = setting(True, "on CUDA, replay each training step as a CUDA graph")

@@ -12,13 +12,15 @@ from pathlib import Path
 
 import torch
 
-from cnnlab import files
+from cnnlab import fast, files
 from cnnlab.errors import CnnlabError
 from cnnlab.train import distributed as dist
 from cnnlab.train import runlock, runs
 from cnnlab.train.config import RunConfig, TrainConfig, resume_config, settings, with_overrides
-from cnnlab.train.loop import History, evaluate_loss_accuracy, fit
+from cnnlab.train.device import resolve_device
+from cnnlab.train.loop import History, fit
 from cnnlab.train.program import PROGRAM, export_program, save_program
+from cnnlab.train.session import evaluate
 
 
 def keras_batch_size(n: int, steps: int) -> int:
@@ -84,7 +86,12 @@ def _prepare(cfg: RunConfig, download: bool, batch_from_steps: bool = False, not
         "streamed": not hasattr(data.train, "images"), "stream": cfg.stream, "max_memory": cfg.max_memory,
         "skip_bad": cfg.skip_bad, "workers": cfg.workers,
         "world_size": dist.world_size(), "train": cfg.train.to_dict(),
+        # Which fast paths this run takes and why the others not (cnnlab.fast.status).
+        "fast_paths": fast.status(resolve_device(cfg.train.device), cfg.train.fast, model,
+                                  cuda_graphs=cfg.train.cuda_graphs),
     }
+    if notify is not None and cfg.train.verbose:
+        notify("fast paths: " + fast.summary(meta["fast_paths"]))
     for part in (data.train, data.val, data.test):  # streams normalise on the device, batched
         if part is not None and not hasattr(part, "images"):
             part.mean, part.std = mean, std
@@ -129,8 +136,9 @@ def _train(data, model, meta: dict, cfg: TrainConfig, out: Path, resume: dict | 
     history = fit(model, x, data.train.labels, config=cfg, validation=val,
                   callbacks=[runs.checkpointer(out)], resume=resume, tensorboard=log, head=head)
     device = next(model.parameters()).device
-    loss, acc = evaluate_loss_accuracy(model, x_test.to(device), torch.as_tensor(data.test.labels).to(device),
-                                       batch_size=cfg.eval_batch_size, flip=cfg.eval_flip, shift=cfg.eval_shift)
+    # The test metrics go through the one evaluation path fit's validation takes (its precision,
+    # test-time views and fast setting), not a second call that could drift from it.
+    loss, acc = evaluate(model, (x_test.to(device), torch.as_tensor(data.test.labels).to(device)), cfg)
     if dist.is_main():
         runs.save_metrics(out, {"test_loss": loss, "test_accuracy": acc, "epochs": len(history),
                                 "seconds": sum(e["seconds"] for e in history.epochs)})
@@ -140,7 +148,6 @@ def _train(data, model, meta: dict, cfg: TrainConfig, out: Path, resume: dict | 
 
 def _train_streamed(data, model, meta: dict, cfg: TrainConfig, out: Path, resume: dict | None) -> History:
     from cnnlab.train.feed import LoaderFeed
-    from cnnlab.train.session import evaluate
 
     head = None
     if meta.get("pretrained"):

@@ -32,14 +32,12 @@ from cnnlab.train.device import resolve_device
 from cnnlab.train.feed import is_loader_data
 from cnnlab.train.history import EpochEnd, History, TrainingError, track_best
 from cnnlab.train.validation import evaluate_loss_accuracy
-from cnnlab.train.view import training_view
 
 # Each epoch's line, for a caller who keeps logs rather than a console (verbose decides the console).
 log = logging.getLogger(__name__)
 
 # Importable from here as before the split: the loop's vocabulary lives in its own modules.
-__all__ = ["EpochEnd", "History", "TrainConfig", "TrainingError", "as_inputs", "evaluate_loss_accuracy", "fit",
-           "training_view"]
+__all__ = ["EpochEnd", "History", "TrainConfig", "TrainingError", "as_inputs", "evaluate_loss_accuracy", "fit"]
 
 
 def fit(
@@ -82,7 +80,7 @@ def fit(
     ``channels_last`` memory format (same values, faster convolutions; not on a CPU for
     networks with depthwise convolutions, see ``memory_format``); nothing else about it
     changes. Process-wide settings are left alone: the CLI, not fit, applies the malloc
-    tuning of ``cnnlab.train.memory`` (call ``keep_freed_memory()`` yourself for it).
+    tuning of ``cnnlab.fast.memory`` (call ``keep_freed_memory()`` yourself for it).
     ``tensorboard``: a folder (or a ``cnnlab.export.tensorboard.TensorBoardLog``) to write
     TensorBoard logs into.
 

@@ -11,8 +11,9 @@ import math
 import torch
 from torch import nn
 
+from cnnlab import fast
 from cnnlab.errors import CnnlabError
-from cnnlab.precision import autocast
+from cnnlab.precision import autocast, bf16_note
 from cnnlab.train import distributed as dist
 from cnnlab.train.batches import Batches, as_inputs
 from cnnlab.train.config import TrainConfig, with_overrides
@@ -21,9 +22,8 @@ from cnnlab.train.finetune import Phases
 from cnnlab.train.history import History, rescore
 from cnnlab.train.optim import lr_factor, make_optimizer
 from cnnlab.train.state import restore, snapshot
-from cnnlab.train.step import EagerStep, GraphStep
+from cnnlab.train.step import EagerStep
 from cnnlab.train.validation import evaluate_loss_accuracy
-from cnnlab.train.view import training_view
 
 # A fallback the caller may want to see (or silence): logging.getLogger("cnnlab").
 log = logging.getLogger(__name__)
@@ -70,14 +70,14 @@ def validation_data(val, cfg: TrainConfig, device: torch.device, fmt: torch.memo
     return x.contiguous(memory_format=fmt), y
 
 
-# How many training images a layer that asks to be adapted (cnnlab.models.fast.Whiten) is
+# How many training images a layer that asks to be adapted (cnnlab.models.speedrun.Whiten) is
 # fitted to at the start of a new run: airbench's 5,000 estimate a 12x12 patch covariance well.
 ADAPT_IMAGES = 5000
 
 
 def adapt_layers(model: nn.Module, data) -> None:
     """Fit every layer that asks for it (``adapt_before_fit = True`` and an ``adapt(images)``
-    method, as Keras adapts preprocessing layers: cnnlab.models.fast.Whiten) to the first
+    method, as Keras adapts preprocessing layers: cnnlab.models.speedrun.Whiten) to the first
     ADAPT_IMAGES training images, each seeing what reaches it: the layers before it run on
     the images first. Only for tensors; a Dataset or DataLoader's model is adapted by the
     caller (``layer.adapt(images)``) and a warning says so."""
@@ -129,7 +129,12 @@ class Session:
 
     def __init__(self, model: nn.Module, cfg: TrainConfig, device: torch.device, data, phases) -> None:
         self.model, self.cfg, self.device, self.phases = model, cfg, device, phases
-        self.run_model = _wrap(training_view(model), cfg, device)
+        warning = bf16_note(cfg.precision, device)
+        if warning:
+            log.warning(warning)
+        if log.isEnabledFor(logging.INFO):
+            log.info("fast paths: %s", fast.summary(fast.status(device, cfg.fast, model, cuda_graphs=cfg.cuda_graphs)))
+        self.run_model = _wrap(fast.training_model(model, device, cfg.fast), cfg, device)
         params = phases.param_groups(cfg.optimizer, cfg.lr) if phases else model.parameters()
         lr = None if phases else cfg.lr
         self.opt = make_optimizer(cfg.optimizer, params, lr=lr, momentum=cfg.momentum, nesterov=cfg.nesterov,
@@ -164,14 +169,15 @@ class Session:
 
     def begin_epoch(self, epoch: int) -> None:
         if self.phases is not None and self.phases.begin_epoch(epoch) and dist.world_size() > 1:
-            self.run_model = self.step.model = _wrap(training_view(self.model), self.cfg, self.device)
+            self.run_model = self.step.model = _wrap(fast.training_model(self.model, self.device, self.cfg.fast),
+                                                   self.cfg, self.device)
 
     def maybe_graph(self) -> None:
         cfg, step = self.cfg, self.step
         if (self.device.type == "cuda" and cfg.cuda_graphs and dist.world_size() == 1 and not cfg.compile
                 and self.feed is None and self.phases is None and len(step.x) >= cfg.batch_size
                 and self.start_epoch < cfg.epochs):
-            graphed, why = GraphStep.capture(step, cfg.batch_size)
+            graphed, why = fast.graph_step(step, cfg.batch_size, cfg.fast)
             if graphed is None:
                 # Logged, not warnings.warn: training goes on correctly; nothing in the caller's code is wrong.
                 log.warning("could not record the training step as a CUDA graph (%s); training op by op instead "
@@ -183,13 +189,13 @@ def evaluate(model: nn.Module, val, cfg: TrainConfig) -> tuple[float, float]:
     if isinstance(val, LoaderFeed):
         was_training = model.training
         model.eval()
-        sums = eval_sums(training_view(model), val, cfg.eval_flip, autocast(val.device, cfg.precision),
-                         shift=cfg.eval_shift)
+        sums = eval_sums(fast.training_model(model, val.device, cfg.fast), val, cfg.eval_flip,
+                         autocast(val.device, cfg.precision), shift=cfg.eval_shift)
         model.train(was_training)
         loss_sum, correct, count = dist.all_reduce_sum(sums).tolist()
         return loss_sum / max(count, 1), correct / max(count, 1)
     return evaluate_loss_accuracy(model, *val, batch_size=cfg.eval_batch_size, flip=cfg.eval_flip,
-                                  shift=cfg.eval_shift, precision=cfg.precision)
+                                  shift=cfg.eval_shift, precision=cfg.precision, fast=cfg.fast)
 
 
 def _wrap(model: nn.Module, cfg: TrainConfig, device: torch.device) -> nn.Module:

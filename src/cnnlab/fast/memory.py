@@ -3,10 +3,9 @@
 glibc's malloc hands blocks above its mmap threshold (128 KiB, rising to at most 32 MiB)
 back to the system when they are freed, and serves the next request of that size with
 fresh pages that the kernel must fault in and zero. A CNN allocates and frees every
-activation on every step: mnist-cnn at batch 256 on a 2-core EPYC took 7,000–22,000 page
-faults and 53–75 ms per training step; with the thresholds raised, under 100 faults and
-43–45 ms. VGG-16 inference at batch 8 ran 17% faster. PyTorch's performance guide reaches
-for jemalloc or tcmalloc through LD_PRELOAD for the same reason; this does it from inside
+activation on every step: with the thresholds raised, mnist-cnn's training step took under 100
+page faults instead of thousands, and VGG-16 inference ran faster (BENCHMARKS.md has the figures).
+PyTorch's performance guide reaches for jemalloc or tcmalloc through LD_PRELOAD for the same reason; this does it from inside
 the process, on glibc. The cost: memory freed by the network stays with the process (it
 is reused by the next step, not returned to the system until the process ends).
 """
@@ -33,6 +32,17 @@ def keep_freed_memory() -> bool:
     if _state is None:
         _state = _raise_thresholds()
     return _state
+
+
+def status() -> str:
+    """Whether the thresholds are raised in this process, in the words of ``cnnlab.fast.status``."""
+    if _state is None:
+        return "off (not asked for in this process: the cnnlab command turns it on)"
+    if _state:
+        return "on"
+    if os.environ.get("CNNLAB_MALLOC", "").lower() == "default":
+        return "off (CNNLAB_MALLOC=default)"
+    return "off (not glibc)"
 
 
 def _raise_thresholds() -> bool:

@@ -2,7 +2,7 @@
 memory. Its outputs equal the model's (to float rounding), its gradients too; the user's model
 is never changed, and the view is what fit() and the validation pass run.
 
-Four rewrites, each measured on mnist-cnn (batch 256, bf16, 2-core EPYC; BENCHMARKS.md):
+Four rewrites, each measured on mnist-cnn (batch 256, bf16; the figures are in BENCHMARKS.md):
 
 - ReLU → MaxPool2d runs as MaxPool2d → ReLU. max and ReLU commute (both are monotone), so
   ReLU touches a quarter of the elements and its backward leaves the full-size map.
@@ -14,7 +14,7 @@ Four rewrites, each measured on mnist-cnn (batch 256, bf16, 2-core EPYC; BENCHMA
   pay: a one-channel 3×3 convolution with at least 32 outputs (64: 1.05-1.16×). Elsewhere the
   stride-2 convolutions cost more than the pooling saves: 3 → 32 channels 0.96×, 1 → 16
   0.90×, 1 → 8 0.81×, and 5×5 kernels 0.92-1.03× (mnist-fast's first layer).
-- Where cnnlab's native kernels are built (``cnnlab.train.native``: the system's C compiler,
+- Where cnnlab's native kernels are built (``cnnlab.fast.native``: the system's C compiler,
   on first use), a one-channel convolution, its 2×2 max-pool and the ReLU after it are one
   pass (``PooledConv(relu=True)``), and so is a 2×2 max-pool and ReLU of a channels_last map
   (``FusedPool``). The step went from 17.7 to 11.9 ms; without the kernels, the layers below
@@ -32,27 +32,33 @@ import torch.nn.functional as F
 from torch import nn
 
 from cnnlab.errors import CnnlabError
-from cnnlab.train import native
+from cnnlab.fast import native
 
 CHANNELS_LAST = torch.channels_last
 
 
-def training_view(model: nn.Module) -> nn.Module:
+def training_view(model: nn.Module, *, native_kernels: bool = True) -> nn.Module:
     """``model``'s layers (shared, not copied) with the rewrites above; any module that is not
-    an ``nn.Sequential`` is returned as it is."""
-    if not isinstance(model, nn.Sequential):
+    an ``nn.Sequential`` is returned as it is. ``native_kernels=False`` (a CUDA run) leaves the
+    native kernels out: they are then neither built nor asked for.
+
+    Call it through ``cnnlab.fast.training_model``, which first checks that the model carries
+    nothing the rewrite would bypass (hooks, parametrizations, pruning, subclassed layers)."""
+    if type(model) is not nn.Sequential:
         return model
-    layers = [training_view(m) for m in model]
+    lib = native_kernels and native.library() is not None
+    layers = [training_view(m, native_kernels=native_kernels) for m in model]
     layers = _swap_relu_pool(layers)
     out, i = [], 0
     while i < len(layers):
         here, after = layers[i], layers[i + 1] if i + 1 < len(layers) else None
         then = layers[i + 2] if i + 2 < len(layers) else None
-        if isinstance(here, nn.Conv2d) and isinstance(after, nn.MaxPool2d) and PooledConv.applies(here, after):
+        if (isinstance(here, nn.Conv2d) and isinstance(after, nn.MaxPool2d)
+                and PooledConv.applies(here, after, native_kernels=lib)):
             relu = isinstance(then, nn.ReLU)
-            out.append(PooledConv(here, relu=relu))
+            out.append(PooledConv(here, relu=relu, native_kernels=lib))
             i += 3 if relu else 2
-        elif isinstance(here, nn.MaxPool2d) and _is_pool2(here) and native.library() is not None:
+        elif isinstance(here, nn.MaxPool2d) and _is_pool2(here) and lib:
             relu = isinstance(after, nn.ReLU)
             out.append(FusedPool(here, relu=relu))
             i += 2 if relu else 1
@@ -145,12 +151,12 @@ class PooledConv(nn.Module):
     faster).
     """
 
-    def __init__(self, conv: nn.Conv2d, relu: bool = False) -> None:
+    def __init__(self, conv: nn.Conv2d, relu: bool = False, native_kernels: bool = True) -> None:
         super().__init__()
         if not PooledConv.computes(conv):
             raise CnnlabError(f"PooledConv needs a one-channel, stride-1, undilated Conv2d with numeric zero "
                               f"padding, got {conv!r}")
-        self.conv, self.relu = conv, relu
+        self.conv, self.relu, self.native_kernels = conv, relu, native_kernels
 
     def extra_repr(self) -> str:
         return f"relu={self.relu}"
@@ -164,19 +170,20 @@ class PooledConv(nn.Module):
                 and conv.padding_mode == "zeros" and not isinstance(conv.padding, str))
 
     @staticmethod
-    def applies(conv: nn.Conv2d, pool: nn.MaxPool2d) -> bool:
+    def applies(conv: nn.Conv2d, pool: nn.MaxPool2d, *, native_kernels: bool = True) -> bool:
         """Whether training_view uses it for ``conv`` then ``pool``: where it was measured faster
         (the native kernel, else the four-position form for 3×3 kernels and 32+ channels)."""
         if not (PooledConv.computes(conv) and _is_pool2(pool)):
             return False
         kernel = _pair(conv.kernel_size)
-        if native.library() is not None and max(kernel) <= native.MAX_KERNEL:
+        if native_kernels and native.library() is not None and max(kernel) <= native.MAX_KERNEL:
             return True
         return conv.out_channels >= 32 and kernel == (3, 3)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (N, 1, H, W) → (N, C, H'/2, W'/2)
         conv = self.conv
-        fused = native.pool_conv(x, conv.weight, conv.bias, _pair(conv.padding), self.relu)
+        fused = native.pool_conv(x, conv.weight, conv.bias, _pair(conv.padding), self.relu) \
+            if self.native_kernels else None
         if fused is not None:
             return fused
         y = self._four_positions(x)

@@ -5,9 +5,9 @@ PyTorch's eager mode runs the ReLU as a second pass over the convolution's outpu
 apply it while the convolution writes that output. PyTorch exposes this as
 ``torch.ops.mkldnn._convolution_pointwise``, the op its Inductor compiler emits for the same
 fusion; it is not public API, so ``available()`` checks it once against the plain layers on
-a small case and everything falls back to them where it is missing or disagrees. Measured
-(BENCHMARKS.md, 2-core EPYC, bf16, batch 8): VGG-16's first layer 60.9 → 43.9 ms, the whole
-network 27.0 → 28.2 img/s, with outputs identical bit for bit.
+a small case (in bf16 only where the CPU has the instructions oneDNN's bf16 path needs) and
+everything falls back to them where it is missing or disagrees. It pays on VGG-16
+(BENCHMARKS.md has the figures), with outputs identical bit for bit.
 
 Each bf16 autocast context casts every convolution and linear weight from fp32 to bf16 (once
 per context: its cache keeps the casts until the context ends). A network kept and run again
@@ -30,21 +30,41 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from cnnlab import cpu
 from cnnlab.errors import CnnlabError
 
 
+def available(bf16: bool = False) -> bool:
+    """Whether this torch has the fused op and it agrees with conv2d then relu on this CPU, in
+    float32 or (``bf16``) in bfloat16. The bf16 form also needs the instruction sets oneDNN's
+    bf16 convolution runs on (``cnnlab.cpu.onednn_bf16``): elsewhere oneDNN refuses it."""
+    return _proved(bool(bf16), cpu.onednn_bf16() if bf16 else True)
+
+
+def status() -> str:
+    """Whether ``classify`` fuses conv + ReLU here, and why not where it does not."""
+    if getattr(getattr(torch.ops, "mkldnn", None), "_convolution_pointwise", None) is None:
+        return "off (this torch has no oneDNN conv + ReLU op)"
+    if not available():
+        return "off (the fused op disagreed with conv2d then relu on a check)"
+    if not available(bf16=True):
+        return "on in fp32; off in bf16 (oneDNN's bf16 convolution needs avx512bw/vl/dq or avx_ne_convert)"
+    return "on (fp32 and bf16)"
+
+
 @functools.cache
-def available() -> bool:
-    """Whether this torch has the fused op and it agrees with conv2d then relu."""
+def _proved(bf16: bool, isa_ok: bool) -> bool:
     op = getattr(getattr(torch.ops, "mkldnn", None), "_convolution_pointwise", None)
-    if op is None or not torch.backends.mkldnn.is_available():
+    if op is None or not torch.backends.mkldnn.is_available() or not isa_ok:
         return False
     gen = torch.Generator().manual_seed(0)
     x = torch.randint(-2, 3, (2, 4, 6, 6), generator=gen).float()
     w, b = torch.randint(-2, 3, (8, 4, 3, 3), generator=gen).float(), torch.randint(-2, 3, (8,), generator=gen).float()
+    dtype = torch.bfloat16 if bf16 else torch.float32
     try:
         with torch.no_grad(), torch.autocast("cpu", enabled=False):
-            return torch.equal(_fused(x, w, b, [1, 1], [1, 1], [1, 1], 1), F.relu(F.conv2d(x, w, b, padding=1)))
+            want = F.relu(F.conv2d(x.to(dtype), w.to(dtype), b.to(dtype), padding=1))
+            return torch.equal(_fused(x.to(dtype), w.to(dtype), b.to(dtype), [1, 1], [1, 1], [1, 1], 1), want)
     except (RuntimeError, TypeError):
         return False
 
@@ -73,6 +93,8 @@ class ConvReLU(nn.Module):
             dtype = torch.get_autocast_dtype("cpu")
             x, w, b = x.to(dtype), w.to(dtype), b.to(dtype) if b is not None else None
         if x.dtype not in (torch.float32, torch.bfloat16) or x.dtype != w.dtype:
+            return F.relu(conv(x))
+        if x.dtype == torch.bfloat16 and not available(bf16=True):  # oneDNN refuses bf16 on this CPU
             return F.relu(conv(x))
         return _fused(x, w, b, list(conv.padding), list(conv.stride), list(conv.dilation), conv.groups)
 

@@ -1,4 +1,4 @@
-/* Fused CPU kernels for the training view; cnnlab.train.native builds and loads them, and its
+/* Fused CPU kernels for the training view; cnnlab.fast.native builds and loads them, and its
  * docstring says why they are written by hand. Every map is channels-last, (N, H, W, C); the
  * channels go 16 at a time, the last group partly filled where C is not a multiple of 16.
  *

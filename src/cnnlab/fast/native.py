@@ -16,18 +16,27 @@ convolution rounds; tests/test_native.py compares them with PyTorch bit for bit.
 Nothing depends on them: ``pool_conv`` and ``max_pool2`` return None where the kernels are not
 available (no C compiler or OpenMP, another OS, a shape they do not take, ``CNNLAB_NATIVE=0``)
 and the caller computes with PyTorch. ``status()`` says which and why. The built library is
-cached per source, compiler and CPU under ``cache_dir("native")``, since ``-march=native`` code
-must not run on another CPU.
+cached per source, compiler, flags and CPU under ``cache_dir("native")``, since ``-march=native``
+code must not run on another CPU; where ``CNNLAB_CPU_FEATURES`` stands in for the CPU's flags
+the kernels are built for those instead (``-march=x86-64-v3`` for AVX2 + FMA), as CI's AVX2 leg does.
+
+A cached library is loaded only after its size and SHA-256 match what was recorded when it
+was built (a truncated file would kill the process with SIGBUS on load); a damaged or foreign
+one is rebuilt once, and the build is bounded (``BUILD_TIMEOUT`` seconds): a compiler that
+hangs or fails leaves the kernels off, with the reason in ``status()``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import functools
 import hashlib
+import logging
 import os
 import platform
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -37,13 +46,16 @@ import torch
 import torch.nn.functional as F
 from torch.autograd.function import once_differentiable
 
+from cnnlab import cpu, files
 from cnnlab.files import cache_dir
 
 SOURCE = Path(__file__).with_name("native.c")
-FLAGS = ("-O3", "-march=native", "-fopenmp", "-fPIC", "-shared", "-std=gnu11")
+FLAGS = ("-O3", "-fopenmp", "-fPIC", "-shared", "-std=gnu11")
+BUILD_TIMEOUT = 30  # seconds: the build takes ~0.3 s; a compiler that hangs must not stall training
 MAX_KERNEL, MAX_COLUMNS = 7, 1024  # native.c's MAXK and MAXCOLS
 CHANNELS_LAST = torch.channels_last
 _P, _I = ctypes.c_void_p, ctypes.c_int
+log = logging.getLogger(__name__)
 _SIGNATURES = {"pool_conv_forward": [_P] * 5 + [_I] * 10, "pool_conv_backward": [_P] * 5 + [_I] * 9,
                "pool_forward": [_P] * 3 + [_I] * 6, "pool_backward": [_P] * 3 + [_I] * 5, "max_threads": []}
 
@@ -57,16 +69,33 @@ def _loaded() -> tuple[ctypes.CDLL | None, str]:
     compiler = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
     if not compiler:
         return None, "off (no C compiler: install gcc to build them)"
-    try:
-        lib = ctypes.CDLL(str(_build(compiler)))
-        for name, argtypes in _SIGNATURES.items():
-            fn = getattr(lib, name)
-            fn.argtypes, fn.restype = argtypes, ctypes.c_int
-    except (OSError, AttributeError, subprocess.SubprocessError) as exc:
-        return None, f"off ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})"
+    if platform.machine() not in ("x86_64", "AMD64") and cpu.overridden():
+        return None, f"off (CNNLAB_CPU_FEATURES is for x86-64; this is {platform.machine()})"
+    lib, why = None, ""
+    for attempt in range(2):  # a damaged cached library is rebuilt once
+        try:
+            lib = ctypes.CDLL(str(_build(compiler, rebuild=attempt > 0)))
+            for name, argtypes in _SIGNATURES.items():
+                fn = getattr(lib, name)
+                fn.argtypes, fn.restype = argtypes, ctypes.c_int
+            break
+        except subprocess.TimeoutExpired:
+            return _off(f"{compiler} did not finish building {SOURCE.name} within {BUILD_TIMEOUT} s")
+        except (OSError, AttributeError, subprocess.SubprocessError) as exc:
+            lib, why = None, str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            if attempt == 0:
+                log.warning("cnnlab's native kernels did not load (%s); building them again", why)
+    if lib is None:
+        return _off(why)
     if not _agrees(lib):
-        return None, "off (the built kernels disagreed with PyTorch on a check, so they are not used)"
-    return lib, f"on ({compiler})"
+        return _off("the built kernels disagreed with PyTorch on a check, so they are not used")
+    return lib, f"on ({compiler}, {_march()})"
+
+
+def _off(why: str) -> tuple[None, str]:
+    """A failure, not a choice: logged once, since the run then computes those layers with PyTorch."""
+    log.warning("cnnlab's native kernels are off: %s; the training view computes those layers with PyTorch", why)
+    return None, f"off ({why})"
 
 
 def library() -> ctypes.CDLL | None:
@@ -88,20 +117,82 @@ def _cpu_identity() -> str:
         return platform.machine()
 
 
-def _build(compiler: str) -> Path:
-    version = subprocess.run([compiler, "--version"], capture_output=True, text=True, timeout=60).stdout
-    key = hashlib.sha256("\0".join([SOURCE.read_text(), compiler, version, " ".join(FLAGS),
+def _march() -> str:
+    """-march=native on the real CPU; for flags that stand in for it (CNNLAB_CPU_FEATURES),
+    the x86-64 level they describe, so no instruction outside them is emitted."""
+    if not cpu.overridden():
+        return "-march=native"
+    f = cpu.features()
+    if {"avx512f", "avx512bw", "avx512vl", "avx512dq", "avx512cd"} <= f:
+        return "-march=x86-64-v4"
+    if {"avx2", "fma", "bmi2"} <= f or {"avx2", "fma"} <= f:
+        return "-march=x86-64-v3"
+    return "-march=x86-64-v2" if "sse4_2" in f else "-march=x86-64"
+
+
+def _digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _verified(target: Path) -> bool:
+    """Whether ``target`` is the library this process's build recorded: same size and SHA-256."""
+    record = target.with_suffix(".sha256")
+    try:
+        size, digest = record.read_text().split()
+        return target.stat().st_size == int(size) and _digest(target) == digest
+    except (OSError, ValueError):
+        return False
+
+
+def cached_library() -> Path | None:
+    """Where the kernels for this source, compiler, flags and CPU are (or would be) cached."""
+    compiler = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
+    try:
+        return _target(compiler) if compiler else None
+    except (OSError, subprocess.SubprocessError):  # a compiler that does not run or answer
+        return None
+
+
+def _run_bounded(command: list[str]) -> subprocess.CompletedProcess:
+    """``command``'s result, or TimeoutExpired after BUILD_TIMEOUT seconds with its whole process
+    group killed: a compiler's own children (cc1, as) would otherwise keep the pipes open."""
+    with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                          start_new_session=True) as proc:
+        try:
+            out, err = proc.communicate(timeout=BUILD_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(OSError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.communicate()
+            raise
+    return subprocess.CompletedProcess(command, proc.returncode, out, err)
+
+
+def _target(compiler: str) -> Path:
+    version = _run_bounded([compiler, "--version"]).stdout
+    key = hashlib.sha256("\0".join([SOURCE.read_text(), compiler, version, " ".join(FLAGS), _march(),
                                     _cpu_identity()]).encode()).hexdigest()[:20]
-    target = cache_dir("native") / f"kernels-{key}.so"
-    if target.exists():
-        return target
+    return cache_dir("native") / f"kernels-{key}.so"
+
+
+def _build(compiler: str, rebuild: bool = False) -> Path:
+    target = _target(compiler)
+    if target.exists() and not rebuild:
+        if _verified(target):
+            return target
+        log.warning("cnnlab's cached native kernels %s do not match the size and checksum recorded at build "
+                    "time; building them again", target)
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=".kernels-", suffix=".so.tmp", dir=target.parent)
     os.close(fd)
     try:
-        done = subprocess.run([compiler, *FLAGS, "-o", tmp, str(SOURCE)], capture_output=True, text=True, timeout=300)
+        done = _run_bounded([compiler, *FLAGS, _march(), "-o", tmp, str(SOURCE)])
         if done.returncode != 0:
             raise OSError(f"{compiler} could not build {SOURCE.name}: {(done.stderr or done.stdout).strip()}")
+        record = f"{Path(tmp).stat().st_size} {_digest(Path(tmp))}\n"
+        # The record first, then the library, each atomically: a reader that sees the new
+        # library sees its record; one that sees an old record with a new library rebuilds.
+        files.write_text(target.with_suffix(".sha256"), record)
         os.replace(tmp, target)  # atomic: another process building the same key gets the same bytes
     finally:
         Path(tmp).unlink(missing_ok=True)
