@@ -115,7 +115,7 @@ def full_and_resumed():
 def tiny_mnist_run(tmp_path_factory, datasets_root):
     """A real run directory: mnist-cnn trained by train_run for 1 epoch on 300 MNIST images
     (50 held out for validation). Shared by the lab's API and browser tests."""
-    from cnnlab.train.experiment import RunConfig, train_run
+    from cnnlab.runs.experiment import RunConfig, train_run
     from cnnlab.train.loop import TrainConfig
 
     with pytest.MonkeyPatch.context() as mp:

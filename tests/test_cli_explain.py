@@ -8,7 +8,7 @@ from PIL import Image
 
 from cnnlab.cli import main
 from cnnlab.insight import attribution
-from cnnlab.train.runs import load_run
+from cnnlab.runs.directory import load_run
 
 
 def test_explain_a_run_on_files_and_test_images(run_env, capsys, tmp_path):

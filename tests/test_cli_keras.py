@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from cnnlab.cli import main
+from cnnlab.runs.experiment import _prepare, keras_batch_size
 from cnnlab.train.config import RunConfig, TrainConfig
-from cnnlab.train.experiment import _prepare, keras_batch_size
 
 SPEC = "conv4k3-relu,maxpool2,flatten"
 

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from cnnlab.cli import main
-from cnnlab.train.runs import load_checkpoint, load_run
+from cnnlab.runs.directory import load_checkpoint, load_run
 
 SMALL = ["--data", "mnist", "--train-size", "512", "--batch-size", "64", "--offline", "--quiet"]
 

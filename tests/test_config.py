@@ -15,7 +15,8 @@ from cnnlab.cli import build_parser
 from cnnlab.cli.train import resolve
 from cnnlab.data.transforms import Augment
 from cnnlab.errors import CnnlabError
-from cnnlab.train import runs
+from cnnlab.runs import directory as runs
+from cnnlab.runs.config_file import augment_text, read_config, to_toml
 from cnnlab.train.config import (
     RECIPES,
     REFUSE,
@@ -28,7 +29,6 @@ from cnnlab.train.config import (
     resume_config,
     with_overrides,
 )
-from cnnlab.train.config_file import augment_text, read_config, to_toml
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -89,6 +89,8 @@ CASES = [
     (["--no-cuda-graphs"], "cuda_graphs", False),
     (["--cuda-graphs"], "cuda_graphs", True),
     (["--compile"], "compile", True),
+    (["--fast", "off"], "fast", "off"),
+    (["--fast", "auto"], "fast", "auto"),
     (["--eval-batch-size", "1024"], "eval_batch_size", 1024),
     (["--quiet"], "verbose", 0),
     (["--verbose"], "verbose", 2),
@@ -185,7 +187,7 @@ def test_resume_config_names_the_setting_and_both_values():
 def test_hyperparams_and_runtime_split_train_config():
     h, r = {f.name for f in dataclasses.fields(Hyperparams)}, {f.name for f in dataclasses.fields(Runtime)}
     assert not h & r and h | r == {f.name for f in dataclasses.fields(TrainConfig)}
-    assert r == {"device", "precision", "cuda_graphs", "compile", "eval_batch_size", "verbose"}
+    assert r == {"device", "precision", "fast", "cuda_graphs", "compile", "eval_batch_size", "verbose"}
     cfg = RECIPES["cifar-fast"].train
     assert TrainConfig.of(cfg.hyperparams, cfg.runtime) == cfg
     assert TrainConfig(epochs=6).epochs == 6  # the README's spelling
@@ -213,13 +215,18 @@ def test_with_overrides_routes_train_fields_and_keeps_the_original():
     assert with_overrides(TrainConfig(), epochs=3) == TrainConfig(epochs=3)
 
 
-def test_old_recipes_module_still_imports_with_a_note():
+def test_the_run_directory_modules_old_paths_still_import_with_a_note():
     import importlib
 
-    sys.modules.pop("cnnlab.train.recipes", None)
-    with pytest.warns(FutureWarning, match="cnnlab.train.recipes moved to cnnlab.train.config"):
-        old = importlib.import_module("cnnlab.train.recipes")
-    assert old.RECIPES is RECIPES and old.get_recipe("mnist-fast") is RECIPES["mnist-fast"]
+    from cnnlab.runs import directory
+
+    sys.modules.pop("cnnlab.train.runs", None)
+    with pytest.warns(FutureWarning, match="cnnlab.train.runs moved to cnnlab.runs.directory"):
+        old = importlib.import_module("cnnlab.train.runs")
+    assert old.load_run is directory.load_run
+    with pytest.warns(FutureWarning, match="cnnlab.runs.load_run moved to cnnlab.runs.directory.load_run"):
+        from cnnlab.runs import load_run  # 0.1's flat module cnnlab.runs
+    assert load_run is directory.load_run
 
 
 # --------------------------------------------------------------------------- TOML
@@ -243,8 +250,8 @@ def test_toml_text_is_what_tomllib_reads():
     assert doc["hyperparams"]["betas"] == [0.7, 0.9] and doc["hyperparams"]["lr"] == 0.015
     assert "lr" not in tomllib.loads(to_toml(RunConfig()))["hyperparams"]  # unset: a comment
     assert "# lr: unset" in to_toml(RunConfig())
-    assert doc["runtime"] == {"device": "auto", "precision": "auto", "cuda_graphs": True, "compile": False,
-                              "eval_batch_size": 1024, "verbose": 1}
+    assert doc["runtime"] == {"device": "auto", "precision": "auto", "fast": "auto", "cuda_graphs": True,
+                              "compile": False, "eval_batch_size": 1024, "verbose": 1}
 
 
 def test_augment_text_round_trips():

@@ -183,7 +183,7 @@ def test_a_cuda_run_resumes_and_evaluates_on_the_cpu():
 
 def test_cli_trains_on_cuda_end_to_end(tmp_path, datasets_root, monkeypatch):
     from cnnlab.cli import main
-    from cnnlab.train.runs import load_run
+    from cnnlab.runs.directory import load_run
 
     monkeypatch.setenv("CNNLAB_DATA", str(datasets_root))
     out = tmp_path / "run"

@@ -22,7 +22,7 @@ from cnnlab.export import export_model, export_pretrained, export_run
 
 @pytest.fixture(scope="module")
 def mnist_run(tmp_path_factory, datasets_root, mnist_dir):
-    from cnnlab.train.experiment import RunConfig, TrainConfig, train_run
+    from cnnlab.runs.experiment import RunConfig, TrainConfig, train_run
 
     out = tmp_path_factory.mktemp("export") / "run"
     with pytest.MonkeyPatch.context() as mp:
@@ -30,7 +30,7 @@ def mnist_run(tmp_path_factory, datasets_root, mnist_dir):
         cfg = RunConfig(data="mnist", model="mnist-cnn", train_size=1024,
                         train=TrainConfig(epochs=1, batch_size=128, verbose=0))
         train_run(cfg, out, download=False)
-        from cnnlab.train.runs import load_run
+        from cnnlab.runs.directory import load_run
 
         run = load_run(out)
         test = run.load_data().test

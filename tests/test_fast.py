@@ -190,7 +190,8 @@ def test_doctor_prints_what_a_bug_report_needs(capsys):
 
 # -- the native kernels' cache heals --------------------------------------------------------------------------
 
-STATUS = "import logging; logging.basicConfig(); from cnnlab.fast import native; native.BUILD_TIMEOUT = {timeout}; print(native.status())"
+STATUS = ("import logging; logging.basicConfig(); from cnnlab.fast import native; "
+          "native.BUILD_TIMEOUT = {timeout}; print(native.status())")
 
 
 def _status(cache, timeout=30, **env) -> str:

@@ -118,7 +118,7 @@ def make_net(input_shape=(28, 28, 1), num_classes=10):
 @pytest.mark.slow
 def test_own_module_gets_a_run_that_resumes_exactly_and_reports(tmp_path, monkeypatch, datasets_root, capsys):
     from cnnlab.cli import main
-    from cnnlab.train.runs import load_checkpoint, load_run
+    from cnnlab.runs.directory import load_checkpoint, load_run
 
     monkeypatch.setenv("CNNLAB_DATA", str(datasets_root))
     (tmp_path / "my_nets.py").write_text(textwrap.dedent(NET))
@@ -161,10 +161,10 @@ def test_a_model_object_no_import_rebuilds_is_kept_as_a_torch_export_program(tmp
     from cnnlab.cli import main
     from cnnlab.errors import CnnlabError
     from cnnlab.insight.evaluate import evaluate_images
+    from cnnlab.runs.directory import load_checkpoint, load_run
+    from cnnlab.runs.experiment import RunConfig, resume_run, train_run
+    from cnnlab.runs.program import check_archive
     from cnnlab.train.config import with_overrides
-    from cnnlab.train.experiment import RunConfig, resume_run, train_run
-    from cnnlab.train.program import check_archive
-    from cnnlab.train.runs import load_checkpoint, load_run
 
     class Net(nn.Module):  # defined here: nothing can import it, so the run keeps a program
         def __init__(self):

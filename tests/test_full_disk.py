@@ -108,7 +108,7 @@ def test_resumed_training_keeps_the_last_good_checkpoint(run_on_disk, disk, caps
     check_refused(["train", "--resume", str(run_on_disk), "--epochs", "3", "--quiet", "--no-report"], disk,
                   capsys, run_on_disk)
     assert main(["evaluate", str(run_on_disk)]) == 2  # still full, but what is there loads:
-    from cnnlab.train.runs import load_run
+    from cnnlab.runs.directory import load_run
 
     assert load_run(run_on_disk).build_model() is not None
 

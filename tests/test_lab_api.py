@@ -32,7 +32,7 @@ from cnnlab.insight.inspect import activations  # noqa: E402
 from cnnlab.lab import arithmetic  # noqa: E402
 from cnnlab.lab.server import create_app  # noqa: E402
 from cnnlab.lab.targets import PretrainedTarget, RunTarget  # noqa: E402
-from cnnlab.train import runs  # noqa: E402
+from cnnlab.runs import directory as runs  # noqa: E402
 
 with warnings.catch_warnings():  # starlette asks for httpx2 over httpx; the client works the same
     warnings.simplefilter("ignore")
@@ -98,7 +98,7 @@ def test_analyze_matches_the_model(client, reference):
 
 
 def test_draw_predicts_like_the_same_test_image(client):
-    from cnnlab.train.runs import load_run
+    from cnnlab.runs.directory import load_run
 
     target = client.app.lab.targets[0]
     image = target.test_input(11).image

@@ -133,7 +133,7 @@ def model_and_input(url: str, run_dir: Path, ref: str):
     """The run's model and the image the page shows, fetched from the lab as PNG."""
     import urllib.request
 
-    from cnnlab.train.runs import load_run
+    from cnnlab.runs.directory import load_run
 
     run = load_run(run_dir)
     with urllib.request.urlopen(f"{url}/api/t/0/input.png?input={ref}") as response:
@@ -246,7 +246,7 @@ def test_playground_filters_and_training_panels(page, lab_url):
 
 def test_training_curves_grow_without_reload(browser, run_dir, tmp_path):
     from cnnlab.lab.targets import RunTarget
-    from cnnlab.train import runs
+    from cnnlab.runs import directory as runs
 
     live = tmp_path / "live"
     live.mkdir()

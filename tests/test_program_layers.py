@@ -12,8 +12,8 @@ import pytest
 import torch
 from torch import nn
 
-from cnnlab.train.program import export_program
-from cnnlab.train.program_layers import unflattened
+from cnnlab.runs.program import export_program
+from cnnlab.runs.program_layers import unflattened
 
 
 class Net(nn.Module):  # defined in a test: nothing can import it, so its run keeps a program
@@ -32,9 +32,9 @@ class Net(nn.Module):  # defined in a test: nothing can import it, so its run ke
 def program_run(tmp_path_factory, module_colour_folder):
     """(the trained module with best.pt's weights, its run directory): 1 epoch on 36 tiny PNGs."""
 
+    from cnnlab.runs.directory import load_checkpoint
+    from cnnlab.runs.experiment import RunConfig, train_run
     from cnnlab.train.config import with_overrides
-    from cnnlab.train.experiment import RunConfig, train_run
-    from cnnlab.train.runs import load_checkpoint
 
     root = tmp_path_factory.mktemp("program")
     cfg = with_overrides(RunConfig(data=f"folder:{module_colour_folder}"), epochs=1, batch_size=8, lr=0.01, verbose=0,
@@ -52,7 +52,7 @@ def test_a_program_run_has_the_original_layers_and_their_views(program_run):
     from cnnlab.insight.embedding import embed
     from cnnlab.insight.featurevis import visualize_channels
     from cnnlab.insight.inspect import activations_of, conv_layers, filters, layer_type
-    from cnnlab.train.runs import load_run
+    from cnnlab.runs.directory import load_run
 
     net, out = program_run
     run = load_run(out)

@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from cnnlab.cli import main
-from cnnlab.train import runlock
+from cnnlab.runs import lock as runlock
 
 SPEC = "conv4k3-relu,maxpool2,flatten"
 
@@ -53,7 +53,7 @@ def one_line_error(capsys, *needles: str) -> str:
 @pytest.fixture
 def holder(run):
     """Another process holding the run's writer lock, as a training in progress does."""
-    code = f"from cnnlab.train import runlock; runlock.acquire({str(run)!r}); print('held', flush=True); " \
+    code = f"from cnnlab.runs import lock as runlock; runlock.acquire({str(run)!r}); print('held', flush=True); " \
            "import time; time.sleep(60)"
     proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
     assert proc.stdout.readline().strip() == "held"
@@ -85,9 +85,9 @@ def test_the_lock_goes_when_its_holder_is_killed(run, holder, capsys):
 
 def test_readers_wait_for_a_whole_epoch(run):
     """While the writer replaces an epoch's files, a reader's load_run waits for all of them."""
-    from cnnlab.train.runs import load_run
+    from cnnlab.runs.directory import load_run
 
-    code = f"from cnnlab.train import runlock; import time\n" \
+    code = f"from cnnlab.runs import lock as runlock; import time\n" \
            f"with runlock.snapshot({str(run)!r}, write=True):\n    print('in', flush=True); time.sleep(1.0)"
     proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
     assert proc.stdout.readline().strip() == "in"
@@ -99,7 +99,7 @@ def test_readers_wait_for_a_whole_epoch(run):
 
 
 def test_readers_of_a_read_only_run_need_no_lock_file(run):
-    from cnnlab.train.runs import load_run
+    from cnnlab.runs.directory import load_run
 
     with runlock.snapshot(run, write=False):
         assert load_run(run).config["model"] == SPEC
@@ -189,7 +189,7 @@ def test_damaged_history_stops_the_report_not_evaluate(run, capsys, damage):
 def test_damaged_metrics_json_is_rewritten_by_evaluate(run, capsys, damage):
     path = run / "metrics.json"
     path.write_bytes(DAMAGE[damage](path.read_bytes()))
-    from cnnlab.train.runs import load_run
+    from cnnlab.runs.directory import load_run
 
     with pytest.raises(Exception, match="metrics.json") as info:
         _ = load_run(run).metrics

@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch import nn
 
-from cnnlab.train import runs
+from cnnlab.runs import directory as runs
 from cnnlab.train.loop import TrainConfig, fit
 
 

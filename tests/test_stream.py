@@ -54,7 +54,7 @@ def test_big_jpegs_are_drafted_and_resized(tmp_path):
 
 def test_cli_streamed_run_trains_as_the_in_memory_one(photos, tmp_path):
     from cnnlab.cli import main
-    from cnnlab.train.runs import load_checkpoint, load_run
+    from cnnlab.runs.directory import load_checkpoint, load_run
 
     common = ["train", "--data", f"folder:{photos}", "--model", "conv4k3-relu,gap,dense3", "--epochs", "2",
               "--batch-size", "8", "--quiet", "--no-report", "--offline"]
@@ -69,7 +69,7 @@ def test_cli_streamed_run_trains_as_the_in_memory_one(photos, tmp_path):
 
 def test_cli_streamed_run_resumes_exactly(photos, tmp_path):
     from cnnlab.cli import main
-    from cnnlab.train.runs import load_checkpoint
+    from cnnlab.runs.directory import load_checkpoint
 
     common = ["train", "--data", f"folder:{photos}", "--model", "conv4k3-relu,gap,dense3", "--batch-size", "8",
               "--quiet", "--no-report", "--offline", "--stream", "--workers", "1",
@@ -164,7 +164,7 @@ def test_evaluating_a_streamed_run_matches_in_memory_evaluation_and_decodes_batc
     from cnnlab.data import stream
     from cnnlab.insight.evaluate import evaluate_images, evaluate_run
     from cnnlab.insight.results import ResultsOptions, collect_results
-    from cnnlab.train.runs import Run, load_run
+    from cnnlab.runs.directory import Run, load_run
 
     out = tmp_path / "st"
     assert main(["train", "--data", f"folder:{photos}", "--model", "conv4k3-relu,gap,dense3", "--epochs", "2",

@@ -16,7 +16,7 @@ BATCH = 4  # the streamed test split has 6 images: batches of 4 and 2
 def streamed(module_photos, tmp_path_factory):
     """(a streamed run's directory, the same folder decoded whole: the reference)."""
     from cnnlab.cli import main
-    from cnnlab.train.runs import load_run
+    from cnnlab.runs.directory import load_run
 
     out = tmp_path_factory.mktemp("stream") / "st"
     assert main(["train", "--data", f"folder:{module_photos}", "--model", "conv4k3-relu,gap,dense3", "--epochs", "1",
@@ -31,7 +31,7 @@ def decoded(monkeypatch):
     """The files decoded, in order, in this process (the run's loaders get no worker processes);
     reading the whole folder (Run.load_data, folder.read_images) fails the test."""
     from cnnlab.data import stream
-    from cnnlab.train.runs import Run
+    from cnnlab.runs.directory import Run
 
     def whole(*args, **kwargs):
         raise AssertionError("a streamed run's whole split was decoded")
@@ -63,7 +63,7 @@ def decoded_per_forward(model, files: list[str]) -> list[int]:
 def test_explain_decodes_only_the_test_images_named(streamed, decoded, tmp_path, capsys):
     from cnnlab.cli import main
     from cnnlab.insight.attribution import gradcam_maps
-    from cnnlab.train.runs import load_run
+    from cnnlab.runs.directory import load_run
 
     out, mem = streamed
     assert main(["explain", str(out), "test:1", "test:4", "--target", "actual",
@@ -80,7 +80,7 @@ def test_features_score_the_split_batch_by_batch_and_decode_only_the_top_example
     from cnnlab.cli import main
     from cnnlab.insight.featurevis import run_channel_visuals, top_examples
     from cnnlab.insight.stream_images import load_test_images
-    from cnnlab.train.runs import load_run
+    from cnnlab.runs.directory import load_run
 
     out, mem = streamed
     run = load_run(out)
@@ -107,7 +107,7 @@ def test_features_score_the_split_batch_by_batch_and_decode_only_the_top_example
 def test_embedding_of_a_streamed_run_goes_batch_by_batch_and_samples_before_decoding(streamed, decoded, tmp_path):
     from cnnlab.cli import main
     from cnnlab.insight.embedding import embed, run_embedding
-    from cnnlab.train.runs import load_run
+    from cnnlab.runs.directory import load_run
 
     out, mem = streamed
     run = load_run(out)

@@ -32,7 +32,7 @@ def run(tmp_path_factory):
 
 
 def test_scalars_equal_history_csv(run):
-    from cnnlab.train.runs import read_history
+    from cnnlab.runs.directory import read_history
 
     out, events = run
     history = read_history(out / "history.csv")
@@ -45,7 +45,7 @@ def test_scalars_equal_history_csv(run):
 
 
 def test_histograms_of_weights_and_gradients(run):
-    from cnnlab.train.runs import load_run
+    from cnnlab.runs.directory import load_run
 
     out, events = run
     model = load_run(out).build_model(weights="last")
@@ -64,7 +64,7 @@ def test_first_filters_image(run):
     import io
 
     from cnnlab.insight.inspect import normalize_filters
-    from cnnlab.train.runs import load_run
+    from cnnlab.runs.directory import load_run
 
     out, events = run
     images = events.Images("filters/first_conv")
@@ -81,7 +81,7 @@ def test_projector_files(run):
     from google.protobuf import text_format
     from tensorboard.plugins.projector.projector_config_pb2 import ProjectorConfig
 
-    from cnnlab.train.runs import load_run
+    from cnnlab.runs.directory import load_run
 
     out, _ = run
     logdir = out / "tensorboard"

@@ -175,7 +175,7 @@ def test_the_test_metrics_are_evaluated_in_the_precision_asked_for(tmp_path, mon
     from conftest import _shapes_images
 
     import cnnlab.train.validation as validation
-    from cnnlab.train.experiment import RunConfig, train_run
+    from cnnlab.runs.experiment import RunConfig, train_run
 
     monkeypatch.setenv("CNNLAB_CPU_BF16", "1")
     seen = []

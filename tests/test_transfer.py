@@ -134,7 +134,7 @@ def cifar_photos(cifar10_dir, tmp_path_factory):
 def test_finetuned_squeezenet_beats_scratch_and_the_run_works_everywhere(cifar_photos, squeeze_weights, tmp_path,
                                                                           capsys):
     from cnnlab.cli import main
-    from cnnlab.train.runs import load_run
+    from cnnlab.runs.directory import load_run
 
     common = ["train", "--data", f"folder:{cifar_photos}", "--model", "squeezenet1_1", "--image-size", "64",
               "--epochs", "2", "--batch-size", "32", "--offline", "--quiet", "--no-report"]

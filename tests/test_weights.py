@@ -11,7 +11,7 @@ from cnnlab.errors import CnnlabError
 from cnnlab.models import build, pretrained
 from cnnlab.models.squeezenet import squeezenet1_1
 from cnnlab.models.weights import check_state_dict
-from cnnlab.train.runs import load_run
+from cnnlab.runs.directory import load_run
 
 SPEC = "conv4k3-relu,maxpool2,flatten,dense3"
 

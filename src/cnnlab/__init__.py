@@ -60,10 +60,10 @@ _API = {
     "with_overrides": ("cnnlab.train.config", "with_overrides"),
     "Augment": ("cnnlab.data.transforms", "Augment"),
     "RunConfig": ("cnnlab.train.config", "RunConfig"),
-    "train_run": ("cnnlab.train.experiment", "train_run"),
-    "resume_run": ("cnnlab.train.experiment", "resume_run"),
+    "train_run": ("cnnlab.runs.experiment", "train_run"),
+    "resume_run": ("cnnlab.runs.experiment", "resume_run"),
     "RECIPES": ("cnnlab.train.config", "RECIPES"),
-    "load_run": ("cnnlab.train.runs", "load_run"),
+    "load_run": ("cnnlab.runs.directory", "load_run"),
     # insight
     "evaluate_run": ("cnnlab.insight.evaluate", "evaluate_run"),
     "activations": ("cnnlab.insight.inspect", "activations"),

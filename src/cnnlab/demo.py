@@ -17,7 +17,7 @@ from pathlib import Path
 
 from cnnlab.errors import CnnlabError
 from cnnlab.files import save_figure
-from cnnlab.train.experiment import RunConfig
+from cnnlab.runs.experiment import RunConfig
 from cnnlab.train.loop import TrainConfig
 
 EDGE_KERNELS = ("sobel-x", "sobel-y", "laplacian-8", "edge-horizontal", "edge-vertical", "brown")
@@ -69,8 +69,8 @@ def run_demo(out="runs/demo", *, epochs: int | None = None, log: Callable[[str],
              verbose: int = 1, device: str = "auto") -> DemoResult:
     """Run the whole story into ``out`` (replacing an earlier demo there) and return its paths."""
     from cnnlab.reporting import report_run
-    from cnnlab.train.experiment import train_run
-    from cnnlab.train.runs import load_run
+    from cnnlab.runs.directory import load_run
+    from cnnlab.runs.experiment import train_run
 
     cfg = choose_data(log)
     train = replace(cfg.train, verbose=verbose, device=device, **({"epochs": epochs} if epochs is not None else {}))

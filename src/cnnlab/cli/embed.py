@@ -39,8 +39,8 @@ def register(sub) -> None:
 def run(args: argparse.Namespace) -> int:
     from cnnlab.insight.embedding import run_embedding
     from cnnlab.report.plots_insight import plot_embedding
+    from cnnlab.runs.directory import load_run
     from cnnlab.train.device import resolve_device
-    from cnnlab.train.runs import load_run
 
     start = time.perf_counter()
     run_ = load_run(args.run_dir)

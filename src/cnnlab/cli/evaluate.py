@@ -67,7 +67,7 @@ def register(sub) -> None:
 
 def run_evaluate(args: argparse.Namespace) -> int:
     from cnnlab.insight.evaluate import evaluate_run, merged_metrics
-    from cnnlab.train.runs import load_run, save_metrics
+    from cnnlab.runs.directory import load_run, save_metrics
 
     run = load_run(args.run_dir)
     ev = evaluate_run(run, batch_size=args.batch_size, progress=options.progress(args), device=args.device)

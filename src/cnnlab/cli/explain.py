@@ -103,8 +103,8 @@ def _class_index(target: str, classes: list[str]) -> int | str:
 def _run_trained(args) -> int:
     from cnnlab.insight import attribution
     from cnnlab.insight.inspect import conv_layers
+    from cnnlab.runs.directory import load_run
     from cnnlab.train.device import resolve_device
-    from cnnlab.train.runs import load_run
 
     run = load_run(args.inputs[0])
     model = run.build_model(weights="best").to(resolve_device(args.device))  # the maps come back on the CPU

@@ -88,8 +88,8 @@ def run(args: argparse.Namespace) -> int:
 def _trained(args):
     from cnnlab.insight.featurevis import run_channel_visuals, visualize_class
     from cnnlab.insight.stream_images import load_test_images
+    from cnnlab.runs.directory import load_run
     from cnnlab.train.device import resolve_device
-    from cnnlab.train.runs import load_run
 
     run = load_run(args.run_dir)
     model = run.build_model(weights="best").to(resolve_device(args.device))  # images come back on the CPU

@@ -88,7 +88,7 @@ def add_setting_flags(p: argparse.ArgumentParser) -> None:
 
 
 def _shown(f: dataclasses.Field) -> str:
-    from cnnlab.train.config_file import augment_text
+    from cnnlab.runs.config_file import augment_text
 
     value = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
     if value is None:
@@ -114,9 +114,9 @@ def typed_settings(args: argparse.Namespace) -> dict:
 
 def resolve(args: argparse.Namespace):
     """(the RunConfig to train, the changes for --resume): defaults < recipe < file < typed options."""
+    from cnnlab.runs.config_file import read_config
+    from cnnlab.runs.experiment import config_of
     from cnnlab.train.config import RunConfig, get, get_recipe, resume_config, with_overrides
-    from cnnlab.train.config_file import read_config
-    from cnnlab.train.experiment import config_of
 
     changes = {**(read_config(args.config) if args.config else {}), **typed_settings(args)}
     if args.resume:
@@ -149,11 +149,11 @@ def _scaled_lr(cfg, b0: int) -> float:
 
 def run(args: argparse.Namespace) -> int:
     from cnnlab.precision import bf16_note
+    from cnnlab.runs.config_file import to_toml
+    from cnnlab.runs.experiment import resume_run, train_run
     from cnnlab.train import distributed as dist
     from cnnlab.train.config import with_overrides
-    from cnnlab.train.config_file import to_toml
     from cnnlab.train.device import resolve_device, resolve_precision
-    from cnnlab.train.experiment import resume_run, train_run
 
     cfg, changes = resolve(args)
     # Keras: steps_per_epoch and no batch size means batches of ceil(N / steps).

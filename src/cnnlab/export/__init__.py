@@ -65,7 +65,7 @@ def export_run(run_dir, *, format: str, out=None, weights: str = "best") -> Path
 
     ``out`` defaults to ``RUN_DIR/model.onnx`` (``.pt2``, ``.torchscript.pt``, ``.safetensors``).
     """
-    from cnnlab.train.runs import load_run
+    from cnnlab.runs.directory import load_run
 
     run = load_run(run_dir)
     if format not in FORMATS:

@@ -98,10 +98,10 @@ class ExportedWeights:
 
 
 def open_model(path):
-    """A run directory (``cnnlab.train.runs.Run``) or a .safetensors file (``ExportedWeights``)."""
+    """A run directory (``cnnlab.runs.directory.Run``) or a .safetensors file (``ExportedWeights``)."""
     path = Path(path)
     if path.suffix == ".safetensors" or path.is_file():
         return ExportedWeights(path)
-    from cnnlab.train.runs import load_run
+    from cnnlab.runs.directory import load_run
 
     return load_run(path)

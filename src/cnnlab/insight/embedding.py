@@ -222,7 +222,7 @@ def run_embedding(run_dir, *, method: str = "pca", limit: int | None = None, see
     again when the caller has. A streamed run's test images are decoded batch by batch (only
     the sampled ones with ``limit``), never all at once; what is kept is one feature row each.
     """
-    from cnnlab.train.runs import load_run
+    from cnnlab.runs.directory import load_run
 
     if method not in METHODS:
         raise CnnlabError(f"method {method!r} is not one of {', '.join(METHODS)}")

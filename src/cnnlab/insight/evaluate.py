@@ -213,12 +213,12 @@ def evaluate_run(
 ) -> Evaluation:
     """Evaluate a run's best weights on its dataset's test split.
 
-    ``run`` is a :class:`cnnlab.train.runs.Run` (``load_run(path)``). ``data`` is the run's dataset
+    ``run`` is a :class:`cnnlab.runs.directory.Run` (``load_run(path)``). ``data`` is the run's dataset
     when the caller has loaded it already (``run.load_data()``, or ``run.load_stream()``). A run
     trained on a streamed folder is evaluated from its files batch by batch
     (:func:`evaluate_stream`). ``device``: where the model runs ("auto" picks CUDA when
     present). Does not write metrics.json; call
-    ``cnnlab.train.runs.save_metrics(run.path, evaluation.metrics)`` for that.
+    ``cnnlab.runs.directory.save_metrics(run.path, evaluation.metrics)`` for that.
     """
     model = run.build_model(weights="best").to(resolve_device(device))
     if data is None:

@@ -44,7 +44,7 @@ def conv_layers(model: nn.Module) -> list[str]:
 
 def layer_type(module: nn.Module) -> str:
     """The layer's class name; for a submodule of a run's torch.export program that stays a plain
-    graph module (``cnnlab.train.program_layers``), the name of the class it was before export."""
+    graph module (``cnnlab.runs.program_layers``), the name of the class it was before export."""
     original = module.type_name() if type(module).__name__ == "InterpreterModule" else None
     if not original:
         return type(module).__name__

@@ -133,8 +133,8 @@ def collect_results(run_dir, *, evaluation=None, options: ResultsOptions = Resul
     """
     from cnnlab.insight.evaluate import evaluate_images, evaluate_stream, merged_metrics
     from cnnlab.insight.stream_images import StreamImages
+    from cnnlab.runs.directory import load_run, save_metrics
     from cnnlab.train.device import resolve_device
-    from cnnlab.train.runs import load_run, save_metrics
 
     run = load_run(run_dir)
     model = run.build_model(weights="best").to(resolve_device(options.device))
@@ -286,7 +286,7 @@ def collect_filters(run_dir, *, layer: str | int | None = None) -> FilterResults
     """The filters of one conv layer (default: the first) of a run's best weights.
     CnnlabError listing the conv layers when ``layer`` is not one."""
     from cnnlab.insight.inspect import conv_layers, filter_images, filters, get_layer
-    from cnnlab.train.runs import load_run
+    from cnnlab.runs.directory import load_run
 
     run = load_run(run_dir)
     model = run.build_model(weights="best")

@@ -52,8 +52,8 @@ class RunTarget:
     kind = "run"
 
     def __init__(self, path: Path, *, max_test: int | None = None, device: str = "cpu") -> None:
+        from cnnlab.runs.directory import load_run
         from cnnlab.train.device import resolve_device
-        from cnnlab.train.runs import load_run
 
         self.device = resolve_device(device)  # where the model runs; inputs and results stay on the CPU
         self.path = Path(path).resolve()
@@ -159,7 +159,7 @@ class RunTarget:
             return self._probs[1]
 
     def history(self) -> dict:
-        from cnnlab.train.runs import read_history
+        from cnnlab.runs.directory import read_history
 
         rows = read_history(self.path / "history.csv")
         clean = [{k: (None if v != v else v) for k, v in row.items()} for row in rows]  # NaN -> null

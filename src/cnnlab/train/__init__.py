@@ -1,8 +1,8 @@
-"""Training: configuration and recipes, the loop (``fit``), the step, optimisers, the run
-directory (checkpoints, resume), torchrun, and where it runs (device, memory).
+"""Training: configuration and recipes, the loop (``fit``), the step, optimisers, torchrun,
+and where it runs. The run directory (checkpoints, resume, config files) is ``cnnlab.runs``.
 
 ``from cnnlab.train import fit, TrainConfig`` keeps working as before the package split. The
-names load lazily, so ``cnnlab.fast.memory`` (used by every command) does not import torch.
+names load lazily, so importing ``cnnlab.train`` does not import torch.
 """
 
 import importlib

@@ -15,11 +15,12 @@ import torch
 from cnnlab import fast, files
 from cnnlab.errors import CnnlabError
 from cnnlab.train import distributed as dist
-from cnnlab.train import runlock, runs
+from cnnlab.runs import directory as runs
+from cnnlab.runs import lock as runlock
 from cnnlab.train.config import RunConfig, TrainConfig, resume_config, settings, with_overrides
 from cnnlab.train.device import resolve_device
 from cnnlab.train.loop import History, fit
-from cnnlab.train.program import PROGRAM, export_program, save_program
+from cnnlab.runs.program import PROGRAM, export_program, save_program
 from cnnlab.train.session import evaluate
 
 
@@ -188,7 +189,7 @@ def train_run(cfg: RunConfig, out, *, model: torch.nn.Module | None = None, over
     ``model``: your own ``nn.Module`` object (defined in a notebook or ``__main__``, where no
     import path rebuilds it) instead of ``cfg.model``; it is trained in place (``fit``'s
     rules) and saved as a ``torch.export`` program, ``out/model.pt2``, which evaluate, report,
-    predict and the lab load (see ``cnnlab.train.program``). Such a run resumes with
+    predict and the lab load (see ``cnnlab.runs.program``). Such a run resumes with
     ``resume_run(out, model=the_same_kind_of_object)``; a model that an import path rebuilds
     is better given as ``cfg.model = "package.module:function"``, which resumes anywhere.
     ``tensorboard``: also write TensorBoard logs into ``out/tensorboard``.

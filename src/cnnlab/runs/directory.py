@@ -34,7 +34,7 @@ import torch
 from cnnlab import files
 from cnnlab.errors import CnnlabError
 from cnnlab.train import distributed as dist
-from cnnlab.train import runlock
+from cnnlab.runs import lock as runlock
 
 HISTORY_FIELDS = ("epoch", "loss", "accuracy", "val_loss", "val_accuracy", "lr", "seconds")
 
@@ -128,7 +128,7 @@ def create_run(path: Path, config: dict, *, overwrite: bool = False) -> Path:
 
     Refuses an existing run unless overwriting, and a folder that is not a run. A folder
     holding only what a killed ``train`` left (a lock file, temporary files) counts as
-    empty. The lock stays held by this process (see ``cnnlab.train.runlock``).
+    empty. The lock stays held by this process (see ``cnnlab.runs.lock``).
     """
     path = Path(path)
     if path.exists() and not path.is_dir():
@@ -257,12 +257,12 @@ class Run:
 
     def build_model(self, weights: str = "best") -> torch.nn.Module:
         """The trained network in eval mode, weights loaded safely: rebuilt from its name, spec or
-        ``module:function`` path, or loaded from the run's torch.export program (``cnnlab.train.program``)."""
+        ``module:function`` path, or loaded from the run's torch.export program (``cnnlab.runs.program``)."""
         from cnnlab.models import build
         from cnnlab.models.weights import check_state_dict
 
         if self.config.get("program"):
-            from cnnlab.train.program import load_program
+            from cnnlab.runs.program import load_program
 
             model = load_program(self.path / Path(str(self.config["program"])).name)  # never outside the run
         else:

@@ -7,7 +7,7 @@ network's graph saved with ``torch.export.save``. ``evaluate``, ``report``, ``pr
 the lab load it back (:func:`load_program`) and put the weights of best.pt/last.pt into it;
 the loaded module has the original model's submodules (``torch.export.unflatten``), so the
 per-layer views (filters, activations, feature visualisation, Grad-CAM, the embedding map)
-work on it too (``cnnlab.train.program_layers`` says which layers are recognised).
+work on it too (``cnnlab.runs.program_layers`` says which layers are recognised).
 
 What a program cannot do: train. It is captured in eval mode (dropout off, batch norm on
 its running statistics) and that is fixed in the graph; torch refuses ``.train()`` on
@@ -40,7 +40,7 @@ import torch
 from torch import nn
 
 from cnnlab.errors import CnnlabError
-from cnnlab.train.program_layers import unflattened
+from cnnlab.runs.program_layers import unflattened
 
 log = logging.getLogger(__name__)
 
@@ -113,7 +113,7 @@ def _first_line(exc: Exception) -> str:
 
 def load_program(path: Path) -> nn.Module:
     """The network of a saved program, in eval mode; its ``state_dict`` keys are the original model's,
-    and so are its submodules (``torch.export.unflatten``, see ``cnnlab.train.program_layers``): forward
+    and so are its submodules (``torch.export.unflatten``, see ``cnnlab.runs.program_layers``): forward
     hooks, Grad-CAM and the other per-layer views work on it as on the original model."""
     path = Path(path)
     if not path.is_file():
