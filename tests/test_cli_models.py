@@ -40,7 +40,7 @@ def test_summary_of_a_spec_with_input_classes_and_depth(capsys):
     (["summary", "resnet"], "unknown model 'resnet'"),
     (["summary", "conv8,maxpol2"], "token 2 'maxpol2'"),
     (["summary", "mnist-cnn", "--input", "3x3x1"], "layer '5' (MaxPool2d)"),
-    (["summary", "intro-cnn", "--depth", "0"], "--depth: must be positive, got '0'"),
+    (["summary", "intro-cnn", "--depth", "0"], "--depth: must be at least 1, got '0'"),
 ])
 def test_summary_errors_are_one_line(capsys, argv, message):
     assert main(argv) == 2

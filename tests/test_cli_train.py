@@ -64,7 +64,7 @@ def test_resume_continues_to_the_same_weights(tmp_path):
 
 @pytest.mark.parametrize("args,message", [
     (["--model", "mnist-cnnn"], "unknown model 'mnist-cnnn'; known models:"),
-    (["--model", "intro-cnn", "--batch-size", "0"], "argument --batch-size: must be positive, got '0'"),
+    (["--model", "intro-cnn", "--batch-size", "0"], "argument --batch-size: must be at least 1, got '0'"),
     (["--model", "conv32k3-relu,maxpol2,flatten,dense10"], "maxpol2"),
     (["--model", "cifar-cnn", "--data", "mnistt"], "mnistt"),
     (["--recipe", "nope"], "unknown recipe 'nope'"),

@@ -47,4 +47,4 @@ def test_demo_uses_real_mnist_when_found(datasets_root, monkeypatch):
 @pytest.mark.parametrize("args", [["--epochs", "0"]])
 def test_demo_rejects_bad_epochs(tmp_path, args, capsys):
     assert main(["demo", "--out", str(tmp_path / "d"), *args]) == 2
-    assert "argument --epochs: must be positive, got '0'" in capsys.readouterr().err
+    assert "argument --epochs: must be at least 1, got '0'" in capsys.readouterr().err

@@ -20,7 +20,7 @@ still a dependency). The rule, per layer (the second part of the module name):
   names, not ``collect_results``) and the NumPy helpers named in ``REPORT_MAY_USE``;
 - only cli, lab, demo, reporting (and ``__main__``) import cli or lab.
 
-Top-level helpers (errors, files, text, extras, cpu, precision, _moved) sit below everything and import no
+Top-level helpers (errors, files, text, extras, cpu, bounds, precision, _moved) sit below everything and import no
 layer; demo.py and reporting.py sit beside cli (they glue insight to report for it).
 """
 
@@ -37,7 +37,7 @@ SRC = Path(__file__).resolve().parents[1] / "src"
 PKG = SRC / "cnnlab"
 
 LAYERS = ("scratch", "data", "fast", "models", "train", "runs", "insight", "report", "lab", "export", "cli")
-HELPERS = {"errors", "files", "text", "extras", "cpu", "precision", "_moved"}
+HELPERS = {"errors", "files", "text", "extras", "cpu", "bounds", "precision", "_moved"}
 
 FORBIDDEN = {
     "data": {"fast", "models", "train", "runs", "insight", "report", "lab", "cli", "export"},

@@ -12,7 +12,6 @@ import argparse
 import pytest
 
 from cnnlab.cli import COMMANDS, build_parser, main
-from cnnlab.cli.options import ZERO_OK
 
 
 def _numeric_options():
@@ -25,12 +24,12 @@ def _numeric_options():
                     walk(sub, [*prefix, name])
             elif (action.option_strings and action.choices is None and action.type is not None
                   and action.type.__name__ in ("int", "float", "number")):
-                found.append((prefix, action.option_strings[0], action.dest, action.nargs))
+                found.append((prefix, action.option_strings[0], action.type.bounds, action.nargs))
 
     for command in sorted(COMMANDS):
         parser = build_parser(command)
         walk(parser, [])
-    return sorted({(tuple(p), o, d, n if isinstance(n, int) else 1) for p, o, d, n in found})
+    return sorted({(tuple(p), o, b, n if isinstance(n, int) else 1) for p, o, b, n in found}, key=str)
 
 
 OPTIONS = _numeric_options()
@@ -43,9 +42,11 @@ def test_the_walk_finds_the_options_of_every_command():
     assert len(OPTIONS) > 40
 
 
-@pytest.mark.parametrize("prefix, option, dest, nargs", OPTIONS, ids=[" ".join([*p, o]) for p, o, _, _ in OPTIONS])
-def test_bad_numbers_are_refused_in_one_error_line(prefix, option, dest, nargs, capsys):
-    values = BAD + ([] if dest in ZERO_OK else ["0"])
+@pytest.mark.parametrize("prefix, option, bounds, nargs", OPTIONS, ids=[" ".join([*p, o]) for p, o, _, _ in OPTIONS])
+def test_bad_numbers_are_refused_in_one_error_line(prefix, option, bounds, nargs, capsys):
+    # Every numeric option carries its range (cnnlab.bounds.Bounds): from a setting's metadata,
+    # from options.bounded, or the default for counts and sizes (an int >= 1, a number > 0).
+    values = BAD + ([] if bounds.ok(0) else ["0"]) + ([str(bounds.high + 1)] if bounds.high is not None else [])
     for value in values:
         argv = [*prefix, option, *([value] * nargs)]
         with pytest.raises(SystemExit) as info:
@@ -98,3 +99,60 @@ def test_the_estimate_is_the_weights_bytes(monkeypatch):
     monkeypatch.setattr(models, "available_memory", lambda: 5_959)
     with pytest.raises(CnnlabError, match="has 1,490 parameters"):
         models.build(spec, input_shape=(8, 8, 1))
+
+
+# --------------------------------------------------------------------------- one edit per option
+
+
+@pytest.fixture
+def mixup_setting(monkeypatch):
+    """A new hyperparameter added the way docs/ARCHITECTURE.md says: one field with its metadata."""
+    import dataclasses
+
+    from cnnlab.runs import config_file
+    from cnnlab.train import config
+
+    @dataclasses.dataclass(frozen=True, kw_only=True)
+    class Hyperparams(config.Hyperparams):
+        mixup: float = config.setting(0.0, "mixup's alpha, in [0, 1)", low=0, below=1)
+
+    methods = {k: v for k, v in vars(config.TrainConfig).items()
+               if k in ("__post_init__", "hyperparams", "runtime", "of", "to_dict", "from_dict")}
+    train_config = dataclasses.dataclass(frozen=True, kw_only=True)(
+        type("TrainConfig", (config.Runtime, Hyperparams), {**methods, "__module__": config.__name__}))
+
+    # (make_dataclass: the annotation must be the class itself, not a name in this module)
+    RunConfig = dataclasses.make_dataclass(  # noqa: N806 - it stands in for the class of that name
+        "RunConfig", [("train", train_config, config.setting(factory=train_config, flag=False))],
+        bases=(config.RunConfig,), frozen=True, kw_only=True, namespace={"__module__": config.__name__})
+
+    for module in (config, config_file):
+        for name, value in (("Hyperparams", Hyperparams), ("TrainConfig", train_config), ("RunConfig", RunConfig)):
+            if hasattr(module, name):
+                monkeypatch.setattr(module, name, value)
+    # The file's sections name the classes (a real field is added to the class itself).
+    monkeypatch.setitem(config_file.SECTIONS, "hyperparams", Hyperparams)
+    monkeypatch.setitem(config_file.SECTIONS, "run", RunConfig)
+    return config
+
+
+def test_a_field_added_once_reaches_the_flag_the_file_the_range_check_and_print_config(mixup_setting, tmp_path,
+                                                                                       capsys):
+    from cnnlab.errors import CnnlabError
+
+    assert main(["train", "--data", "digits", "--mixup", "0.25", "--print-config"]) == 0
+    printed = capsys.readouterr().out
+    assert "mixup = 0.25" in printed.split("[hyperparams]", 1)[1]  # the TOML key, in its section
+    config = tmp_path / "run.toml"
+    config.write_text(printed)
+    assert main(["train", "--config", str(config), "--print-config"]) == 0
+    assert capsys.readouterr().out == printed  # the file reads back to the same configuration
+    with pytest.raises(SystemExit):
+        build_parser("train").parse_args(["train", "--mixup", "1.5"])
+    assert "argument --mixup: must be in [0, 1), got '1.5'" in capsys.readouterr().err
+    config.write_text(printed.replace("mixup = 0.25", "mixup = 2.0"))
+    assert main(["train", "--config", str(config), "--print-config"]) == 2
+    assert "mixup must be in [0, 1), got 2.0" in capsys.readouterr().err
+    with pytest.raises(CnnlabError, match=r"mixup must be in \[0, 1\), got -0.5"):
+        mixup_setting.TrainConfig(mixup=-0.5)
+    assert mixup_setting.TrainConfig(mixup=0.5).hyperparams.mixup == 0.5

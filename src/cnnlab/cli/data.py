@@ -39,9 +39,10 @@ def register(subparsers) -> None:
                        description="Load a dataset (downloading it if needed) and print its splits.")
     _add_load_args(q)
     q.add_argument("--train-size", type=int, help="keep only the first N training images")
-    q.add_argument("--val-size", type=options.number, default=0,
+    q.add_argument("--val-size", type=options.bounded(options.number, options.NON_NEGATIVE), default=0,
                    help="validation images carved from training: a count, or a fraction like 0.1")
-    q.add_argument("--seed", type=int, default=0, help="seed for the validation / folder split (default 0)")
+    q.add_argument("--seed", type=options.bounded(int, options.SEED),
+                   default=0, help="seed for the validation / folder split (default 0)")
     q.set_defaults(func=run_info)
 
     q = sub.add_parser("fetch", help="download a dataset into the user cache",
@@ -60,7 +61,8 @@ def register(subparsers) -> None:
     q.add_argument("--n", type=int, default=25, help="how many images (default 25)")
     q.add_argument("--split", choices=("train", "test"), default="train", help="which split (default train)")
     q.add_argument("--random", action="store_true", help="a seeded random sample instead of the first N")
-    q.add_argument("--seed", type=int, default=0, help="seed for --random and folder splits (default 0)")
+    q.add_argument("--seed", type=options.bounded(int, options.SEED),
+                   default=0, help="seed for --random and folder splits (default 0)")
     q.add_argument("--out", default="grid.png", help="image file to write (default grid.png)")
     q.set_defaults(func=run_show)
 

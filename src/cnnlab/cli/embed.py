@@ -29,7 +29,8 @@ def register(sub) -> None:
     p.add_argument("--method", choices=("pca", "tsne", "umap"), default="pca", help="projection (default pca)")
     p.add_argument("--limit", type=int, metavar="N",
                    help="map a seeded random N of the test images (t-SNE of 10,000 takes minutes)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the subset and of t-SNE/UMAP (default 0)")
+    p.add_argument("--seed", type=options.bounded(int, options.SEED),
+                   default=0, help="seed of the subset and of t-SNE/UMAP (default 0)")
     p.add_argument("--refresh", action="store_true", help="recompute even when the cached map is current")
     p.add_argument("--out", type=Path, required=True, metavar="MAP.png", help="where to draw the map")
     options.add_device(p)

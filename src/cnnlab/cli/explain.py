@@ -43,7 +43,8 @@ def register(sub) -> None:
     p.add_argument("--out", type=Path, metavar="FIG.png", help="draw the maps over the images here")
     p.add_argument("--save-array", type=Path, metavar="MAPS.npy",
                    help="save the maps (N, H, W) float32; a sweep saves (layers, N, H, W)")
-    p.add_argument("--alpha", type=float, default=0.5, help="opacity of the map over the image (default 0.5)")
+    p.add_argument("--alpha", type=options.bounded(float, low=0, high=1),
+                   default=0.5, help="opacity of the map over the image (default 0.5)")
     p.add_argument("--invert", action="store_true", help="invert grey levels of image files first")
     options.add_offline(p)
     options.add_device(p)

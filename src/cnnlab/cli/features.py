@@ -40,7 +40,8 @@ def register(sub) -> None:
                    help="visualise output classes instead (indices, e.g. 130 or 1,130,285; --layer is ignored)")
     p.add_argument("--steps", type=int, default=256, help="optimisation steps (default 256)")
     p.add_argument("--size", type=int, help="image side for a pretrained net (default 128; a run uses its own)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the starting noise and transforms (default 0)")
+    p.add_argument("--seed", type=options.bounded(int, options.SEED),
+                   default=0, help="seed of the starting noise and transforms (default 0)")
     p.add_argument("--examples", dest="top", type=int, default=6, metavar="N",
                    help="top test images per channel for a run (default 6; 0: none)")
     # --top means classes per image in every command (cli/options.py); this was its first name.

@@ -6,6 +6,7 @@ import argparse
 import io
 from pathlib import Path
 
+from cnnlab.cli import options
 from cnnlab.errors import CnnlabError
 from cnnlab.files import write_bytes
 from cnnlab.scratch.conv import BOUNDARIES, MODES
@@ -28,9 +29,10 @@ def register(sub) -> None:
     p.add_argument("image", help=f"a PNG/JPEG/BMP file, or a sample: {', '.join(SAMPLES)}")
     p.add_argument("--kernel", "-k", action="append", default=[], metavar="NAME",
                    help="a kernel name, e.g. sobel-x (repeat for more)")
-    p.add_argument("--random", type=int, default=0, metavar="N",
+    p.add_argument("--random", type=options.bounded(int, options.NON_NEGATIVE), default=0, metavar="N",
                    help="add N random kernels, uniform in [-1, 0] (they find nothing in particular)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the random kernels (default 0)")
+    p.add_argument("--seed", type=options.bounded(int, options.SEED),
+                   default=0, help="seed of the random kernels (default 0)")
     p.add_argument("--grey", action="store_true", help="read the image as grey first")
     p.add_argument("--mode", choices=MODES, default="same", help="output size (default: same)")
     p.add_argument("--boundary", choices=BOUNDARIES, default="symm",

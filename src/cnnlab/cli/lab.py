@@ -29,7 +29,8 @@ def register(sub) -> None:
                    help="its state-dict file (default: download torchvision's official weights once)")
     p.add_argument("--host", default="127.0.0.1",
                    help="address to listen on (default 127.0.0.1: only this computer can connect)")
-    p.add_argument("--port", type=int, default=8765, help="port (default 8765; 0 picks a free one)")
+    p.add_argument("--port", type=options.bounded(int, options.PORT),
+                   default=8765, help="port (default 8765; 0 picks a free one)")
     p.add_argument("--open", action="store_true", help="open the page in the web browser")
     options.add_offline(p)
     options.add_device(p, default="cpu")

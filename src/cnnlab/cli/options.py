@@ -10,8 +10,11 @@ and print a one-line note on stderr; they are hidden from ``--help``.
 from __future__ import annotations
 
 import argparse
-import math
 import sys
+
+from cnnlab.bounds import NON_NEGATIVE, PORT, SEED, Bounds
+
+__all__ = ["NON_NEGATIVE", "PORT", "SEED", "Bounds", "bounded"]  # the ranges the subcommands' options use
 
 QUIET, NORMAL, VERBOSE = 0, 1, 2
 
@@ -83,28 +86,25 @@ def add_fast(p: argparse.ArgumentParser) -> None:
                         "off: plain PyTorch layers only (`cnnlab doctor` lists them)")
 
 
-# Numeric options for which 0 means something (none, no momentum, a free port, ...); every
-# other one counts or sizes something and must be at least 1. No option takes a negative
-# number, NaN or infinity.
-ZERO_OK = {"seed", "random", "port", "val_size", "momentum", "decay", "weight_decay", "label_smoothing", "warmup",
-           "early_stopping", "alpha", "gamma", "betas", "verbosity", "freeze_epochs"}
-_LIMITS = {"seed": 2**32 - 1, "port": 65535}  # numpy's seeds; TCP ports
+def bounded(convert, bounds: Bounds | None = None, **ends):
+    """An argparse type: ``convert`` the text, then refuse NaN, infinity and anything outside
+    ``bounds`` (or ``Bounds(**ends)``: low/high inclusive, above/below exclusive), in one line."""
+    bounds = bounds or Bounds(**ends)
 
-
-def _checked(dest: str, convert):
     def check(text: str):
         value = convert(text)
-        if isinstance(value, float) and not math.isfinite(value):
-            raise argparse.ArgumentTypeError(f"must be a finite number, got {text!r}")
-        least = 0 if dest in ZERO_OK else 1 if isinstance(value, int) else 0
-        if value < least or (value == 0 and dest not in ZERO_OK):
-            raise argparse.ArgumentTypeError(f"must be {'>= 0' if dest in ZERO_OK else 'positive'}, got {text!r}")
-        if dest in _LIMITS and value > _LIMITS[dest]:
-            raise argparse.ArgumentTypeError(f"must be at most {_LIMITS[dest]}, got {text!r}")
+        if not bounds.ok(value):
+            raise argparse.ArgumentTypeError(f"must be {bounds.requirement(value)}, got {text!r}")
         return value
 
     check.__name__ = getattr(convert, "__name__", "number")  # argparse names the type in its messages
+    check.bounds = bounds
     return check
+
+
+def _default_bounds(convert) -> Bounds:
+    """An option that states no range counts or sizes something: an int at least 1, a number above 0."""
+    return Bounds(low=1) if convert is int else Bounds(above=0)
 
 
 def number(text: str) -> int | float:
@@ -119,10 +119,12 @@ def number(text: str) -> int | float:
 
 
 def check_numbers(parser: argparse.ArgumentParser) -> None:
-    """Give every int/float option of ``parser`` and its subcommands the checks above, at parse time."""
+    """Give every int/float option of ``parser`` and its subcommands a range check at parse time:
+    the one its type states (``bounded``, or a setting's metadata), else ``_default_bounds``."""
     for action in parser._actions:
         if isinstance(action, argparse._SubParsersAction):
             for sub in action.choices.values():
                 check_numbers(sub)
-        elif action.type is not None and getattr(action.type, "__name__", "") in ("int", "float", "number"):
-            action.type = _checked(action.dest, action.type)
+        elif (action.type is not None and getattr(action.type, "__name__", "") in ("int", "float", "number")
+              and not hasattr(action.type, "bounds") and action.choices is None):  # choices say it all
+            action.type = bounded(action.type, _default_bounds(action.type))

@@ -76,12 +76,14 @@ def add_setting_flags(p: argparse.ArgumentParser) -> None:
         text = f.metadata["help"]
         kwargs = {"dest": name, "default": None, "choices": f.metadata["choices"],
                   "help": text if "default" in text else f"{text} (default {_shown(f)})"}
+        bounds = f.metadata.get("bounds") or options.Bounds()  # the setting's own range, checked at parse time
         if hint is bool:
             kwargs["action"] = argparse.BooleanOptionalAction
         elif typing.get_origin(hint) is tuple:
-            kwargs.update(nargs=len(typing.get_args(hint)), type=float, metavar=("B1", "B2"))
+            kwargs.update(nargs=len(typing.get_args(hint)), type=options.bounded(float, bounds), metavar=("B1", "B2"))
         elif hint in (int, float):
-            kwargs.update(type=int if hint is int else options.number, metavar="N" if hint is int else "X")
+            kwargs.update(type=options.bounded(int if hint is int else options.number, bounds),
+                          metavar="N" if hint is int else "X")
         else:
             kwargs.update(type=str, metavar=None if kwargs["choices"] else name.upper())
         p.add_argument("--" + name.replace("_", "-"), **kwargs)

@@ -19,12 +19,12 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import math
 import re
 import types
 import typing
 from dataclasses import asdict, dataclass, field
 
+from cnnlab.bounds import Bounds
 from cnnlab.data.transforms import Augment
 from cnnlab.errors import CnnlabError
 from cnnlab.fast import SETTINGS as FAST_SETTINGS
@@ -38,9 +38,13 @@ APPLY, REFUSE = "apply", "refuse"
 MONITORS = ("loss", "accuracy", "val_loss", "val_accuracy")
 
 
-def setting(default=None, help: str = "", *, choices=None, resume: str = APPLY, factory=None, flag: bool = True):
-    """A dataclass field with its help text, allowed values and resume policy as metadata."""
-    meta = {"help": help, "choices": choices, "resume": resume, "flag": flag}
+def setting(default=None, help: str = "", *, choices=None, resume: str = APPLY, factory=None, flag: bool = True,
+            low=None, high=None, above=None, below=None):
+    """A dataclass field with its help text, allowed values (``choices``, or a numeric range:
+    ``low``/``high`` inclusive, ``above``/``below`` exclusive) and resume policy as metadata.
+    ``__post_init__``, the ``cnnlab train`` flags and ``--config`` files all check the range."""
+    bounds = Bounds(low, high, above, below) if (low, high, above, below) != (None,) * 4 else None
+    meta = {"help": help, "choices": choices, "resume": resume, "flag": flag, "bounds": bounds}
     if factory is not None:
         return field(default_factory=factory, metadata=meta)
     return field(default=default, metadata=meta)
@@ -50,27 +54,28 @@ def setting(default=None, help: str = "", *, choices=None, resume: str = APPLY, 
 class Hyperparams:
     """What decides the numbers a run produces."""
 
-    epochs: int = setting(10, "epochs to train (with --resume: the new total)")
-    batch_size: int = setting(128, "global batch size, split across processes under torchrun")
+    epochs: int = setting(10, "epochs to train (with --resume: the new total)", low=1)
+    batch_size: int = setting(128, "global batch size, split across processes under torchrun", low=1)
     steps_per_epoch: int | None = setting(None, "batches per epoch (default: one pass over the data); without "
-                                                "a batch size, batches of ceil(N / steps) as in Keras")
+                                                "a batch size, batches of ceil(N / steps) as in Keras", low=1)
     optimizer: str = setting("adam", "optimiser", choices=tuple(DEFAULT_LR), resume=REFUSE)
-    lr: float | None = setting(None, "learning rate (default: the optimiser's usual one)")
-    momentum: float = setting(0.0, "SGD momentum (e.g. 0.9)")
+    lr: float | None = setting(None, "learning rate (default: the optimiser's usual one)", above=0)
+    momentum: float = setting(0.0, "SGD momentum (e.g. 0.9)", low=0)
     nesterov: bool = setting(False, "Nesterov momentum (SGD)")
-    decay: float = setting(0.0, "Keras time-based decay: lr / (1 + decay * iteration)")
-    weight_decay: float = setting(0.0, "L2 weight decay")
-    betas: tuple[float, float] = setting((0.9, 0.999), "Adam's betas")
+    decay: float = setting(0.0, "Keras time-based decay: lr / (1 + decay * iteration)", low=0)
+    weight_decay: float = setting(0.0, "L2 weight decay", low=0)
+    betas: tuple[float, float] = setting((0.9, 0.999), "Adam's betas", low=0, below=1)
     schedule: str = setting("constant", "learning-rate schedule", choices=SCHEDULES)
-    step_epochs: int = setting(10, "'step' schedule: multiply the lr by gamma every this many epochs")
-    gamma: float = setting(0.1, "'step' schedule: the factor")
-    warmup: float = setting(0.25, "'onecycle' schedule: fraction of the run spent warming up")
-    label_smoothing: float = setting(0.0, "label smoothing in [0, 1)")
+    step_epochs: int = setting(10, "'step' schedule: multiply the lr by gamma every this many epochs", low=1)
+    gamma: float = setting(0.1, "'step' schedule: the factor", low=0)
+    warmup: float = setting(0.25, "'onecycle' schedule: fraction of the run spent warming up", low=0)
+    label_smoothing: float = setting(0.0, "label smoothing in [0, 1)", low=0, below=1)
     augment: Augment = setting(help="random augmentation, e.g. shift=0.1,flip-h,rotation=10,crop=4 (or none)",
                                factory=Augment)
     # The seed decided the initial weights, the shuffles and the validation split.
-    seed: int = setting(0, "random seed", resume=REFUSE)
-    early_stopping: int | None = setting(None, "stop after this many epochs without improvement of --monitor")
+    seed: int = setting(0, "random seed", resume=REFUSE, low=0, high=2**32 - 1)
+    early_stopping: int | None = setting(None, "stop after this many epochs without improvement of --monitor",
+                                          low=0)
     monitor: str = setting("val_loss", "metric for early stopping and the best checkpoint", choices=MONITORS)
     restore_best: bool = setting(False, "end with the best epoch's weights (Keras' restore_best_weights)")
     # Test-time augmentation: average the logits of each image and its mirror image when
@@ -84,8 +89,9 @@ class Hyperparams:
     # epochs train only the new head; then the body trains at body_lr_mult times the head's
     # rate. 0.1: ImageNet features need far smaller steps than a freshly initialised head.
     freeze_epochs: int = setting(0, "fine-tuning: epochs (of --epochs) that train only the new head "
-                                    "(1 with --pretrained)")
-    body_lr_mult: float = setting(0.1, "fine-tuning: the pretrained body's learning rate as a fraction of the head's")
+                                    "(1 with --pretrained)", low=0)
+    body_lr_mult: float = setting(0.1, "fine-tuning: the pretrained body's learning rate as a fraction of the head's",
+                                  above=0, high=1)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -107,7 +113,7 @@ class Runtime:
     # no compile); falls back to op by op if it cannot be recorded.
     cuda_graphs: bool = setting(True, "on CUDA, replay each training step as a CUDA graph")
     compile: bool = setting(False, "torch.compile the model (pays off on long runs)")
-    eval_batch_size: int = setting(1024, "images per forward pass when evaluating")
+    eval_batch_size: int = setting(1024, "images per forward pass when evaluating", low=1)
     # The CLI spells it --quiet (0) / --verbose (2), as every other command does.
     verbose: int = setting(1, "0 silent, 1 a progress bar per epoch, 2 one line per epoch", choices=(0, 1, 2),
                            flag=False)
@@ -119,31 +125,9 @@ class TrainConfig(Runtime, Hyperparams):
 
     def __post_init__(self) -> None:
         _check_choices(self)
+        _check_bounds(self)
         if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", str(self.device)):
             raise CnnlabError(f"device must be auto, cpu, cuda or cuda:N, got {self.device!r}")
-        for name in ("momentum", "decay", "weight_decay", "gamma", "warmup", *(["lr"] if self.lr is not None else [])):
-            value = getattr(self, name)
-            if not (math.isfinite(value) and value >= 0):
-                raise CnnlabError(f"{name} must be a finite number >= 0, got {value}")
-        if not all(math.isfinite(b) and 0 <= b < 1 for b in self.betas):
-            raise CnnlabError(f"betas must be two numbers in [0, 1), got {self.betas}")
-        if not 0 <= self.seed < 2**32:  # numpy's generators take seeds in [0, 2**32)
-            raise CnnlabError(f"seed must be in 0..{2**32 - 1}, got {self.seed}")
-        for name in ("epochs", "batch_size", "eval_batch_size", "step_epochs"):
-            if getattr(self, name) < 1:
-                raise CnnlabError(f"{name} must be at least 1, got {getattr(self, name)}")
-        if self.steps_per_epoch is not None and self.steps_per_epoch < 1:
-            raise CnnlabError(f"steps_per_epoch must be at least 1, got {self.steps_per_epoch}")
-        if self.early_stopping is not None and self.early_stopping < 0:
-            raise CnnlabError(f"early_stopping must be >= 0 epochs, got {self.early_stopping}")
-        if not 0.0 <= self.label_smoothing < 1.0:
-            raise CnnlabError(f"label_smoothing must be in [0, 1), got {self.label_smoothing}")
-        if self.lr is not None and not (self.lr > 0 and math.isfinite(self.lr)):
-            raise CnnlabError(f"lr must be a positive number, got {self.lr}")
-        if self.freeze_epochs < 0:
-            raise CnnlabError(f"freeze_epochs must be >= 0, got {self.freeze_epochs}")
-        if not 0.0 < self.body_lr_mult <= 1.0:
-            raise CnnlabError(f"body_lr_mult must be in (0, 1], got {self.body_lr_mult}; e.g. 0.1")
 
     @property
     def hyperparams(self) -> Hyperparams:
@@ -176,9 +160,9 @@ class RunConfig:
 
     data: str = setting("mnist", "mnist, fashion-mnist, cifar10 or folder:PATH", resume=REFUSE)
     model: str = setting("mnist-cnn", "model name (see `cnnlab models`) or a one-line spec", resume=REFUSE)
-    train_size: int | None = setting(None, "train on the first N training images", resume=REFUSE)
+    train_size: int | None = setting(None, "train on the first N training images", resume=REFUSE, low=1)
     val_size: float = setting(0, "hold out a fraction (or count) of the training data for validation "
-                                 "(default: validate on the test set)", resume=REFUSE)
+                                 "(default: validate on the test set)", resume=REFUSE, low=0)
     normalize: str = setting("none", "featurewise: subtract the training set's per-channel mean, divide by its std",
                              choices=("none", "featurewise"), resume=REFUSE)
     # Keras initialises Conv2D/Dense kernels Glorot-uniform with zero biases, PyTorch not;
@@ -194,27 +178,22 @@ class RunConfig:
     weights: str | None = setting(None, "with --pretrained: the ImageNet weights file (default: torch hub's cache, "
                                         "else torchvision's download)", resume=REFUSE)
     image_size: int | None = setting(None, "folder datasets: resize every image to SIZE x SIZE (e.g. 224)",
-                                     resume=REFUSE)
+                                     resume=REFUSE, low=8)
     # Folders larger than memory (cnnlab.data.stream): decoded per batch in worker processes.
     stream: bool = setting(False, "folder datasets: decode images per batch in DataLoader workers instead of "
                                   "holding them in memory (chosen by itself past --max-memory)")
     max_memory: float | None = setting(None, "folder datasets: stream when the decoded images would take more "
-                                             "GiB than this (default: half the memory available)")
+                                             "GiB than this (default: half the memory available)", above=0)
     skip_bad: bool = setting(False, "folder datasets: leave out files that are not readable images (and say "
                                     "how many) instead of stopping", resume=REFUSE)
-    workers: int = setting(2, "streamed folders: DataLoader worker processes decoding images")
+    workers: int = setting(2, "streamed folders: DataLoader worker processes decoding images", low=0)
     train: TrainConfig = setting(factory=TrainConfig, flag=False)
 
     def __post_init__(self) -> None:
         _check_choices(self)
+        _check_bounds(self)
         if self.pretrained and self.normalize != "none":
             raise CnnlabError("--pretrained normalises with ImageNet's mean/std; leave out --normalize")
-        if self.image_size is not None and self.image_size < 8:
-            raise CnnlabError(f"image_size must be at least 8 pixels, got {self.image_size}")
-        if self.train_size is not None and self.train_size < 1:
-            raise CnnlabError(f"train_size must be at least 1, got {self.train_size}")
-        if not math.isfinite(self.val_size) or self.val_size < 0:
-            raise CnnlabError(f"val_size must be >= 0, got {self.val_size}")
 
     def to_dict(self) -> dict:
         return {**{f.name: getattr(self, f.name) for f in settings(RunConfig)}, "train": self.train.to_dict()}
@@ -225,6 +204,16 @@ def _check_choices(config) -> None:
         choices, value = f.metadata.get("choices"), getattr(config, f.name)
         if choices is not None and value not in choices:
             raise CnnlabError(f"{f.name} must be one of {', '.join(map(str, choices))}, got {value!r}")
+
+
+def _check_bounds(config) -> None:
+    """Every numeric setting within the range its metadata states (``setting(low=...)``)."""
+    for f in dataclasses.fields(config):
+        bounds, value = f.metadata.get("bounds"), getattr(config, f.name)
+        if bounds is None or value is None:
+            continue
+        if not all(bounds.ok(v) for v in (value if isinstance(value, tuple) else (value,))):
+            raise CnnlabError(bounds.message(f.name, value))
 
 
 def settings(cls) -> list[dataclasses.Field]:
