@@ -36,7 +36,7 @@ from cnnlab.insight.embedding import pca_2d, penultimate_features, project
 def inputs(run_dir: str | None, n: int):
     """(model, images (n, 1, 28, 28) float tensor, what they are)."""
     if run_dir:
-        from cnnlab.train.runs import load_run
+        from cnnlab.runs.directory import load_run
 
         run = load_run(run_dir)
         test = run.load_data().test

@@ -36,7 +36,7 @@ SHARED = Path(os.environ.get("CNNLAB_SHARED", Path(__file__).resolve().parents[2
 def mnist_inputs(run_dir: str | None):
     """(model, images (N, 1, 28, 28), labels, what the model is)."""
     if run_dir:
-        from cnnlab.train.runs import load_run
+        from cnnlab.runs.directory import load_run
 
         run = load_run(run_dir)
         data = run.load_data().test

@@ -32,8 +32,8 @@ def parse_overrides(pairs: list[str]) -> dict:
     Values are read as TOML values (bare words as strings) and checked by ``with_overrides``.
     """
     from cnnlab.errors import CnnlabError
+    from cnnlab.runs.config_file import tomllib  # tomli on Python 3.10
     from cnnlab.train.config import TrainConfig, with_overrides
-    from cnnlab.train.config_file import tomllib  # tomli on Python 3.10
 
     out = {}
     for pair in pairs:

@@ -132,7 +132,7 @@ def _read_checkpoint(path: Path) -> None:
     from cnnlab.models import build
     from cnnlab.models.pretrained import load_state_dict
     from cnnlab.models.weights import check_state_dict
-    from cnnlab.train import runs
+    from cnnlab.runs import directory as runs
 
     model = build("conv2k3,flatten,dense3", input_shape=(5, 5, 1))
     for load in (runs.load_checkpoint, load_state_dict):
