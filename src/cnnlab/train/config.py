@@ -209,6 +209,10 @@ class RunConfig:
             raise CnnlabError(f"train_size must be at least 1, got {self.train_size}")
         if not math.isfinite(self.val_size) or self.val_size < 0:
             raise CnnlabError(f"val_size must be >= 0, got {self.val_size}")
+        if self.workers < 0:
+            raise CnnlabError(f"workers must be >= 0 (0 decodes in the main process), got {self.workers}")
+        if self.max_memory is not None and not (math.isfinite(self.max_memory) and self.max_memory > 0):
+            raise CnnlabError(f"max_memory must be a positive number of GiB, got {self.max_memory}")
 
     def to_dict(self) -> dict:
         return {**{f.name: getattr(self, f.name) for f in settings(RunConfig)}, "train": self.train.to_dict()}
@@ -261,8 +265,13 @@ def coerce(name: str, hint, value):
             return None
         hint = next(a for a in typing.get_args(hint) if a is not type(None))
     if hint is Augment:
-        if isinstance(value, dict):
-            return Augment(**value)
+        if isinstance(value, dict):  # a [hyperparams.augment] table: each key checked, by name
+            fields = {f.name: f for f in dataclasses.fields(Augment)}
+            hints = typing.get_type_hints(Augment)
+            for key in value:
+                if key not in fields:
+                    raise CnnlabError(f"{name}.{key} is not an augmentation setting; allowed: {', '.join(fields)}")
+            return Augment(**{k: coerce(f"{name}.{k}", hints[k], v) for k, v in value.items()})
         if isinstance(value, str):
             return Augment.parse(value)
     if typing.get_origin(hint) is tuple and isinstance(value, (list, tuple)) and len(value) == len(typing.get_args(hint)):
