@@ -79,3 +79,61 @@ def test_print_config_refuses_a_path_that_is_not_utf8(tmp_path, capsys):
     os.mkdir(folder)
     assert main(["train", "--data", f"folder:{folder}", "--print-config"]) == 2
     _one_line(capsys, "not UTF-8")
+
+
+# --------------------------------------------------------------------------- streamed folders
+
+
+def _truncated_png(path, rng_seed: int = 1) -> None:
+    """A PNG whose header (IHDR) reads but whose pixel data stops half-way."""
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(np.random.default_rng(rng_seed).integers(0, 256, (12, 12, 3), dtype=np.uint8)).save(buf, "PNG")
+    path.write_bytes(buf.getvalue()[: len(buf.getvalue()) // 2])
+
+
+def test_a_truncated_image_in_a_streamed_folder(photos, tmp_path, capsys):
+    from PIL import Image
+
+    from cnnlab.data.stream import check_headers
+
+    bad = photos / "dog" / "cut.png"
+    _truncated_png(bad)
+    with Image.open(bad) as im:
+        assert im.size == (12, 12)  # the header pass alone cannot tell
+    assert check_headers([bad])[1] == [] and check_headers([bad], pixels=True)[1][0][0] == bad
+    common = ["train", "--data", f"folder:{photos}", "--model", "conv4k3-relu,gap,dense3", "--stream", "--workers",
+              "1", "--epochs", "1", "--batch-size", "8", "--quiet", "--no-report", "--offline", "--seed", "0"]
+    # Without --skip-bad: one line naming the file, not a DataLoader worker's traceback.
+    assert main([*common, "--out", str(tmp_path / "a")]) == 2
+    _one_line(capsys, str(bad), "cannot decode", "--skip-bad")
+    # With it: left out before training, and said so.
+    assert main([*common, "--skip-bad", "--out", str(tmp_path / "b")]) == 0
+    err = capsys.readouterr().err
+    assert "left out 1 of 31 files" in err and "dog/cut.png" in err
+    assert (tmp_path / "b" / "best.pt").is_file() or (tmp_path / "b" / "last.pt").is_file()
+
+
+def test_undecodable_image_keeps_one_line_through_a_dataloader_worker(tmp_path):
+    import torch
+
+    from cnnlab.data.stream import FolderStream, UndecodableImage
+
+    bad = tmp_path / "cut.png"
+    _truncated_png(bad)
+    loader = torch.utils.data.DataLoader(FolderStream([bad], [0], size=(12, 12), mode="RGB", workers=1),
+                                         batch_size=1, num_workers=1)
+    with pytest.raises(UndecodableImage) as info:
+        next(iter(loader))
+    assert "\n" not in str(info.value) and str(info.value).startswith(f"{bad}: cannot decode")
+
+
+def test_an_image_size_no_batch_fits_is_refused_up_front(photos, tmp_path, capsys):
+    assert main(["train", "--data", f"folder:{photos}", "--image-size", "200000", "--epochs", "1", "--quiet",
+                 "--no-report", "--offline", "--out", str(tmp_path / "r")]) == 2
+    _one_line(capsys, "200000x200000", "GiB available", "--image-size")
+    assert not (tmp_path / "r").exists()
