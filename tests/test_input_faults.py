@@ -137,3 +137,79 @@ def test_an_image_size_no_batch_fits_is_refused_up_front(photos, tmp_path, capsy
                  "--no-report", "--offline", "--out", str(tmp_path / "r")]) == 2
     _one_line(capsys, "200000x200000", "GiB available", "--image-size")
     assert not (tmp_path / "r").exists()
+
+
+# --------------------------------------------------------------------------- explain / export arguments
+
+
+@pytest.fixture(scope="module")
+def colour_run(module_colour_folder, tmp_path_factory):
+    out = tmp_path_factory.mktemp("explain") / "run"
+    assert main(["train", "--data", f"folder:{module_colour_folder}", "--model", "conv4k3-relu,gap,dense3",
+                 "--epochs", "1", "--batch-size", "8", "--quiet", "--no-report", "--offline", "--seed", "0",
+                 "--out", str(out)]) == 0
+    return out
+
+
+@pytest.fixture()
+def read_only(tmp_path):
+    """A read-only file system (a tmpfs mounted ro): root can write anywhere else, so a chmod is not enough."""
+    import subprocess
+
+    where = tmp_path / "ro"
+    where.mkdir()
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=64k", "tmpfs", str(where)], capture_output=True)
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a read-only tmpfs here ({done.stderr.decode().strip()[:80]})")
+    yield where
+    subprocess.run(["umount", str(where)], check=True)
+
+
+@pytest.mark.parametrize(("args", "words"), [
+    (["test:0", "--target", "9" * 30], ["--target 999", "out of range: the model has 3 classes (indices 0..2)"]),
+    (["test:0", "--target", "-1"], ["--target -1 is out of range: the model has 3 classes"]),
+    (["test:0", "--target", "3"], ["--target 3 is out of range: the model has 3 classes"]),
+    (["test:-1"], ["'test:-1' is not test:INDEX with INDEX in 0.."]),
+    (["test:" + "9" * 5000], ["is not test:INDEX"]),
+    (["test:٣"], ["is not test:INDEX"]),  # a digit to str.isdigit, not an index
+])
+def test_explain_arguments_out_of_range_are_one_line(colour_run, capsys, args, words):
+    assert main(["explain", str(colour_run), *args]) == 2
+    _one_line(capsys, *words)
+
+
+def test_explain_a_class_index_in_range_still_works(colour_run, capsys):
+    assert main(["explain", str(colour_run), "test:0", "--target", "2"]) == 0
+    assert "explaining k2" in capsys.readouterr().out
+
+
+def test_a_photo_target_out_of_range_is_refused():
+    from cnnlab.errors import CnnlabError
+    from cnnlab.insight.photo import _target
+
+    names = ["a", "b", "c"]
+    assert _target(2, names) == 2 and _target("b", names) == 1 and _target("predicted", names) == "predicted"
+    for bad in (3, -1, 10**40):
+        with pytest.raises(CnnlabError, match=r"out of range: the model has 3 classes \(indices 0..2\)"):
+            _target(bad, names)
+
+
+def test_writing_into_a_read_only_folder_is_one_line(colour_run, read_only, capsys):
+    cases = [
+        ["explain", str(colour_run), "test:0", "--save-array", str(read_only / "maps.npy")],
+        ["explain", str(colour_run), "test:0", "--out", str(read_only / "maps.png")],
+        ["export", str(colour_run), "--format", "safetensors", "--out", str(read_only / "m.safetensors")],
+    ]
+    for argv in cases:
+        assert main(argv) == 2
+        _one_line(capsys, f"cannot write {read_only}", "read-only")
+    assert list(read_only.iterdir()) == []
+
+
+def test_cannot_write_is_one_line_and_still_an_oserror(tmp_path):
+    from cnnlab.errors import CnnlabError
+    from cnnlab.files import CannotWrite, write_bytes
+
+    with pytest.raises(CannotWrite, match="the folder does not exist") as info:
+        write_bytes(tmp_path / "none" / "x.bin", b"1")
+    assert isinstance(info.value, CnnlabError) and isinstance(info.value, OSError)
