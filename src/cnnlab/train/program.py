@@ -144,7 +144,11 @@ def check_archive_bytes(data: bytes, path) -> None:
         raise CnnlabError(f"{path}: Python's and torch's zip readers see different members; {_FIX}")
 
     def record(name: str) -> bytes:
-        return bytes(reader.get_record(name))
+        try:
+            return bytes(reader.get_record(name))
+        except Exception as exc:  # a CRC mismatch or a damaged entry: torch raises RuntimeError
+            raise CnnlabError(f"torch cannot read {name!r} in {path} ({_first_line(exc)[:120]}); it is damaged; "
+                              "train the run again") from None
 
     if record("archive_format").strip() != b"pt2":
         raise CnnlabError(f"{path} is not a pt2 archive (archive_format is not 'pt2'); {_FIX}")
@@ -189,11 +193,16 @@ def load_program(path: Path) -> nn.Module:
     if not path.is_file():
         raise CnnlabError(f"{path} does not exist: the run's model was saved there as a torch.export program")
     data = read_archive(path)
+    quiet = logging.getLogger("torch.export")  # on a damaged archive it logs a traceback before raising
+    level = quiet.level
+    quiet.setLevel(logging.ERROR)
     try:
         program = torch.export.load(io.BytesIO(data))  # the very bytes that were checked
     except Exception as exc:
         raise CnnlabError(f"cannot load the torch.export program {path} ({type(exc).__name__}: "
                           f"{_first_line(exc)}); it was saved by another torch version or is damaged") from exc
+    finally:
+        quiet.setLevel(level)
     try:
         module = unflattened(program)  # the original layers, for hooks and per-layer views
     except Exception as exc:  # evaluation and prediction still work on the flat graph
