@@ -84,6 +84,11 @@ def test_hostile_bodies_are_400_json(client, body, words):
     assert words in _json_error(r, 400)
 
 
+def test_a_content_length_of_thousands_of_digits_is_413(client):
+    r = client.post("/api/t/0/upload", content=b"x", headers={"content-length": HUGE})
+    assert "5000-digit number of bytes" in _json_error(r, 413)
+
+
 def test_unknown_methods_are_json(client):
     assert "not allowed" in _json_error(client.get("/api/t/0/playground"), 405)
 

@@ -112,8 +112,9 @@ def _depth(value) -> int:
 async def read_body(request: Request, limit: int = MAX_UPLOAD_BYTES) -> bytes:
     """The request body, refused (413) as soon as it passes ``limit`` bytes: never buffered whole."""
     declared = request.headers.get("content-length")
-    if declared and declared.isdigit() and int(declared) > limit:
-        raise LabError(413, f"the upload is {int(declared):,} bytes, more than the lab's limit of {limit:,}")
+    if declared and declared.isascii() and declared.isdigit() and (len(declared) > 18 or int(declared) > limit):
+        size = f"{int(declared):,}" if len(declared) <= 18 else f"a {len(declared)}-digit number of"
+        raise LabError(413, f"the upload is {size} bytes, more than the lab's limit of {limit:,}")
     chunks, size = [], 0
     async for chunk in request.stream():
         size += len(chunk)
