@@ -79,7 +79,7 @@ class IndexConvertor(Convertor):
         return str(value)
 
 
-register_url_convertor("index", IndexConvertor())
+register_url_convertor("cnnlab_index", IndexConvertor())
 
 
 def int_param(request: Request, name: str, default: int | None = None, *, least: int = 0,
@@ -278,7 +278,7 @@ async def index(request: Request):
 
 
 def build_routes() -> list:
-    api = "/api/t/{tid:index}"
+    api = "/api/t/{tid:cnnlab_index}"
     return [
         Route("/", index),
         Route("/api/targets", targets),
@@ -290,7 +290,7 @@ def build_routes() -> list:
         Route(f"{api}/input.png", input_png),
         Route(f"{api}/map.png", map_png),
         Route(f"{api}/dot", dot),
-        Route(f"{api}/test/{{index:index}}.png", test_png),
+        Route(f"{api}/test/{{index:cnnlab_index}}.png", test_png),
         Route(f"{api}/pick", pick),
         Route(f"{api}/confusion", confusion),
         Route(f"{api}/cell", cell),
