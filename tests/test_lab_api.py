@@ -366,12 +366,12 @@ def test_cli_serves_discovered_runs_and_warns_off_loopback(tiny_run, tmp_path, m
     shutil.copytree(tiny_run, tmp_path / "runs" / "demo" / "run")
     monkeypatch.chdir(tmp_path)
     served = []
-    monkeypatch.setattr(uvicorn.Server, "run", lambda self: served.append(self.config))
+    monkeypatch.setattr(uvicorn.Server, "run", lambda self, sockets=None: served.append(self.config))
     assert main(["lab", "--port", "0"]) == 0
     out = capsys.readouterr()
     assert "[0] demo/run (run)" in out.out and "warning" not in out.err
     assert served[-1].host == "127.0.0.1" and served[-1].app.allowed_hosts is not None
-    assert main(["lab", "runs/demo/run", "--host", "0.0.0.0"]) == 0
+    assert main(["lab", "runs/demo/run", "--host", "0.0.0.0", "--port", "0"]) == 0  # the CLI binds the port itself
     assert "warning: listening on 0.0.0.0" in capsys.readouterr().err
     assert served[-1].app.allowed_hosts is None
 

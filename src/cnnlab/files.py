@@ -49,6 +49,12 @@ TMP_SUFFIX = ".tmp"
 _FULL = {errno.ENOSPC: "no space left on device", getattr(errno, "EDQUOT", -1): "disk quota exceeded"}
 
 
+class CannotWrite(CnnlabError, OSError):
+    """A file cnnlab cannot create (a read-only folder or file system, no permission, no such folder),
+    as one line naming it. Still an OSError, so code that falls back when a cache folder is not
+    writable keeps doing so."""
+
+
 class _RecordingFile(io.FileIO):
     """A raw file that remembers a disk-full error, whoever catches and re-wraps it."""
 
@@ -70,8 +76,17 @@ def _temporary_name(path: Path) -> Path:
 
 def _open_temporary(path: Path, *, binary: bool, encoding: str | None, newline: str | None):
     tmp = _temporary_name(path)
-    # O_EXCL: never follow a planted link or share a name; 0o666 lets the umask decide, as open() does.
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), 0o666)
+    try:
+        # O_EXCL: never follow a planted link or share a name; 0o666 lets the umask decide, as open() does.
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), 0o666)
+    except OSError as exc:
+        if exc.errno in _FULL:
+            raise CnnlabError(f"{_FULL[exc.errno]} writing {path}; free some space and run the command again") from None
+        why = {errno.EROFS: "the file system is read-only", errno.EACCES: "no permission to write in that folder",
+               errno.EPERM: "no permission to write in that folder",
+               errno.ENOENT: "the folder does not exist", errno.ENOTDIR: "a part of the path is a file, not a folder",
+               }.get(exc.errno, exc.strerror or type(exc).__name__)
+        raise CannotWrite(f"cannot write {path}: {why}; choose a folder you can write to") from None
     raw = _RecordingFile(fd, "wb", closefd=True)
     try:
         with contextlib.suppress(OSError, NotImplementedError):  # replacing a file keeps its mode, as open(path, "w") does

@@ -43,6 +43,9 @@ def register(sub) -> None:
     p.add_argument("--out", type=Path, help="also write each image beside its probability chart (PNG)")
     p.add_argument("--invert", action="store_true",
                    help="invert grey levels first (dark digits on white paper -> MNIST's white on black)")
+    p.add_argument("--model", metavar="NAME|SPEC|PKG.MODULE:FUNCTION",
+                   help="with a .safetensors file: the network to put its weights into, e.g. your own builder "
+                        "my_pkg.nets:make_net (a file only ever names cnnlab's own networks, never code)")
     options.add_device(p)
     p.set_defaults(func=run_predict)
 
@@ -58,6 +61,9 @@ def register(sub) -> None:
     p.add_argument("--layer", help="layer name (e.g. 3 or features.3) or index; omit to list the layers")
     p.add_argument("--out", type=Path, help="write the tiled feature maps here (PNG)")
     p.add_argument("--invert", action="store_true", help="invert grey levels first")
+    p.add_argument("--model", metavar="NAME|SPEC|PKG.MODULE:FUNCTION",
+                   help="with a .safetensors file: the network to put its weights into, e.g. your own builder "
+                        "my_pkg.nets:make_net (a file only ever names cnnlab's own networks, never code)")
     options.add_device(p)
     p.set_defaults(func=run_activations)
 
@@ -146,7 +152,7 @@ def run_predict(args: argparse.Namespace) -> int:
 
     if args.top < 1:
         raise CnnlabError(f"--top must be at least 1, got {args.top}")
-    run = open_model(args.run_dir)  # a run directory or exported .safetensors weights
+    run = open_model(args.run_dir, model=args.model)  # a run directory or exported .safetensors weights
     model = run.build_model(weights="best").to(resolve_device(args.device))  # predict() runs where the model is
     images, notes = _read_images(run, args.images, args.invert)
     probs = predict(model, run.preprocess(images))
@@ -175,7 +181,7 @@ def run_activations(args: argparse.Namespace) -> int:
     from cnnlab.insight.inspect import activations, activations_of, get_layer, layer_names
     from cnnlab.train.device import resolve_device
 
-    run = open_model(args.run_dir)  # a run directory or exported .safetensors weights
+    run = open_model(args.run_dir, model=args.model)  # a run directory or exported .safetensors weights
     model = run.build_model(weights="best").to(resolve_device(args.device))  # the maps come back on the CPU
     images, notes = _read_images(run, [args.image], args.invert)
     x = run.preprocess(images)

@@ -76,12 +76,11 @@ def _run_images(run, specs: list[str], invert: bool):
         if spec.startswith("test:"):
             if test is None:
                 test = load_test_images(run)  # a streamed run's split decodes only the images indexed
-            try:
-                index = int(spec[5:])
-                images.append(test[0][index])
-                labels.append(int(test[1][index]))
-            except (ValueError, IndexError):
-                raise CnnlabError(f"{spec!r} is not test:INDEX with INDEX in 0..{len(test[1]) - 1}") from None
+            digits = spec[5:]
+            if not (digits.isascii() and digits.isdigit() and len(digits) <= 12 and int(digits) < len(test[1])):
+                raise CnnlabError(f"{spec[:40]!r} is not test:INDEX with INDEX in 0..{len(test[1]) - 1}")
+            images.append(test[0][int(digits)])
+            labels.append(int(test[1][int(digits)]))
             continue
         if not Path(spec).is_file():
             raise CnnlabError(f"image {spec} does not exist; pass an image file or test:INDEX")
@@ -95,7 +94,11 @@ def _class_index(target: str, classes: list[str]) -> int | str:
         return target
     if target in classes:
         return classes.index(target)
-    if target.lstrip("-").isdigit():
+    if target.lstrip("-").isascii() and target.lstrip("-").isdigit():
+        if len(target) > 12 or not 0 <= int(target) < len(classes):
+            raise CnnlabError(f"--target {target[:40]} is out of range: the model has {len(classes)} classes "
+                              f"(indices 0..{len(classes) - 1}); give an index in that range, a class name, "
+                              "predicted or actual")
         return int(target)
     raise CnnlabError(f"--target {target!r} is not predicted, actual, a class index or one of: "
                       f"{', '.join(classes[:20])}{', ...' if len(classes) > 20 else ''}")

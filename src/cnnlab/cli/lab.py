@@ -71,6 +71,7 @@ def run(args: argparse.Namespace) -> int:
     if not loopback:
         print(f"warning: listening on {args.host}: anyone who can reach this machine can use the lab "
               "and see your runs; there is no password", file=sys.stderr)
+    sock = bind(args.host, args.port)  # before uvicorn: a busy port is one line, not uvicorn's ERROR and exit 3
     app = create_app(targets, allowed_hosts=LOOPBACK_HOSTS if loopback else None)
     config = uvicorn.Config(app, host=args.host, port=args.port, log_level="warning", access_log=False)
     server = uvicorn.Server(config)
@@ -93,7 +94,36 @@ def run(args: argparse.Namespace) -> int:
 
     threading.Thread(target=announce, daemon=True).start()
     try:
-        server.run()
+        server.run(sockets=[sock])
     finally:
         stopped.set()
+        sock.close()
     return 0
+
+
+def bind(host: str, port: int):
+    """A listening-ready TCP socket bound to ``host``:``port`` (0: any free port), or a one-line
+    CnnlabError naming the port when it is taken, out of range or the host is unknown."""
+    import errno
+    import socket
+
+    if not 0 <= port <= 65535:
+        raise CnnlabError(f"--port {port} is not a port number; use 1..65535 (or 0 for any free port)")
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM,
+                                                             flags=socket.AI_PASSIVE)[0]
+    except (socket.gaierror, UnicodeError) as exc:
+        raise CnnlabError(f"--host {host!r} is not an address of this machine ({exc}); use 127.0.0.1") from None
+    sock = socket.socket(family, kind, proto)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn does
+        sock.bind(address)
+    except OSError as exc:
+        sock.close()
+        if exc.errno == errno.EADDRINUSE:
+            raise CnnlabError(f"port {port} on {host} is already in use (another lab or program is listening "
+                              "there); stop it or choose another port, e.g. --port 0 for any free one") from None
+        raise CnnlabError(f"cannot listen on {host} port {port} ({exc.strerror or exc}); "
+                          "choose another --host or --port") from None
+    sock.set_inheritable(True)
+    return sock

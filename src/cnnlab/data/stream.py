@@ -14,7 +14,10 @@ machine stays usable).
 
 Before training a first pass opens every file and reads only its header (Pillow's
 ``Image.open`` is lazy): files that are not images are listed up front instead of failing
-an hour in. ``skip_bad=True`` leaves them out and reports how many.
+an hour in. ``skip_bad=True`` leaves them out and reports how many; it also decodes every
+file once in that pass (JPEGs at 1/8 scale: the decoder still reads all their data), so an
+image whose header reads but whose pixels are truncated is left out too. Without it such
+a file stops training with one line naming it (:class:`UndecodableImage`).
 """
 
 from __future__ import annotations
@@ -47,26 +50,55 @@ def available_memory() -> int:
     return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 2
 
 
+def check_batch_memory(batch_size: int, size: tuple[int, int], channels: int) -> None:
+    """Refuse, before anything is decoded, an image size at which one batch cannot fit in memory."""
+    need = batch_size * size[0] * size[1] * channels * BYTES_PER_VALUE
+    have = available_memory()
+    if need > have:
+        raise CnnlabError(f"images of {size[0]}x{size[1]}x{channels}: one batch of {batch_size} would take "
+                          f"{need / 2**30:,.1f} GiB, more than the {have / 2**30:,.1f} GiB available; "
+                          "use a smaller --image-size or --batch-size")
+
+
 def should_stream(n_images: int, size: tuple[int, int], channels: int, *, max_memory_gib: float | None) -> bool:
     """True when ``n_images`` decoded would need more than the budget (default: half of what is available)."""
     budget = available_memory() / 2 if max_memory_gib is None else max_memory_gib * 2**30
     return n_images * size[0] * size[1] * channels * BYTES_PER_VALUE > budget
 
 
-def check_headers(files: list[Path]) -> tuple[list[int], list[tuple[Path, str]], Counter, set]:
-    """(indices of readable files, [(unreadable file, why)], Counter of (H, W), modes), headers only."""
+def check_headers(files: list[Path], *, pixels: bool = False) -> tuple[list[int], list[tuple[Path, str]], Counter, set]:
+    """(indices of readable files, [(unreadable file, why)], Counter of (H, W), modes), headers only;
+    ``pixels=True`` also decodes each file (JPEGs at a reduced scale), finding truncated pixel data."""
     from PIL import Image, UnidentifiedImageError
 
     ok, bad, sizes, modes = [], [], Counter(), set()
     for i, file in enumerate(files):
         try:
             with Image.open(file) as im:
-                sizes[(im.height, im.width)] += 1
-                modes.add(im.mode)
+                size, mode = (im.height, im.width), im.mode
+                if pixels:
+                    if im.format == "JPEG":
+                        im.draft(im.mode, (max(1, im.width // 8), max(1, im.height // 8)))
+                    im.load()
+            sizes[size] += 1
+            modes.add(mode)
             ok.append(i)
-        except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
-            bad.append((file, type(exc).__name__))
+        except (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError) as exc:
+            bad.append((file, type(exc).__name__ if not pixels else f"{type(exc).__name__}: {str(exc)[:60]}"))
     return ok, bad, sizes, modes
+
+
+class UndecodableImage(CnnlabError):
+    """An image that fails to decode in a DataLoader worker, as one line naming the file.
+
+    DataLoader re-raises a worker's exception in the main process as ``type(exc)(header +
+    the worker's traceback)``; built that way, this keeps only the original message."""
+
+    def __init__(self, message: str) -> None:
+        marker = f"{UndecodableImage.__module__}.{UndecodableImage.__qualname__}: "
+        if "Traceback" in message and marker in message:
+            message = message.rsplit(marker, 1)[1].strip().splitlines()[0]
+        super().__init__(message)
 
 
 class FolderStream(Dataset):
@@ -105,8 +137,10 @@ def decode(file: str, size: tuple[int, int], mode: str) -> np.ndarray:
             if (im.height, im.width) != (h, w):
                 im = im.resize((w, h), Image.Resampling.BILINEAR)
             return np.array(im, np.uint8).reshape(h, w, -1)  # a writable copy, as torch wants
-    except (OSError, ValueError, SyntaxError) as exc:
-        raise CnnlabError(f"{file}: cannot decode ({exc}); the image is truncated or corrupt; replace it") from None
+    except (OSError, ValueError, SyntaxError, EOFError) as exc:
+        first = (str(exc).splitlines() or [type(exc).__name__])[0][:120]
+        raise UndecodableImage(f"{file}: cannot decode ({first}); the image is truncated or corrupt; replace it "
+                               "or pass --skip-bad to leave out such files") from None
 
 
 @dataclass
@@ -131,7 +165,7 @@ def scan_folder(name: str, *, image_size=None, mode: str | None = None, skip_bad
 
     path = Path(name[len("folder:"):]).expanduser()
     classes, files, labels, split = folder.scan(path)
-    ok, bad, sizes, modes = check_headers(files)
+    ok, bad, sizes, modes = check_headers(files, pixels=skip_bad)
     if bad and not skip_bad:
         listed = ", ".join(f"{f} ({why})" for f, why in bad[:5]) + (", ..." if len(bad) > 5 else "")
         raise CnnlabError(f"{len(bad)} of {len(files)} files in {path} are not readable images: {listed}; "

@@ -94,6 +94,9 @@ def _target(target, names: list[str]):
             raise CnnlabError(f"target {target!r} is not 'predicted', a class index or an ImageNet class name "
                               "like 'tabby' or 'Egyptian_cat'")
         return names.index(target)
+    if isinstance(target, int) and not isinstance(target, bool) and not 0 <= target < len(names):
+        raise CnnlabError(f"target {str(target)[:40]} is out of range: the model has {len(names)} classes (indices "
+                          f"0..{len(names) - 1}); give an index in that range, an ImageNet class name or 'predicted'")
     return target
 
 

@@ -109,13 +109,28 @@ def png_b64(array: np.ndarray) -> str:
 
 
 def to_uint8(values: np.ndarray, *, lo: float | None = None, hi: float | None = None) -> np.ndarray:
-    """Min-max scale to 0..255 (a constant array becomes mid grey)."""
+    """Min-max scale to 0..255 (a constant array becomes mid grey). Values that overflowed (inf, NaN)
+    do not spoil the rest: the range is that of the finite values, +inf is white, -inf and NaN black."""
     v = np.asarray(values, dtype=np.float32)
+    finite = np.isfinite(v)
+    if not finite.all():
+        return _nonfinite_to_uint8(v, finite, lo, hi)
     lo = float(v.min()) if lo is None else lo
     hi = float(v.max()) if hi is None else hi
     if not hi > lo:
         return np.full(v.shape, 128, dtype=np.uint8)
     return np.clip((v - lo) * (255.0 / (hi - lo)), 0, 255).astype(np.uint8)
+
+
+def _nonfinite_to_uint8(v: np.ndarray, finite: np.ndarray, lo, hi) -> np.ndarray:
+    some = v[finite]
+    lo = lo if lo is not None and math.isfinite(lo) else (float(some.min()) if some.size else 0.0)
+    hi = hi if hi is not None and math.isfinite(hi) else (float(some.max()) if some.size else 0.0)
+    wide = v.astype(np.float64)
+    with np.errstate(invalid="ignore", over="ignore"):
+        scaled = (wide - lo) * (255.0 / (hi - lo)) if hi > lo else np.where(finite, 128.0, wide)
+        scaled = np.clip(np.nan_to_num(scaled, nan=0.0, posinf=255.0, neginf=0.0), 0, 255)
+    return scaled.astype(np.uint8)
 
 
 def atlas(maps: np.ndarray) -> tuple[np.ndarray, int, list[float], list[float]]:
@@ -128,11 +143,14 @@ def atlas(maps: np.ndarray) -> tuple[np.ndarray, int, list[float], list[float]]:
     cols = max(1, min(n, 8 if n <= 64 else 16))
     rows = math.ceil(n / cols)
     flat = maps.reshape(n, -1)
-    lo, hi = flat.min(axis=1), flat.max(axis=1)
-    span = np.where(hi > lo, hi - lo, 1.0)
-    scaled = np.where((hi > lo)[:, None], (flat - lo[:, None]) * (255.0 / span)[:, None], 128.0)
+    lo, hi = flat.min(axis=1), flat.max(axis=1)  # inf or NaN where a map overflowed: the JSON reports it
     tiles = np.zeros((rows * cols, h, w), dtype=np.uint8)
-    tiles[:n] = np.clip(scaled, 0, 255).astype(np.uint8).reshape(n, h, w)
+    if np.isfinite(flat).all():
+        span = np.where(hi > lo, hi - lo, 1.0)
+        scaled = np.where((hi > lo)[:, None], (flat - lo[:, None]) * (255.0 / span)[:, None], 128.0)
+        tiles[:n] = np.clip(scaled, 0, 255).astype(np.uint8).reshape(n, h, w)
+    else:
+        tiles[:n] = [to_uint8(m) for m in maps]
     grid = tiles.reshape(rows, cols, h, w).transpose(0, 2, 1, 3).reshape(rows * h, cols * w)
     return grid, cols, lo.tolist(), hi.tolist()
 
@@ -158,5 +176,6 @@ def colorize(values: np.ndarray, *, cmap: str = "inferno", alpha: bool = False) 
 def diverging(values: np.ndarray) -> np.ndarray:
     """(H, W) signed values -> uint8 RGB, zero white, negative blue, positive red (symmetric)."""
     v = np.asarray(values, dtype=np.float32)
-    m = float(np.abs(v).max()) or 1.0
-    return _lut("RdBu_r")[to_uint8(v, lo=-m, hi=m)]
+    finite = np.abs(v[np.isfinite(v)])
+    m = float(finite.max()) if finite.size else 0.0
+    return _lut("RdBu_r")[to_uint8(v, lo=-(m or 1.0), hi=m or 1.0)]

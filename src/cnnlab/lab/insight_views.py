@@ -8,10 +8,10 @@ import copy
 import numpy as np
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
-from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from cnnlab.lab.imaging import LabError
+from cnnlab.lab.responses import JSONResponse
 
 ATTRIBUTION_LABELS = {"gradcam": "Grad-CAM", "gradcam++": "Grad-CAM++", "saliency": "saliency",
                       "smoothgrad": "SmoothGrad", "ig": "integrated gradients", "occlusion": "occlusion"}

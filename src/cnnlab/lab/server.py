@@ -4,6 +4,11 @@ Every request names its target by its index in the fixed list given at start
 (``/api/t/0/...``) and its input by ``test:<index>`` or a token from the InputStore: no
 request parameter ever becomes a file path. Computation runs in the thread pool so the
 event loop keeps serving; each target's lock keeps two requests off one model at a time.
+
+The lab never answers 500 to what a client sends: path indices have at most 9 digits (a
+longer one is a 404), query integers are parsed with bounds, JSON bodies are refused past
+1 MB or 32 levels of nesting, unknown routes and methods answer JSON, and every JSON
+response is finite (``cnnlab.lab.responses``).
 """
 
 from __future__ import annotations
@@ -11,13 +16,16 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import re
 from pathlib import Path
 
 import numpy as np
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
+from starlette.convertors import Convertor, register_url_convertor
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.responses import FileResponse, JSONResponse, Response
+from starlette.responses import FileResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
@@ -25,6 +33,7 @@ from cnnlab.errors import CnnlabError
 from cnnlab.lab import analysis, insight_views
 from cnnlab.lab.compute import overview
 from cnnlab.lab.imaging import MAX_UPLOAD_BYTES, LabError, decode_upload, png_bytes
+from cnnlab.lab.responses import JSONResponse
 from cnnlab.lab.store import InputStore
 from cnnlab.lab.targets import Input
 
@@ -53,23 +62,59 @@ class Lab:
         return target, self.inputs.resolve(tid, target, ref)
 
 
-def int_param(request: Request, name: str, default: int | None = None) -> int:
+MAX_INDEX = 2**31 - 1  # the largest index, channel, seed or count a query may name
+MAX_JSON_DEPTH = 32
+_INTEGER = re.compile(r"[+-]?[0-9]{1,12}")
+
+
+class IndexConvertor(Convertor):
+    """A path index of at most 9 digits: a longer one matches no route (404), never int('9' * 5000)."""
+
+    regex = "[0-9]{1,9}"
+
+    def convert(self, value: str) -> int:
+        return int(value)
+
+    def to_string(self, value: int) -> str:
+        return str(value)
+
+
+register_url_convertor("cnnlab_index", IndexConvertor())
+
+
+def int_param(request: Request, name: str, default: int | None = None, *, least: int = 0,
+              most: int = MAX_INDEX) -> int:
+    """The query parameter ``name`` as an integer from ``least`` to ``most`` (400 otherwise)."""
     raw = request.query_params.get(name)
     if raw is None:
         if default is None:
             raise LabError(400, f"missing query parameter {name!r}")
         return default
-    try:
-        return int(raw)
-    except ValueError:
-        raise LabError(400, f"{name} must be an integer, got {raw[:40]!r}") from None
+    if not _INTEGER.fullmatch(raw.strip()):
+        raise LabError(400, f"{name} must be an integer from {least} to {most}, got {raw[:40]!r}")
+    value = int(raw)
+    if not least <= value <= most:
+        raise LabError(400, f"{name} must be an integer from {least} to {most}, got {value}")
+    return value
+
+
+def _depth(value) -> int:
+    """How deeply ``value`` (parsed JSON) nests lists and objects, without recursion."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        v, d = stack.pop()
+        if isinstance(v, (list, dict)):
+            deepest = max(deepest, d)
+            stack.extend((x, d + 1) for x in (v.values() if isinstance(v, dict) else v))
+    return deepest
 
 
 async def read_body(request: Request, limit: int = MAX_UPLOAD_BYTES) -> bytes:
     """The request body, refused (413) as soon as it passes ``limit`` bytes: never buffered whole."""
     declared = request.headers.get("content-length")
-    if declared and declared.isdigit() and int(declared) > limit:
-        raise LabError(413, f"the upload is {int(declared):,} bytes, more than the lab's limit of {limit:,}")
+    if declared and declared.isascii() and declared.isdigit() and (len(declared) > 18 or int(declared) > limit):
+        size = f"{int(declared):,}" if len(declared) <= 18 else f"a {len(declared)}-digit number of"
+        raise LabError(413, f"the upload is {size} bytes, more than the lab's limit of {limit:,}")
     chunks, size = [], 0
     async for chunk in request.stream():
         size += len(chunk)
@@ -82,10 +127,14 @@ async def read_body(request: Request, limit: int = MAX_UPLOAD_BYTES) -> bytes:
 async def read_json(request: Request, limit: int = 1 << 20) -> dict:
     try:
         body = json.loads(await read_body(request, limit))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise LabError(400, f"the request body is not JSON ({exc})") from exc
+    except RecursionError:
+        raise LabError(400, f"the request body nests deeper than {MAX_JSON_DEPTH} levels") from None
+    except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError, an integer of thousands of digits
+        raise LabError(400, f"the request body is not JSON ({str(exc)[:120]})") from None
     if not isinstance(body, dict):
         raise LabError(400, "the request body must be a JSON object")
+    if _depth(body) > MAX_JSON_DEPTH:
+        raise LabError(400, f"the request body nests deeper than {MAX_JSON_DEPTH} levels")
     return body
 
 
@@ -229,7 +278,7 @@ async def index(request: Request):
 
 
 def build_routes() -> list:
-    api = "/api/t/{tid:int}"
+    api = "/api/t/{tid:cnnlab_index}"
     return [
         Route("/", index),
         Route("/api/targets", targets),
@@ -241,7 +290,7 @@ def build_routes() -> list:
         Route(f"{api}/input.png", input_png),
         Route(f"{api}/map.png", map_png),
         Route(f"{api}/dot", dot),
-        Route(f"{api}/test/{{index:int}}.png", test_png),
+        Route(f"{api}/test/{{index:cnnlab_index}}.png", test_png),
         Route(f"{api}/pick", pick),
         Route(f"{api}/confusion", confusion),
         Route(f"{api}/cell", cell),
@@ -306,6 +355,13 @@ async def cnnlab_error(request: Request, exc: CnnlabError):
     return error_response(400, str(exc))
 
 
+async def http_error(request: Request, exc: HTTPException):
+    """An unknown route (404) or method (405) answers JSON too."""
+    what = {404: f"no such page or endpoint: {request.url.path[:80]}",
+            405: f"{request.method} is not allowed here"}.get(exc.status_code, str(exc.detail)[:200])
+    return JSONResponse({"error": what}, status_code=exc.status_code, headers=exc.headers)
+
+
 def create_app(targets: list, *, allowed_hosts: tuple[str, ...] | None = LOOPBACK_HOSTS) -> Guard:
     """The lab's ASGI app over a fixed list of targets (see ``cnnlab.lab.targets``).
 
@@ -313,7 +369,8 @@ def create_app(targets: list, *, allowed_hosts: tuple[str, ...] | None = LOOPBAC
     """
     lab = Lab(targets)
     app = Starlette(routes=build_routes(),
-                    exception_handlers={LabError: lab_error, CnnlabError: cnnlab_error})
+                    exception_handlers={LabError: lab_error, CnnlabError: cnnlab_error,
+                                        HTTPException: http_error})
     app.state.lab = lab
     guard = Guard(app, allowed_hosts=allowed_hosts)
     guard.lab = lab

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
+import stat
 import sys
 import typing
 from pathlib import Path
@@ -23,16 +25,20 @@ if sys.version_info >= (3, 11):
 else:  # Python 3.10: the same parser, as a package (declared in pyproject.toml)
     import tomli as tomllib
 
+MAX_CONFIG_BYTES = 1 << 20
 SECTIONS = {"run": RunConfig, "hyperparams": Hyperparams, "runtime": Runtime}
 
 
 def read_config(path) -> dict:
     """The settings in a TOML file, checked, as ``with_overrides`` keyword arguments."""
     path = Path(path)
+    text = _read_text(path)
     try:
-        doc = tomllib.loads(path.read_text(encoding="utf-8"))
+        doc = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise CnnlabError(f"{path} is not valid TOML: {exc}") from None
+    except RecursionError:  # tomllib recurses once per nested array or inline table
+        raise CnnlabError(f"{path} nests arrays or tables too deeply to be a cnnlab config") from None
     out: dict = {}
     allowed = ", ".join(f"[{s}]" for s in SECTIONS)
     for section, table in doc.items():
@@ -46,6 +52,28 @@ def read_config(path) -> dict:
     except CnnlabError as exc:
         raise CnnlabError(f"{path}: {exc}") from None
     return out
+
+
+def _read_text(path: Path) -> str:
+    """The text of a config file: a regular file of at most MAX_CONFIG_BYTES of UTF-8 (so that
+    ``--config /dev/zero`` or a FIFO cannot exhaust memory or hang)."""
+    try:
+        info = os.stat(path)
+        if not stat.S_ISREG(info.st_mode):
+            raise CnnlabError(f"config {path} is not a regular file; give a .toml file (e.g. from --print-config)")
+        with open(path, "rb") as f:
+            data = f.read(MAX_CONFIG_BYTES + 1)
+    except FileNotFoundError:
+        raise CnnlabError(f"config file {path} does not exist; write one with --print-config > {path}") from None
+    except OSError as exc:
+        raise CnnlabError(f"cannot read config {path} ({exc.strerror or type(exc).__name__})") from None
+    if len(data) > MAX_CONFIG_BYTES:
+        raise CnnlabError(f"config {path} is over {MAX_CONFIG_BYTES // 2**20} MB; a cnnlab config is a few lines "
+                          "of TOML: is it the right file?")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise CnnlabError(f"config {path} is not UTF-8 text (byte {exc.start}); TOML files are UTF-8") from None
 
 
 def _read_section(path: Path, section: str, table: dict) -> dict:
@@ -99,7 +127,11 @@ def _value(value) -> str:
     if isinstance(value, (int, float)):
         return repr(value)  # Python's shortest round-trip form is valid TOML (1e-06, 0.001, inf)
     if isinstance(value, str):
-        return json.dumps(value, ensure_ascii=False)  # a JSON string is a TOML basic string
+        if any(0xD800 <= ord(ch) <= 0xDFFF for ch in value):  # a file name's non-UTF-8 bytes (surrogateescape)
+            raise CnnlabError(f"{value!r} holds bytes that are not UTF-8, which a TOML file cannot hold; "
+                              "rename the file or folder")
+        # A JSON string is a TOML basic string, except that TOML also forbids a raw DEL (U+007F).
+        return json.dumps(value, ensure_ascii=False).replace("\x7f", "\\u007f")
     if isinstance(value, (list, tuple)):
         return "[" + ", ".join(_value(v) for v in value) + "]"
     if isinstance(value, Augment):

@@ -103,11 +103,16 @@ def _streamed(cfg: RunConfig):
     """The folder as streams (cnnlab.data.stream) when --stream, --skip-bad or its size asks for it."""
     if not cfg.data.startswith("folder:"):
         return None
-    from cnnlab.data.stream import should_stream, stream_folder
+    from cnnlab.data.folder import _parse_size
+    from cnnlab.data.stream import check_batch_memory, should_stream, stream_folder
 
+    size = _parse_size(cfg.image_size)
+    if size is not None:  # before the folder is scanned: a grey batch (the least) must fit
+        check_batch_memory(cfg.train.batch_size, size, 3 if cfg.pretrained else 1)
     data = stream_folder(cfg.data, seed=cfg.train.seed, train_size=cfg.train_size, val_size=cfg.val_size,
                          skip_bad=cfg.skip_bad, workers=cfg.workers, **folder_options(cfg))
     h, w, c = data.input_shape
+    check_batch_memory(cfg.train.batch_size, (h, w), c)
     big = should_stream(len(data.train) + len(data.test) + (len(data.val) if data.val else 0), (h, w), c,
                         max_memory_gib=cfg.max_memory)
     return data if cfg.stream or big or data.skipped else None

@@ -20,15 +20,21 @@ pickle under the hood ... Never load data from an untrusted source", and in torc
 weights or constants flagged ``use_pickle``, custom and opaque objects, and sample inputs
 that ``weights_only=True`` rejects are unpickled without restriction. cnnlab writes
 programs without any of these (plain tensor weights, no sample inputs), and
-:func:`check_archive` refuses, before ``torch.export.load`` sees it, any archive that
-holds a file other than the JSON graph and configs and raw weight bytes, or whose configs
-name a pickled payload or a non-tensor constant. That closes the pickle paths we found;
-the graph JSON itself is deserialised by torch's own code, which we have not audited, so
-treat a run directory with a ``model.pt2`` like code you run: only from sources you trust.
+:func:`read_archive` reads the file once and refuses, before ``torch.export.load`` sees those
+bytes, any archive that holds a name twice (Python's zip reader takes the last copy, torch's
+the one its binary search lands on), a member other than the JSON graph, the JSON configs,
+raw weight bytes and the small text records, a raw member no config names, a config entry
+marked ``use_pickle`` or pointing outside the raw tensors, non-empty sample inputs, or a
+member list that torch's own zip reader sees differently; the configs are read with torch's
+reader, so the bytes checked are the bytes loaded. That closes the pickle paths we found
+(docs/SECURITY.md lists them with their tests); the graph JSON itself is deserialised by
+torch's own code, which we have not audited, so treat a run directory with a ``model.pt2``
+like code you run: only from sources you trust.
 """
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import re
@@ -78,33 +84,101 @@ def save_program(program, path: Path) -> None:
     files.write_with(path, lambda f: torch.export.save(program, f))
 
 
+_FIX = "cnnlab never writes such an archive, so it is not the program cnnlab saved; delete the run or train it again"
+_REQUIRED = ("archive_format", "models/model.json", "data/weights/model_weights_config.json")
+_CONFIGS = {"data/weights/model_weights_config.json": ("data/weights/", r"weight_\d+"),
+            "data/constants/model_constants_config.json": ("data/constants/", r"tensor_\w+")}
+
+
+def read_archive(path: Path) -> bytes:
+    """The bytes of the .pt2 at ``path``, checked (:func:`check_archive_bytes`): read once, so the bytes
+    that were checked are the bytes ``torch.export.load`` is given (the file may change on disk meanwhile)."""
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise CnnlabError(f"cannot read {path} ({exc.strerror or type(exc).__name__}); check the file") from None
+    check_archive_bytes(data, path)
+    return data
+
+
 def check_archive(path: Path) -> None:
     """Refuse a .pt2 that holds anything torch.export.load would unpickle (see the module's doc)."""
-    fix = "cnnlab writes none; it is not the program cnnlab saved, delete the run or train it again"
+    read_archive(path)
+
+
+def check_archive_bytes(data: bytes, path) -> None:
+    """Refuse a .pt2 archive (its bytes) unless it holds only what cnnlab's programs hold: one root folder
+    with the JSON graph, the JSON configs, raw weight bytes each named by a config entry that is not pickled,
+    and the small text records; no name twice (zip readers disagree on which copy counts: Python's takes
+    the last, torch's miniz a binary search's pick), no unexpected member, and the same member list
+    whether Python's zip reader or torch's own reader reads it. The configs are read with torch's reader:
+    the bytes checked are the bytes torch.export.load will use."""
     try:
-        with zipfile.ZipFile(path) as z:
+        with zipfile.ZipFile(io.BytesIO(data)) as z:
             names = z.namelist()
-            roots = {n.split("/", 1)[0] for n in names}
-            if len(roots) != 1:
-                raise CnnlabError(f"{path} is not a torch.export archive; {fix}")
-            inner = {n.split("/", 1)[1]: n for n in names if "/" in n}
-            odd = [n for n in inner if n and not n.endswith("/") and not _ALLOWED.fullmatch(n)]
-            if odd:
-                raise CnnlabError(f"{path} holds {odd[0]!r}, a file torch.export.load might unpickle; {fix}")
-            for key in ("data/weights/model_weights_config.json", "data/constants/model_constants_config.json"):
-                config = json.loads(z.read(inner[key])) if key in inner else {"config": {}}
-                for name, meta in config.get("config", {}).items():
-                    pickled = meta.get("use_pickle") or not str(meta.get("path_name", "")).startswith(
-                        ("weight_", "tensor_"))
-                    if pickled:
-                        raise CnnlabError(f"{path}: {name!r} is stored pickled; {fix}")
-            sample = inner.get("data/sample_inputs/model.pt")
-            if sample is not None and z.getinfo(sample).file_size:
-                raise CnnlabError(f"{path} holds sample inputs, which torch.export.load may unpickle; {fix}")
-    except CnnlabError:
-        raise
-    except (zipfile.BadZipFile, OSError, ValueError, KeyError) as exc:
-        raise CnnlabError(f"cannot read {path} ({type(exc).__name__}); it is damaged; train the run again") from None
+    except (zipfile.BadZipFile, OSError, ValueError, EOFError) as exc:
+        raise CnnlabError(f"cannot read {path} as a torch.export archive ({type(exc).__name__}); it is damaged; "
+                          "train the run again") from None
+    folded = [n.casefold() for n in names]
+    twice = sorted({n for n, f in zip(names, folded, strict=True) if folded.count(f) > 1})
+    if twice:
+        raise CnnlabError(f"{path} holds {twice[0]!r} more than once; {_FIX}")
+    roots = {n.split("/", 1)[0] for n in names}
+    if len(roots) != 1 or any("/" not in n for n in names):
+        raise CnnlabError(f"{path} is not a torch.export archive (not one root folder); {_FIX}")
+    inner = [n.split("/", 1)[1] for n in names]
+    odd = [n for n in inner if not _ALLOWED.fullmatch(n)]
+    if odd:
+        raise CnnlabError(f"{path} holds {odd[0]!r}, a file torch.export.load might unpickle; {_FIX}")
+    missing = [n for n in _REQUIRED if n not in inner]
+    if missing:
+        raise CnnlabError(f"{path} has no {missing[0]!r}; it is not a torch.export program; {_FIX}")
+    try:  # the reader torch.export.load uses (miniz), on the same bytes
+        reader = torch._C.PyTorchFileReader(io.BytesIO(data))
+        records = list(reader.get_all_records())
+    except Exception as exc:  # torch raises RuntimeError for a damaged archive
+        raise CnnlabError(f"torch cannot read {path} ({_first_line(exc)[:120]}); it is damaged; "
+                          "train the run again") from None
+    if sorted(records) != sorted(inner):
+        raise CnnlabError(f"{path}: Python's and torch's zip readers see different members; {_FIX}")
+
+    def record(name: str) -> bytes:
+        try:
+            return bytes(reader.get_record(name))
+        except Exception as exc:  # a CRC mismatch or a damaged entry: torch raises RuntimeError
+            raise CnnlabError(f"torch cannot read {name!r} in {path} ({_first_line(exc)[:120]}); it is damaged; "
+                              "train the run again") from None
+
+    if record("archive_format").strip() != b"pt2":
+        raise CnnlabError(f"{path} is not a pt2 archive (archive_format is not 'pt2'); {_FIX}")
+    raw = {n for n in inner if n.startswith(("data/weights/weight_", "data/constants/tensor_"))}
+    named = set()
+    for key, (folder, pattern) in _CONFIGS.items():
+        if key not in inner:
+            continue
+        try:
+            config = json.loads(record(key))
+        except (UnicodeDecodeError, ValueError):
+            raise CnnlabError(f"{path}: {key} is not JSON; {_FIX}") from None
+        entries = config.get("config") if isinstance(config, dict) else None
+        if not isinstance(entries, dict):
+            raise CnnlabError(f"{path}: {key} has no 'config' object; {_FIX}")
+        for name, meta in entries.items():
+            stored = meta.get("path_name") if isinstance(meta, dict) else None
+            if (not isinstance(meta, dict) or meta.get("use_pickle") is not False or not isinstance(stored, str)
+                    or not re.fullmatch(pattern, stored) or folder + stored not in raw):
+                raise CnnlabError(f"{path}: {name!r} is stored pickled or outside the archive's raw tensors; {_FIX}")
+            named.add(folder + stored)
+    unnamed = sorted(raw - named)
+    if unnamed:
+        raise CnnlabError(f"{path} holds {unnamed[0]!r}, which no config names (a payload to unpickle?); {_FIX}")
+    try:
+        json.loads(record("models/model.json"))
+    except (UnicodeDecodeError, ValueError):
+        raise CnnlabError(f"{path}: models/model.json is not JSON; {_FIX}") from None
+    if "data/sample_inputs/model.pt" in inner and record("data/sample_inputs/model.pt"):
+        raise CnnlabError(f"{path} holds sample inputs, which torch.export.load may unpickle; {_FIX}")
 
 
 def _first_line(exc: Exception) -> str:
@@ -118,12 +192,17 @@ def load_program(path: Path) -> nn.Module:
     path = Path(path)
     if not path.is_file():
         raise CnnlabError(f"{path} does not exist: the run's model was saved there as a torch.export program")
-    check_archive(path)
+    data = read_archive(path)
+    quiet = logging.getLogger("torch.export")  # on a damaged archive it logs a traceback before raising
+    level = quiet.level
+    quiet.setLevel(logging.ERROR)
     try:
-        program = torch.export.load(path)
+        program = torch.export.load(io.BytesIO(data))  # the very bytes that were checked
     except Exception as exc:
         raise CnnlabError(f"cannot load the torch.export program {path} ({type(exc).__name__}: "
                           f"{_first_line(exc)}); it was saved by another torch version or is damaged") from exc
+    finally:
+        quiet.setLevel(level)
     try:
         module = unflattened(program)  # the original layers, for hooks and per-layer views
     except Exception as exc:  # evaluation and prediction still work on the flat graph

@@ -256,8 +256,13 @@ def coerce(name: str, hint, value):
             return None
         hint = next(a for a in typing.get_args(hint) if a is not type(None))
     if hint is Augment:
-        if isinstance(value, dict):
-            return Augment(**value)
+        if isinstance(value, dict):  # a [hyperparams.augment] table: each key checked, by name
+            fields = {f.name: f for f in dataclasses.fields(Augment)}
+            hints = typing.get_type_hints(Augment)
+            for key in value:
+                if key not in fields:
+                    raise CnnlabError(f"{name}.{key} is not an augmentation setting; allowed: {', '.join(fields)}")
+            return Augment(**{k: coerce(f"{name}.{k}", hints[k], v) for k, v in value.items()})
         if isinstance(value, str):
             return Augment.parse(value)
     if typing.get_origin(hint) is tuple and isinstance(value, (list, tuple)) and len(value) == len(typing.get_args(hint)):
