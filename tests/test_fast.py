@@ -230,3 +230,4 @@ def test_a_compiler_that_hangs_is_bounded_and_reported(tmp_path):
 def test_the_avx2_override_builds_kernels_without_avx512(tmp_path):
     out = _status(tmp_path, CNNLAB_CPU_FEATURES="avx2,fma")
     assert out.startswith("on") and "-march=x86-64-v3" in out
+

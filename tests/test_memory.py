@@ -61,3 +61,13 @@ def test_a_large_activation_stops_page_faulting():
 def test_the_setting_is_made_once_and_reported():
     first = keep_freed_memory()
     assert keep_freed_memory() is first and isinstance(first, bool)
+
+
+def test_one_answer_for_the_memory_left():
+    # A model's weights and a folder's decoded images are checked against the same figure.
+    import cnnlab.cpu
+    import cnnlab.data.stream as stream
+    import cnnlab.models as models
+
+    assert models.available_memory is cnnlab.cpu.available_memory is stream.available_memory
+    assert 0 < cnnlab.cpu.available_memory() < 2**63

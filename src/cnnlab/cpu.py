@@ -1,4 +1,5 @@
-"""What this CPU can do: its instruction-set flags, read once, with an override for tests.
+"""What this machine can do: its CPU's instruction-set flags (read once, with an override for
+tests) and the memory it can still give.
 
 Below every layer: ``cnnlab.precision`` asks it whether bf16 pays, and each fast path in
 ``cnnlab.fast`` asks it whether the instructions it needs are there before it proves itself
@@ -104,3 +105,20 @@ def isa_label() -> str:
     if {"avx2", "fma"} <= f:
         return "avx2"
     return "baseline"
+
+
+def available_memory() -> int:
+    """Bytes the system could give this process now: Linux's MemAvailable; elsewhere half the
+    physical memory (a guess that errs on the safe side); 2**63 where even that is unknown.
+    The one answer for every memory check (a model's weights, a folder's decoded images)."""
+    try:
+        with open("/proc/meminfo", encoding="ascii", errors="replace") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 2
+    except (ValueError, OSError, AttributeError):
+        return 2**63

@@ -23,7 +23,6 @@ a file stops training with one line naming it (:class:`UndecodableImage`).
 from __future__ import annotations
 
 import logging
-import os
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,22 +31,12 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from cnnlab.cpu import available_memory
 from cnnlab.errors import CnnlabError
 
 BYTES_PER_VALUE = 5  # a uint8 copy and the float32 training copy
 
 log = logging.getLogger(__name__)
-
-
-def available_memory() -> int:
-    """Bytes the system could give this process now (Linux MemAvailable; else total/2)."""
-    try:
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemAvailable:"):
-                return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 2
 
 
 def check_batch_memory(batch_size: int, size: tuple[int, int], channels: int) -> None:

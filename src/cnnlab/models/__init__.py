@@ -8,13 +8,13 @@ return logits (N, num_classes): softmax belongs to the loss and to prediction.
 from __future__ import annotations
 
 import inspect
-import os
 import re
 import warnings
 
 import torch
 from torch import nn
 
+from cnnlab.cpu import available_memory
 from cnnlab.errors import CnnlabError
 from cnnlab.models.check import as_input_shape, as_num_classes, probe_output_shape
 from cnnlab.models.init import INITS, check_init, initialize
@@ -112,21 +112,6 @@ def build(name_or_spec: str, *, input_shape=None, num_classes: int | None = None
         check_init(init)
     model = _build(name_or_spec, input_shape, num_classes)
     return model if init is None else initialize(model, init=init)
-
-
-def available_memory() -> int:
-    """Bytes this machine can still give (MemAvailable in /proc/meminfo, else all of its RAM)."""
-    try:
-        with open("/proc/meminfo", encoding="ascii") as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except (OSError, ValueError, IndexError):
-        pass
-    try:
-        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    except (ValueError, OSError, AttributeError):
-        return 2**63
 
 
 def _check_memory(spec: str, input_shape, num_classes) -> None:
