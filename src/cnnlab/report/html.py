@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import datetime
 import os
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -24,6 +23,7 @@ from cnnlab import files
 from cnnlab.errors import CnnlabError
 from cnnlab.insight.results import FilterResults, Results
 from cnnlab.report import plots
+from cnnlab.report.options import ReportOptions
 from cnnlab.report.page import Page, array_to_png, escape, img, note
 from cnnlab.report.sections import SECTIONS
 from cnnlab.scratch.images import tile
@@ -33,18 +33,10 @@ __all__ = ["ReportOptions", "output_path", "render_filters_page", "render_report
            "write_report"]
 
 
-@dataclass(frozen=True)
-class ReportOptions:
-    """How the report shows results. Tables past these lengths are truncated with a note.
-    (How much is collected, e.g. the number of top losses: ``cnnlab.insight.results.ResultsOptions``.)"""
-
-    max_class_rows: int = 30  # per-class table: the worst classes by F1 when there are more
-    max_pairs: int = 20  # most-confused pairs
-    max_maps: int = 64  # feature maps per layer and image
-    dpi: int = 80  # PNG resolution: 80 keeps a 100-class report small and fast
+DEFAULT_OPTIONS = ReportOptions()  # frozen: one shared default
 
 
-def render_report(results: Results, *, options: ReportOptions = ReportOptions()) -> str:
+def render_report(results: Results, *, options: ReportOptions = DEFAULT_OPTIONS) -> str:
     """The report of finished ``results`` as one HTML string: each of ``SECTIONS`` in turn."""
     _check_results(results, Results, "collect_results")
     page = Page(title=f"cnnlab report: {results.name}", dpi=options.dpi)
@@ -55,7 +47,7 @@ def render_report(results: Results, *, options: ReportOptions = ReportOptions())
 
 
 def write_report(results: Results, *, out: str | Path | None = None,
-                 options: ReportOptions = ReportOptions()) -> Path:
+                 options: ReportOptions = DEFAULT_OPTIONS) -> Path:
     """Render ``results`` and write the HTML atomically to ``out`` (default
     ``RUN_DIR/report.html``); return its path."""
     _check_results(results, Results, "collect_results")

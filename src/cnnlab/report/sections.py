@@ -33,7 +33,7 @@ from cnnlab.report.why import why_section
 
 if TYPE_CHECKING:
     from cnnlab.insight.results import Results
-    from cnnlab.report.html import ReportOptions
+    from cnnlab.report.options import ReportOptions
 
 __all__ = ["SECTIONS"]
 

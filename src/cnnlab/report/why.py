@@ -10,7 +10,7 @@ from cnnlab.report.page import Page, note
 
 if TYPE_CHECKING:
     from cnnlab.insight.results import Results
-    from cnnlab.report.html import ReportOptions
+    from cnnlab.report.options import ReportOptions
 
 __all__ = ["why_section"]
 
