@@ -16,12 +16,12 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 from matplotlib import colormaps
-from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 from cnnlab.data.preview import plot_dataset_grid  # noqa: F401  (one implementation, re-exported)
 from cnnlab.errors import CnnlabError
 from cnnlab.insight.inspect import filter_images
+from cnnlab.scratch.figure import Figure
 from cnnlab.scratch.images import tile
 
 __all__ = [
