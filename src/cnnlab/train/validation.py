@@ -10,6 +10,7 @@ from torch import nn
 from cnnlab.errors import CnnlabError
 from cnnlab.precision import autocast
 from cnnlab.train import distributed as dist
+from cnnlab.train.losses import summed
 from cnnlab.train.view import training_view
 
 
@@ -35,24 +36,25 @@ def tta_logits(model: nn.Module, x: torch.Tensor, *, flip: bool = False, shift: 
 
 def evaluate_loss_accuracy(
     model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, batch_size: int = 1024, flip: bool = False,
-    precision: str = "auto", shift: bool = False,
+    precision: str = "auto", shift: bool = False, loss=None,
 ) -> tuple[float, float]:
     """Mean cross-entropy and accuracy over (x, y), in large batches, summed over all ranks.
 
     ``flip`` and ``shift`` average each image's logits over test-time augmented views
-    (``tta_logits``; TrainConfig.eval_flip and eval_shift).
+    (``tta_logits``; TrainConfig.eval_flip and eval_shift). ``loss``: fit's own loss function
+    (``cnnlab.train.losses``) in place of the cross-entropy.
     """
     if batch_size < 1:
         raise CnnlabError(f"batch_size must be at least 1, got {batch_size}")
     if len(x) != len(y):
         raise CnnlabError(f"{len(x)} inputs but {len(y)} labels; they must match")
-    sums = _eval_sums(model, x, y, batch_size, flip, shift, precision)
+    sums = _eval_sums(model, x, y, batch_size, flip, shift, precision, loss)
     loss_sum, correct, count = dist.all_reduce_sum(sums).tolist()
     return loss_sum / max(count, 1), correct / max(count, 1)
 
 
 def _eval_sums(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int, flip: bool, shift: bool,
-               precision: str) -> torch.Tensor:
+               precision: str, loss=None) -> torch.Tensor:
     rank, world = dist.rank(), dist.world_size()
     sums = torch.zeros(3, dtype=torch.float64, device=x.device)
     was_training = model.training
@@ -62,7 +64,7 @@ def _eval_sums(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: i
         for start in range(rank * batch_size, len(x), batch_size * world):  # rank's disjoint shard
             xb, yb = x[start : start + batch_size], y[start : start + batch_size]
             logits = tta_logits(fast, xb, flip=flip, shift=shift)
-            sums[0] += F.cross_entropy(logits, yb, reduction="sum").double()
+            sums[0] += summed(loss, logits.float(), yb).double()
             sums[1] += (logits.argmax(1) == yb).sum()
             sums[2] += len(yb)
     model.train(was_training)
