@@ -68,7 +68,7 @@ def _last_linear(model: nn.Module) -> nn.Linear:
 
 
 def penultimate_features(model: nn.Module, images, *, preprocess: Callable | None = None,
-                         batch_size: int = 512) -> tuple[np.ndarray, np.ndarray]:
+                         batch_size: int = 512, progress: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """``(features (N, F) float32, predictions (N,) int64)``: the input of the model's last
     ``nn.Linear`` layer and the argmax of its output, for every image.
 
@@ -76,7 +76,7 @@ def penultimate_features(model: nn.Module, images, *, preprocess: Callable | Non
     turns into one batch by batch (e.g. uint8 (N, H, W, C) with ``Run.preprocess``, or a
     streamed split's ``StreamImages``, decoded batch by batch), so only one batch of float32
     (and of decoded images) is held at a time. Eval mode, ``torch.inference_mode``; the model's
-    modes and hooks are as before afterwards.
+    modes and hooks are as before afterwards. ``progress``: a tqdm bar of the batches.
     """
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise CnnlabError(f"batch_size must be a positive int, got {batch_size!r}")
@@ -89,7 +89,13 @@ def penultimate_features(model: nn.Module, images, *, preprocess: Callable | Non
     handle = linear.register_forward_pre_hook(lambda mod, inputs: caught.append(inputs[0]))
     try:
         with frozen_model(model), torch.inference_mode():
-            for batch in image_batches(images, batch_size):  # a streamed split: decoded batch by batch
+            batches = image_batches(images, batch_size)
+            if progress:
+                from tqdm.auto import tqdm
+
+                batches = tqdm(batches, total=-(-len(images) // batch_size), desc="features", unit="batch",
+                               leave=False)
+            for batch in batches:  # a streamed split: decoded batch by batch
                 x = preprocess(batch) if preprocess is not None else batch
                 caught.clear()
                 out = model(x.to(device))  # (B, classes)
@@ -176,7 +182,7 @@ def project(features, *, method: str = "pca", seed: int = 0, perplexity: float =
 
 
 def embed(model: nn.Module, images, labels, *, method: str = "pca", preprocess: Callable | None = None,
-          seed: int = 0, batch_size: int = 512, indices=None) -> Embedding:
+          seed: int = 0, batch_size: int = 512, indices=None, progress: bool = False) -> Embedding:
     """The embedding map of ``images`` (see :func:`penultimate_features`) with their ``labels``
     (N,), projected by ``method`` (see :func:`project`). ``indices`` (default 0..N-1) records
     which examples of a larger split these are."""
@@ -185,7 +191,8 @@ def embed(model: nn.Module, images, labels, *, method: str = "pca", preprocess: 
     labels = np.asarray(labels, dtype=np.int64)
     if labels.shape != (len(images),):
         raise CnnlabError(f"got {len(images)} images but labels of shape {labels.shape}; pass one label per image")
-    features, preds = penultimate_features(model, images, preprocess=preprocess, batch_size=batch_size)
+    features, preds = penultimate_features(model, images, preprocess=preprocess, batch_size=batch_size,
+                                           progress=progress)
     coords = project(features, method=method, seed=seed)
     idx = np.arange(len(labels), dtype=np.int64) if indices is None else np.asarray(indices, dtype=np.int64)
     return Embedding(coords=coords, labels=labels, predictions=preds, method=method, indices=idx)
@@ -210,7 +217,7 @@ def _cache_matches(path: Path, meta: dict) -> Embedding | None:
 
 def run_embedding(run_dir, *, method: str = "pca", limit: int | None = None, seed: int = 0,
                   batch_size: int = 512, refresh: bool = False, model: nn.Module | None = None,
-                  data=None) -> Embedding:
+                  data=None, progress: bool = False) -> Embedding:
     """The embedding map of a run's test split, computed once and cached as
     ``RUN_DIR/embedding-<method>.npz`` (written atomically).
 
@@ -242,7 +249,7 @@ def run_embedding(run_dir, *, method: str = "pca", limit: int | None = None, see
         idx = np.sort(np.random.default_rng(seed).choice(len(idx), size=limit, replace=False))
     model = model if model is not None else run.build_model("best")
     result = embed(model, take(images, idx), labels[idx], method=method, preprocess=run.preprocess,
-                   seed=seed, batch_size=batch_size, indices=idx)
+                   seed=seed, batch_size=batch_size, indices=idx, progress=progress)
     write_with(path, lambda f: np.savez(f, coords=result.coords, labels=result.labels, predictions=result.predictions,
                                         indices=result.indices, method=method, **meta))
     return result

@@ -100,11 +100,11 @@ def fit(
     ``tensorboard``: a folder (or a ``cnnlab.export.tensorboard.TensorBoardLog``) to write
     TensorBoard logs into.
 
-    What it shows, as Keras: ``verbose=1`` (the default) a progress bar on stderr and one line
-    per epoch on stdout, ``verbose=2`` the lines only, ``verbose=0`` nothing. Each epoch's line
-    also goes to the ``cnnlab.train.loop`` logger at INFO, and fallbacks (a CUDA graph that
-    could not be recorded) to ``cnnlab`` loggers at WARNING; like every ``cnnlab`` logger they
-    are silent until the caller configures logging.
+    What it shows, as Keras: ``verbose=1`` (the default) a progress bar on stderr (when it is
+    a terminal, or in Jupyter) and one line per epoch on stdout, ``verbose=2`` the lines only,
+    ``verbose=0`` nothing. Each epoch's line also goes to the ``cnnlab.train.loop`` logger at
+    INFO, and fallbacks (a CUDA graph that could not be recorded) to ``cnnlab`` loggers at
+    WARNING; like every ``cnnlab`` logger they are silent until the caller configures logging.
     """
     if validation_split is not None:
         if validation_data is not None or validation is not None:
@@ -265,11 +265,20 @@ def _check_finite(loss_sum: float, epoch: int, step: int) -> None:
 
 
 def _bar(cfg: TrainConfig, epoch: int, total: int):
-    if cfg.verbose != 1 or dist.rank() != 0:
+    if cfg.verbose != 1 or dist.rank() != 0 or not _interactive():
         return None
     from tqdm.auto import tqdm
 
     return tqdm(total=total, desc=f"Epoch {epoch + 1}/{cfg.epochs}", unit="step", leave=False, mininterval=0.2)
+
+
+def _interactive() -> bool:
+    """A progress bar has somewhere to go: a terminal, or a Jupyter kernel (tqdm.auto draws a widget there).
+    Redirected into a file, a bar was 24 KB of carriage returns for 3 epochs; the epoch lines stay."""
+    import sys
+
+    stream = sys.stderr
+    return bool(getattr(stream, "isatty", lambda: False)()) or "ipykernel" in sys.modules
 
 
 def _report_epoch(cfg: TrainConfig, epoch: int, logs: dict) -> None:
