@@ -121,28 +121,21 @@ def _check_features(features) -> np.ndarray:
 
 
 def pca_2d(features, *, seed: int = 0) -> np.ndarray:
-    """The first two principal-component scores (N, 2) float32 of ``features`` (N, F).
-
-    Exact (eigenvectors of the F×F covariance, float64) for up to 512 features; wider
-    features use ``torch.pca_lowrank`` (randomised, 8 power iterations, seeded). Each axis
-    is signed so its largest loading is positive, as scikit-learn's ``svd_flip`` does.
+    """The first two principal-component scores (N, 2) float32 of ``features`` (N, F):
+    scikit-learn's ``PCA`` (its solver chosen by size, randomised ones seeded with ``seed``;
+    each axis signed so its largest loading is positive, scikit-learn's ``svd_flip``). With a
+    single feature (or sample) the second axis is all zeros.
     """
+    from sklearn.decomposition import PCA
+
     x = _check_features(features).astype(np.float64)
-    x = x - x.mean(0)
-    if x.shape[1] <= 512:
-        _, vectors = np.linalg.eigh(x.T @ x)  # ascending eigenvalues
-        components = vectors[:, ::-1][:, :2]  # (F, 2)
-    else:
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
-            q = min(12, *x.shape)
-            _, _, v = torch.pca_lowrank(torch.from_numpy(x), q=q, center=False, niter=8)
-        components = v[:, :2].numpy()
-    if components.shape[1] < 2:  # one feature: the second axis is all zeros
-        components = np.pad(components, ((0, 0), (0, 2 - components.shape[1])))
-    rows = np.abs(components).argmax(0)
-    components = components * np.sign(components[rows, np.arange(components.shape[1])] + 1e-300)
-    return (x @ components).astype(np.float32)
+    n = min(2, *x.shape)
+    if not np.ptp(x, axis=0).any():  # every row the same (e.g. all dead ReLUs): no direction to find
+        return np.zeros((len(x), 2), dtype=np.float32)
+    scores = PCA(n_components=n, random_state=seed).fit_transform(x)
+    if n < 2:
+        scores = np.pad(scores, ((0, 0), (0, 2 - n)))
+    return scores.astype(np.float32)
 
 
 def _tsne(x: np.ndarray, seed: int, perplexity: float) -> np.ndarray:
