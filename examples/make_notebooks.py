@@ -263,11 +263,15 @@ top of the frozen 0–4 convolutions (only the dense layers learn), or fine-tuni
 network. Each is scored in eval mode (`net.eval()`: `fit` leaves a model training, and dropout
 would still be on).
 
-What to expect, measured over three seeds: with **20** examples (four a digit) the 0–4 features
-help, 0.60–0.64 frozen or fine-tuned against 0.54–0.55 from scratch in this notebook's quick
-setting (`CNNLAB_NOTEBOOK_SMALL=1`); with **200** examples the network from scratch catches up and
-beats the frozen features (0.86–0.89 against 0.83–0.87), fine-tuning and scratch then score the
-same. Transfer pays when labels are scarcest; a small CNN learns digits fast from a few hundred."""),
+What to expect, measured over three seeds (BENCHMARKS.md, "Issue 27"). In this notebook's quick
+setting (`CNNLAB_NOTEBOOK_SMALL=1`: the 0–4 network saw 1,000 digits once), with **20** examples,
+four a digit, the 0–4 features help: 0.60–0.63 frozen and 0.61–0.64 fine-tuned, against
+0.54–0.55 from scratch. With **200** examples the network from scratch catches up (0.86–0.89, as
+fine-tuned) and beats the frozen features (0.83–0.87). At the tutorial's sizes (10,000 digits,
+6 epochs) the frozen 0–4 features are more specialised and help no more at 20 examples
+(0.53–0.56 against 0.54–0.55), fine-tuning helps in two seeds of three (0.54–0.60). Transfer
+pays when labels are scarcest, and fine-tuning is the safer bet; a small CNN learns digits from a
+few hundred."""),
         code("""import copy
 
 import torch
