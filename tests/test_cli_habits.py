@@ -115,3 +115,20 @@ def test_pretrained_on_a_small_folder_says_its_batch(photos, squeeze_weights, tm
     header = capsys.readouterr().out.splitlines()[:3]
     assert any("batches of 8" in line for line in header), header
     assert json.loads((out / "config.json").read_text())["train"]["batch_size"] == 8
+
+
+def test_long_insight_runs_can_show_progress(capsys):
+    import torch
+    from torch import nn
+
+    from cnnlab.insight.embedding import penultimate_features
+    from cnnlab.insight.featurevis import visualize_class
+
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(1, 2, 3, padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(2 * 8 * 8, 3))
+    visualize_class(net, target=[0, 1], steps=3, size=8, in_channels=1, progress=True)
+    assert "2 classes:" in capsys.readouterr().err  # a bar over the optimisation steps
+    penultimate_features(net, torch.zeros(10, 1, 8, 8), batch_size=4, progress=True)
+    assert "features:" in capsys.readouterr().err  # a bar over the batches
+    visualize_class(net, target=0, steps=3, size=8, in_channels=1)
+    assert capsys.readouterr().err == ""  # the library is silent unless asked
