@@ -70,6 +70,9 @@ def test_validation_split_equals_passing_the_tail_and_shuffle_false_keeps_the_or
     cnnlab.fit(c, x, y, epochs=1, batch_size=16, shuffle=False, verbose=0)
     cnnlab.fit(d, x, y, epochs=1, batch_size=16, shuffle=True, verbose=0)
     assert not torch.equal(c[0].weight, d[0].weight)  # the order of the batches changed the training
+    e = _net()
+    cnnlab.fit(e, PhotoDataset(x, y), epochs=1, batch_size=16, shuffle=False, verbose=0)
+    assert torch.equal(c[0].weight, e[0].weight)  # a Dataset in order trains as the arrays in order
 
 
 class PhotoDataset(Dataset):

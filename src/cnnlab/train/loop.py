@@ -75,7 +75,8 @@ def fit(
     images as ``load_dataset`` gives them.
     ``validation_data`` (or ``validation``): the same kinds, evaluated after every epoch; or
     Keras' ``validation_split=0.1``: the last tenth of the arrays, held out before shuffling.
-    ``shuffle``: reshuffle the arrays every epoch (True, as Keras); False keeps their order.
+    ``shuffle``: reshuffle the arrays or Dataset every epoch (True, as Keras); False keeps their
+    order (a DataLoader keeps its own sampler, as Keras ignores shuffle for generators).
     Settings: ``config`` (a TrainConfig), then ``epochs``, ``batch_size`` and any other
     TrainConfig field as a keyword (``lr=0.01, optimizer="sgd"``) override it.
     ``optimizer``: a name, or as PyTorch users write it a ``torch.optim.Optimizer`` on the
@@ -137,7 +138,7 @@ def fit(
         )
     torch.manual_seed(cfg.seed)
     fmt = session.memory_format(model, device)
-    data = session.training_data(x, y, cfg, device, fmt)
+    data = session.training_data(x, y, cfg, device, fmt, shuffle)
     val = validation_data if validation_data is not None else validation
     val = session.validation_data(val, cfg, device, fmt)
     model.to(device, memory_format=fmt)

@@ -43,14 +43,16 @@ def settings(config: TrainConfig | None, **overrides) -> TrainConfig:
     return with_overrides(cfg, **overrides) if overrides else cfg
 
 
-def training_data(x, y, cfg: TrainConfig, device: torch.device, fmt: torch.memory_format):
-    """Tensors on the device ``(x, y)``, or a LoaderFeed for a Dataset/DataLoader."""
+def training_data(x, y, cfg: TrainConfig, device: torch.device, fmt: torch.memory_format, shuffle: bool = True):
+    """Tensors on the device ``(x, y)``, or a LoaderFeed for a Dataset/DataLoader (``shuffle``: a Dataset's
+    order each epoch; a DataLoader keeps its own sampler)."""
     if y is None and isinstance(x, (tuple, list)) and len(x) == 2:
         x, y = x
     if is_loader_data(x):
         if y is not None:
             raise CnnlabError("a Dataset or DataLoader carries its labels; call fit(model, data) without y")
-        return LoaderFeed(x, batch_size=cfg.batch_size, seed=cfg.seed, device=device, memory_format=fmt)
+        return LoaderFeed(x, batch_size=cfg.batch_size, seed=cfg.seed, device=device, memory_format=fmt,
+                          shuffle=shuffle)
     if y is None:
         raise CnnlabError(f"training data of type {type(x).__name__} needs labels: fit(model, x, y), "
                           "fit(model, (x, y)), or pass a torch Dataset/DataLoader")
