@@ -265,7 +265,7 @@ would still be on).
 
 What to expect, measured over three seeds (BENCHMARKS.md, "Issue 27"). In this notebook's quick
 setting (`CNNLAB_NOTEBOOK_SMALL=1`: the 0–4 network saw 1,000 digits once), with **20** examples,
-four a digit, the 0–4 features help: 0.60–0.63 frozen and 0.61–0.64 fine-tuned, against
+four a digit, the 0–4 features help: 0.59–0.63 frozen and 0.61–0.64 fine-tuned, against
 0.54–0.55 from scratch. With **200** examples the network from scratch catches up (0.86–0.89, as
 fine-tuned) and beats the frozen features (0.83–0.87). At the tutorial's sizes (10,000 digits,
 6 epochs) the frozen 0–4 features are more specialised and help no more at 20 examples
