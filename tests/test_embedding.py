@@ -234,3 +234,9 @@ def test_feature_visualization_figure_has_a_row_per_channel():
     assert len(plot_feature_visualizations(vis).axes) == 3
     with pytest.raises(CnnlabError, match="2 rows of examples for 3"):
         plot_feature_visualizations(vis, examples=examples[:2])
+
+
+def test_pca_of_identical_rows_is_all_zeros_without_a_warning():
+    # scikit-learn divides by a total variance of 0 there (a RuntimeWarning, an error under pytest's settings).
+    assert (pca_2d(np.ones((5, 3), dtype=np.float32)) == 0).all()
+    assert pca_2d(np.arange(5, dtype=np.float32)[:, None]).shape == (5, 2)  # one feature: a zero second axis

@@ -217,3 +217,10 @@ def test_resolve_device(monkeypatch):
     assert resolve_device(None) == torch.device("cpu")
     with pytest.raises(CnnlabError, match="'cuda:1' asked for, but no CUDA GPU is available; use --device cpu"):
         resolve_device("cuda:1")
+
+
+def test_per_class_metrics_of_an_empty_matrix_and_a_bad_one():
+    zero = per_class_metrics(np.zeros((3, 3), dtype=np.int64))
+    assert not zero["f1"].any() and list(zero["support"]) == [0, 0, 0]
+    with pytest.raises(CnnlabError, match="confusion matrix is \\(K, K\\)"):
+        per_class_metrics(np.zeros((2, 3)))

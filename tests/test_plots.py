@@ -124,3 +124,52 @@ def test_filters_and_feature_maps_one_axes():
     assert len(fig.axes) == 1 and renders(fig)
     fig = plots.plot_feature_maps(np.random.default_rng(4).random((1, 300, 2, 2)), max_maps=100)
     assert "first 100 of 300" in fig.axes[0].get_title()
+
+
+def test_every_plot_shows_as_png_in_a_fresh_ipython():
+    # A fresh interpreter where pyplot was never imported, as a new Jupyter kernel is: IPython's display
+    # formatter must still turn each figure into image/png (matplotlib's own Figure gives text only there).
+    pytest.importorskip("IPython")
+    import subprocess
+    import sys
+
+    code = """
+import sys
+import numpy as np
+from IPython.core.interactiveshell import InteractiveShell
+from cnnlab.data.preview import plot_dataset_grid
+from cnnlab.models.pretrained import plot_predictions as plot_photo_predictions
+from cnnlab.report import overlay, plots, plots_insight
+from cnnlab.scratch.images import gallery
+
+rng = np.random.default_rng(0)
+img = rng.integers(0, 256, (4, 8, 8, 1), dtype=np.uint8)
+probs = rng.dirichlet(np.ones(3), 4)
+classes = ["a", "b", "c"]
+cm = np.array([[3, 1, 0], [0, 2, 1], [1, 0, 4]])
+figures = {
+    "history": plots.plot_history([{"epoch": 1, "loss": 1.0, "accuracy": 0.5}]),
+    "confusion": plots.plot_confusion_matrix(cm, classes),
+    "errors": plots.plot_errors_per_class(cm, classes),
+    "predictions": plots.plot_predictions(img, [0, 1, 2, 0], [0, 1, 1, 0], classes),
+    "probabilities": plots.plot_image_probabilities(img[:2], probs[:2], classes),
+    "feature maps": plots.plot_feature_maps(rng.normal(size=(4, 6, 6))),
+    "filters": plots.plot_filters(rng.normal(size=(4, 1, 3, 3))),
+    "dataset": plot_dataset_grid(img, [0, 1, 2, 0], classes, n=4),
+    "gallery": gallery(img[0, :, :, 0] / 255, {"same": img[0, :, :, 0] / 255}),
+    "attributions": overlay.plot_attributions(img[:2], [rng.random((2, 8, 8))], column_titles=["map"]),
+    "layer sweep": overlay.plot_layer_sweep(img[0], {"conv": rng.random((8, 8))}),
+    "feature visualisations": plots_insight.plot_feature_visualizations(rng.random((2, 8, 8, 3))),
+    "photo predictions": plot_photo_predictions([[(0, "cat", 0.9)]]),
+}
+fmt = InteractiveShell.instance().display_formatter
+for name, fig in figures.items():
+    data, _ = fmt.format(fig)
+    assert data.get("image/png", b"").startswith(b"\\x89PNG"), (name, sorted(data))
+assert "matplotlib.pyplot" not in sys.modules
+print(len(figures))
+"""
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
+                          env={**__import__("os").environ, "MPLBACKEND": ""})
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.strip() == "13"

@@ -26,7 +26,8 @@ def run(tmp_path_factory):
         mp.setenv("XDG_CACHE_HOME", str(out.parent / "cache"))
         assert main(["train", "--data", "digits", "--model", SPEC, "--epochs", "3", "--batch-size", "64",
                      "--out", str(out), "--verbose", "0", "--offline", "--no-report", "--tensorboard"]) == 0
-    events = EventAccumulator(str(out / "tensorboard"), size_guidance={"scalars": 0, "histograms": 0, "images": 0})
+    events = EventAccumulator(str(out / "tensorboard" / "train"),
+                              size_guidance={"scalars": 0, "histograms": 0, "images": 0})
     events.Reload()
     return out, events
 
@@ -37,8 +38,14 @@ def test_scalars_equal_history_csv(run):
     out, events = run
     history = read_history(out / "history.csv")
     assert len(history) == 3
-    for key in ("loss", "accuracy", "val_loss", "val_accuracy", "lr"):
-        logged = events.Scalars(key)
+    val = EventAccumulator(str(out / "tensorboard" / "validation"), size_guidance={"scalars": 0})
+    val.Reload()
+    # Keras' layout: the same tags in train/ and validation/, so TensorBoard overlays the two curves.
+    assert set(val.Tags()["scalars"]) == {"epoch_loss", "epoch_accuracy"} <= set(events.Tags()["scalars"])
+    for key, reader, tag in [("loss", events, "epoch_loss"), ("accuracy", events, "epoch_accuracy"),
+                             ("val_loss", val, "epoch_loss"), ("val_accuracy", val, "epoch_accuracy"),
+                             ("lr", events, "epoch_learning_rate")]:
+        logged = reader.Scalars(tag)
         assert [e.step for e in logged] == [1, 2, 3]
         # Event files store float32; history.csv keeps the float64 it was given.
         assert [e.value for e in logged] == [float(np.float32(row[key])) for row in history], key
@@ -84,7 +91,7 @@ def test_projector_files(run):
     from cnnlab.runs.directory import load_run
 
     out, _ = run
-    logdir = out / "tensorboard"
+    logdir = out / "tensorboard" / "train"  # Keras keeps the projector beside the training run
     config = text_format.Parse((logdir / "projector_config.pbtxt").read_text(), ProjectorConfig())
     (emb,) = config.embeddings
     tensors = np.loadtxt(logdir / emb.tensor_path, delimiter="\t", ndmin=2)
@@ -118,7 +125,7 @@ def test_projector_for_many_non_square_images(tmp_path):
     log.close()
     cell = 8192 // 35  # ceil(sqrt(1200)) = 35 cells a row
     assert f"single_image_dim: {cell}\n    single_image_dim: {cell}" in config
-    with Image.open(tmp_path / "projector" / "sprite.png") as png:
+    with Image.open(tmp_path / "train" / "projector" / "sprite.png") as png:
         sheet = np.asarray(png)
     assert sheet.shape == (35 * cell, 35 * cell, 3)
     # Image 1199 (row 34, column 9) keeps its 8:1 shape: a 234x29 band centred in its cell.
@@ -127,7 +134,7 @@ def test_projector_for_many_non_square_images(tmp_path):
     band = round(40 * cell / 320)
     top = (cell - band) // 2
     assert (box[:top] == 0).all() and (box[top + band:] == 0).all() and box[top:top + band].mean() > 60
-    assert len((tmp_path / "projector" / "metadata.tsv").read_text().splitlines()) == 1201
+    assert len((tmp_path / "train" / "projector" / "metadata.tsv").read_text().splitlines()) == 1201
 
 
 def test_fit_tensorboard_argument(tmp_path):
@@ -139,10 +146,11 @@ def test_fit_tensorboard_argument(tmp_path):
     y = rng.integers(0, 3, 40)
     history = fit(build(SPEC, input_shape=(10, 16, 1), num_classes=3), x, y, validation=(x[:10], y[:10]),
                   config=TrainConfig(epochs=2, batch_size=16, verbose=0), tensorboard=tmp_path / "tb")
-    events = EventAccumulator(str(tmp_path / "tb"))
+    events = EventAccumulator(str(tmp_path / "tb" / "validation"))
     events.Reload()
-    assert [e.value for e in events.Scalars("val_loss")] == [float(np.float32(e["val_loss"])) for e in history.epochs]
-    assert "single_image_dim: 16\n    single_image_dim: 16" in (tmp_path / "tb" / "projector_config.pbtxt").read_text()
+    assert [e.value for e in events.Scalars("epoch_loss")] == [float(np.float32(e["val_loss"])) for e in history.epochs]
+    projector = (tmp_path / "tb" / "train" / "projector_config.pbtxt").read_text()
+    assert "single_image_dim: 16\n    single_image_dim: 16" in projector
 
 
 def test_missing_tensorboard_names_the_extra(tmp_path, monkeypatch):

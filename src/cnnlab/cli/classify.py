@@ -38,6 +38,8 @@ def register(sub) -> None:
     options.add_offline(p)
     options.add_device(p)
     options.add_fast(p)
+    options.add_examples(p, "cnnlab classify grace_hopper",
+                         "cnnlab classify cat.jpg dog.jpg --model vgg16 --top 3 --out chart.png")
     p.set_defaults(func=run)
 
 

@@ -33,6 +33,8 @@ def register(subparsers) -> None:
     q = sub.add_parser("list", help="known datasets and where each is present",
                        description="Known datasets, their shapes, and every place each is present.")
     q.add_argument("--root", help="a folder searched before $CNNLAB_DATA")
+    options.add_verbosity(q, quiet="the table only, not the folders searched", verbose="the same table and folders")
+    options.add_examples(q, "cnnlab data list", "cnnlab data list --root ../shared/datasets")
     q.set_defaults(func=run_list)
 
     q = sub.add_parser("info", help="sizes, shapes and class counts of each split",
@@ -43,6 +45,7 @@ def register(subparsers) -> None:
                    help="validation images carved from training: a count, or a fraction like 0.1")
     q.add_argument("--seed", type=options.bounded(int, options.SEED),
                    default=0, help="seed for the validation / folder split (default 0)")
+    options.add_examples(q, "cnnlab data info mnist", "cnnlab data info folder:photos --image-size 64 --val-size 0.1")
     q.set_defaults(func=run_info)
 
     q = sub.add_parser("fetch", help="download a dataset into the user cache",
@@ -52,6 +55,7 @@ def register(subparsers) -> None:
     q.add_argument("--root", help="a folder searched before $CNNLAB_DATA")
     q.add_argument("--force", action="store_true", help="download into the cache even if present elsewhere")
     options.add_verbosity(q, quiet="no progress bar", verbose="a progress bar even when not on a terminal")
+    options.add_examples(q, "cnnlab data fetch fashion-mnist", "cnnlab data fetch cifar10 --force --quiet")
     q.set_defaults(func=run_fetch)
 
     q = sub.add_parser("show", help="save a grid of sample images titled with their classes",
@@ -64,6 +68,7 @@ def register(subparsers) -> None:
     q.add_argument("--seed", type=options.bounded(int, options.SEED),
                    default=0, help="seed for --random and folder splits (default 0)")
     q.add_argument("--out", default="grid.png", help="image file to write (default grid.png)")
+    options.add_examples(q, "cnnlab data show cifar10 --n 25 --out grid.png", "cnnlab data show mnist --random --split test")
     q.set_defaults(func=run_show)
 
 
@@ -114,6 +119,8 @@ def run_list(args) -> int:
     widths = [max(len(r[i]) for r in rows) for i in range(4)]
     for row in rows:
         print("  ".join(cell.ljust(w) for cell, w in zip(row[:4], widths, strict=True)) + "  " + row[4])
+    if args.verbosity == options.QUIET:
+        return 0
     print("\nsearched in order:")
     for label, folder in data.search_roots(args.root):
         print(f"  {label:<13} {folder}")
@@ -168,5 +175,5 @@ def run_show(args) -> int:
     if fmt not in fig.canvas.get_supported_filetypes():
         raise CnnlabError(f"--out {out}: matplotlib cannot write .{fmt} files; use .png, .pdf or .svg")
     save_figure(fig, out, dpi=100)
-    print(f"wrote {out} ({min(args.n, len(split))} {args.split} images of {ds.name})")
+    options.say(args, f"wrote {out} ({min(args.n, len(split))} {args.split} images of {ds.name})")
     return 0

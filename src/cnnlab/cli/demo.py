@@ -21,6 +21,7 @@ def register(sub) -> None:
     p.add_argument("--epochs", type=int, help="training epochs (default 2 on MNIST, 30 on the digits fallback)")
     options.add_verbosity(p, quiet="no progress bars", verbose="one line per training epoch instead of a progress bar")
     options.add_device(p)
+    options.add_examples(p, "cnnlab demo", "cnnlab demo --out runs/demo2 --epochs 1 --quiet")
     p.set_defaults(func=run)
 
 

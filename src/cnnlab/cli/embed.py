@@ -34,6 +34,10 @@ def register(sub) -> None:
     p.add_argument("--refresh", action="store_true", help="recompute even when the cached map is current")
     p.add_argument("--out", type=Path, required=True, metavar="MAP.png", help="where to draw the map")
     options.add_device(p)
+    options.add_verbosity(p, quiet="no progress bar and no 'wrote' line",
+                          verbose="a progress bar even when not on a terminal")
+    options.add_examples(p, "cnnlab embed runs/mnist-mnist-cnn --out map.png",
+                         "cnnlab embed runs/mnist-mnist-cnn --method tsne --limit 2000 --out tsne.png")
     p.set_defaults(func=run)
 
 
@@ -47,10 +51,10 @@ def run(args: argparse.Namespace) -> int:
     run_ = load_run(args.run_dir)
     model = run_.build_model(weights="best").to(resolve_device(args.device))
     emb = run_embedding(run_.path, method=args.method, limit=args.limit, seed=args.seed, refresh=args.refresh,
-                        model=model)
+                        model=model, progress=options.progress(args))
     save_figure(plot_embedding(emb, classes=run_.classes), args.out, dpi=100)
     wrong = int(emb.wrong.sum())
-    print(f"wrote {args.out}: {len(emb.coords)} test images by {args.method}, {wrong} wrong "
+    options.say(args, f"wrote {args.out}: {len(emb.coords)} test images by {args.method}, {wrong} wrong "
           f"({wrong / max(len(emb.coords), 1):.1%}); cached in {run_.path / f'embedding-{args.method}.npz'} "
           f"({time.perf_counter() - start:.1f} s)")
     return 0

@@ -28,6 +28,8 @@ def register(sub) -> None:
     options.add_verbosity(p, quiet="no progress bar", verbose="a progress bar even when not on a terminal")
     options.deprecated(p, "--progress", "--verbose", dest="verbosity", const=options.VERBOSE)
     options.add_device(p)
+    options.add_examples(p, "cnnlab evaluate runs/mnist-mnist-cnn",
+                         "cnnlab evaluate runs/mnist-mnist-cnn --pairs 5 --no-save")
     p.set_defaults(func=run_evaluate)
 
     p = sub.add_parser(
@@ -46,7 +48,11 @@ def register(sub) -> None:
     p.add_argument("--model", metavar="NAME|SPEC|PKG.MODULE:FUNCTION",
                    help="with a .safetensors file: the network to put its weights into, e.g. your own builder "
                         "my_pkg.nets:make_net (a file only ever names cnnlab's own networks, never code)")
+    options.add_verbosity(p, quiet="only the probabilities: no hints or 'wrote' lines",
+                          verbose="also say which network ran on which device")
     options.add_device(p)
+    options.add_examples(p, "cnnlab predict runs/mnist-mnist-cnn digit.png --top 3",
+                         "cnnlab predict model.safetensors a.png b.png --invert --out charts.png")
     p.set_defaults(func=run_predict)
 
     p = sub.add_parser(
@@ -64,7 +70,11 @@ def register(sub) -> None:
     p.add_argument("--model", metavar="NAME|SPEC|PKG.MODULE:FUNCTION",
                    help="with a .safetensors file: the network to put its weights into, e.g. your own builder "
                         "my_pkg.nets:make_net (a file only ever names cnnlab's own networks, never code)")
+    options.add_verbosity(p, quiet="only the result: no 'wrote' line or hint on picking a layer",
+                          verbose="also say which network ran on which device")
     options.add_device(p)
+    options.add_examples(p, "cnnlab activations runs/mnist-mnist-cnn digit.png",
+                         "cnnlab activations runs/mnist-mnist-cnn digit.png --layer 0 --out maps.png")
     p.set_defaults(func=run_activations)
 
 
@@ -154,6 +164,7 @@ def run_predict(args: argparse.Namespace) -> int:
         raise CnnlabError(f"--top must be at least 1, got {args.top}")
     run = open_model(args.run_dir, model=args.model)  # a run directory or exported .safetensors weights
     model = run.build_model(weights="best").to(resolve_device(args.device))  # predict() runs where the model is
+    _where(args, model)
     images, notes = _read_images(run, args.images, args.invert)
     probs = predict(model, run.preprocess(images))
     classes = run.classes
@@ -169,10 +180,10 @@ def run_predict(args: argparse.Namespace) -> int:
             print(f"  {rank}. {classes[c]:<20} {row[c]:.4f}")
     hint = _polarity_hint(run, images, args.invert)
     if hint:
-        print(hint)
+        options.say(args, hint)
     if fig is not None:
         save_figure(fig, args.out, dpi=100)
-        print(f"wrote {args.out}")
+        options.say(args, f"wrote {args.out}")
     return 0
 
 
@@ -183,6 +194,7 @@ def run_activations(args: argparse.Namespace) -> int:
 
     run = open_model(args.run_dir, model=args.model)  # a run directory or exported .safetensors weights
     model = run.build_model(weights="best").to(resolve_device(args.device))  # the maps come back on the CPU
+    _where(args, model)
     images, notes = _read_images(run, [args.image], args.invert)
     x = run.preprocess(images)
     if args.layer is None:
@@ -192,7 +204,7 @@ def run_activations(args: argparse.Namespace) -> int:
         print(f"layers of {type(model).__name__} for {args.image}" + (f" ({notes[0]})" if notes[0] else "") + ":")
         for i, name in enumerate(names):
             print(f"  {i:3d}  {name:<20} {type(modules[name]).__name__:<14} {tuple(shapes[name].shape[1:])}")
-        print("pick one with --layer NAME (add --out maps.png to draw its feature maps)")
+        options.say(args, "pick one with --layer NAME (add --out maps.png to draw its feature maps)")
         return 0
     name, module = get_layer(model, args.layer)
     maps = activations(model, x, name)[0]
@@ -205,5 +217,13 @@ def run_activations(args: argparse.Namespace) -> int:
           f"min {maps.min():.3f}, mean {maps.mean():.3f}, max {maps.max():.3f}")
     if fig is not None:
         save_figure(fig, args.out, dpi=100)
-        print(f"wrote {args.out}")
+        options.say(args, f"wrote {args.out}")
     return 0
+
+
+def _where(args: argparse.Namespace, model) -> None:
+    """--verbose: which network, with how many parameters, on which device."""
+    if args.verbosity == options.VERBOSE:
+        device = next(model.parameters()).device
+        params = sum(p.numel() for p in model.parameters())
+        print(f"{args.run_dir}: {type(model).__name__} ({params:,} parameters) on {device}")

@@ -48,6 +48,10 @@ def register(sub) -> None:
     p.add_argument("--invert", action="store_true", help="invert grey levels of image files first")
     options.add_offline(p)
     options.add_device(p)
+    options.add_verbosity(p, quiet="no progress bar and no 'wrote' lines",
+                          verbose="a progress bar even when not on a terminal")
+    options.add_examples(p, "cnnlab explain runs/mnist-mnist-cnn test:0 test:1 --out why.png",
+                         "cnnlab explain --model squeezenet1_1 cat.jpg --method ig --out cat-ig.png")
     p.set_defaults(func=run)
 
 
@@ -151,11 +155,11 @@ def _run_photos(args) -> int:
         raise CnnlabError("photos have no labels: use --target predicted, a class name (e.g. tabby) or an index")
     from cnnlab.train.device import resolve_device
 
-    net = load_pretrained(args.model, weights=args.weights, progress=True, download=not args.offline)
+    net = load_pretrained(args.model, weights=args.weights, progress=options.progress(args), download=not args.offline)
     net = net.to(resolve_device(args.device))
     target = int(args.target) if args.target.isdigit() else args.target
     results = [explain_photo(photo, model=net, method=args.method, target=target, layer=args.layer)
-               for photo in args.inputs]
+               for photo in options.bar(args, args.inputs, desc=args.method, unit="photo")]
     for photo, r in zip(args.inputs, results, strict=True):
         tops = ", ".join(f"{name} {p:.1%}" for _, name, p in r.top[:3])
         print(f"{photo}: {tops}; explaining {r.target_name} (class {r.target})")
@@ -188,7 +192,7 @@ def _finish(args, maps: dict, chosen, images, names, *, shown: dict | None = Non
             fig = plot_attributions(images, list(shown.values()), column_titles=list(shown), row_titles=titles,
                                     alpha=args.alpha, shared_scale=False)  # layers differ in scale by orders
         save_figure(fig, args.out, dpi=100)
-        print(f"wrote {args.out}")
+        options.say(args, f"wrote {args.out}")
     if args.save_array:
         arrays = [np.stack(v) for v in maps.values()] if len({m.shape for v in maps.values() for m in v}) == 1 else None
         if arrays is None:
@@ -196,4 +200,4 @@ def _finish(args, maps: dict, chosen, images, names, *, shown: dict | None = Non
                               "save them one photo at a time")
         array = arrays[0] if len(arrays) == 1 else np.stack(arrays)
         write_with(args.save_array, lambda f: np.save(f, array.astype(np.float32)))
-        print(f"wrote {args.save_array} {array.shape}")
+        options.say(args, f"wrote {args.save_array} {array.shape}")

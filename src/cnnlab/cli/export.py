@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from cnnlab.cli import options
 from cnnlab.errors import CnnlabError
 
 
@@ -29,6 +30,9 @@ def register(sub) -> None:
     p.add_argument("--format", required=True, choices=FORMATS)
     p.add_argument("--out", type=Path, metavar="PATH",
                    help="output file (default RUN_DIR/model.FORMAT, or MODEL.FORMAT in this folder)")
+    options.add_verbosity(p, quiet="no 'wrote' line", verbose="also say what the file holds and how to load it")
+    options.add_examples(p, "cnnlab export runs/mnist-mnist-cnn --format onnx",
+                         "cnnlab export --model squeezenet1_1 --format safetensors --out squeeze.safetensors")
     p.set_defaults(func=run)
 
 
@@ -44,5 +48,16 @@ def run(args: argparse.Namespace) -> int:
         path = export_pretrained(args.model, format=args.format, out=args.out, weights=args.weights)
     else:
         path = export_run(args.run_dir, format=args.format, out=args.out)
-    print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB, {args.format})")
+    options.say(args, f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB, {args.format})")
+    if args.verbosity == options.VERBOSE:
+        print(f"  {LOADING.get(args.format, '')}")
     return 0
+
+
+# --verbose: how each format is read back.
+LOADING = {
+    "onnx": "onnxruntime.InferenceSession(PATH); inputs float (N, C, H, W) normalised as in training",
+    "pt2": "torch.export.load(PATH).module(); inputs float (N, C, H, W) normalised as in training",
+    "torchscript": "torch.jit.load(PATH) (or torch::jit::load in C++); inputs float (N, C, H, W)",
+    "safetensors": "cnnlab predict PATH IMAGE, or cnnlab.export.weights.open_model(PATH)",
+}

@@ -50,6 +50,10 @@ def register(sub) -> None:
     p.add_argument("--save-array", type=Path, metavar="IMAGES.npy", help="also save the images (K, H, W, C) float32")
     options.add_offline(p)
     options.add_device(p)
+    options.add_verbosity(p, quiet="no progress bar and no 'wrote' lines",
+                          verbose="a progress bar even when not on a terminal")
+    options.add_examples(p, "cnnlab features runs/cifar10-cifar-cnn --channels 0-15 --out grid.png",
+                         "cnnlab features --model squeezenet1_1 --layer features.12 --channels 0-7 --out sq.png")
     p.set_defaults(func=run)
 
 
@@ -79,10 +83,10 @@ def run(args: argparse.Namespace) -> int:
 
     fig = plot_feature_visualizations(images, labels=labels, examples=examples, title=what)
     save_figure(fig, args.out, dpi=100)
-    print(f"wrote {args.out}: {what}, {args.steps} steps, {time.perf_counter() - start:.1f} s")
+    options.say(args, f"wrote {args.out}: {what}, {args.steps} steps, {time.perf_counter() - start:.1f} s")
     if args.save_array:
         write_with(args.save_array, lambda f: np.save(f, images.astype(np.float32)))
-        print(f"wrote {args.save_array} {images.shape}")
+        options.say(args, f"wrote {args.save_array} {images.shape}")
     return 0
 
 
@@ -98,7 +102,8 @@ def _trained(args):
         classes = parse_units(args.classes, "--class")
         h, w, c = run.input_shape
         images = visualize_class(model, target=classes, steps=args.steps, size=(h, w), seed=args.seed,
-                                 mean=run.config.get("mean"), std=run.config.get("std"), in_channels=c)
+                                 mean=run.config.get("mean"), std=run.config.get("std"), in_channels=c,
+                                 progress=options.progress(args))
         names = run.classes
         return images, [names[k] if k < len(names) else str(k) for k in classes], None, "classes"
     images = None
@@ -106,9 +111,9 @@ def _trained(args):
         try:
             images = load_test_images(run)[0]  # streamed: scored batch by batch, only the top ones kept
         except (CnnlabError, OSError) as exc:
-            print(f"note: no top examples, the run's dataset is not available ({exc})")
+            options.say(args, f"note: no top examples, the run's dataset is not available ({exc})")
     vis = run_channel_visuals(run, model, layer=args.layer, channels=parse_units(args.channels), steps=args.steps,
-                              seed=args.seed, images=images, k=max(args.top, 1))
+                              seed=args.seed, images=images, k=max(args.top, 1), progress=options.progress(args))
     return vis.images, [f"channel {c}" for c in vis.channels], vis.examples, f"layer {vis.layer}"
 
 
@@ -118,9 +123,10 @@ def _pretrained(args):
     from cnnlab.models.pretrained import IMAGENET_MEAN, IMAGENET_STD, imagenet_classes, load_pretrained
     from cnnlab.train.device import resolve_device
 
-    net = load_pretrained(args.model, weights=args.weights, progress=True, download=not args.offline)
+    net = load_pretrained(args.model, weights=args.weights, progress=options.progress(args), download=not args.offline)
     net = net.to(resolve_device(args.device))
-    common = dict(steps=args.steps, size=args.size or 128, seed=args.seed, mean=IMAGENET_MEAN, std=IMAGENET_STD)
+    common = dict(steps=args.steps, size=args.size or 128, seed=args.seed, mean=IMAGENET_MEAN, std=IMAGENET_STD,
+                  progress=options.progress(args))
     if args.classes is not None:
         classes = parse_units(args.classes, "--class")
         names = imagenet_classes()

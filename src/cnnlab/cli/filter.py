@@ -38,10 +38,15 @@ def register(sub) -> None:
     p.add_argument("--boundary", choices=BOUNDARIES, default="symm",
                    help="how edges are padded (default: symm, mirrored)")
     p.add_argument("--out", required=True, metavar="FILE", help="where to write the gallery (.png, .pdf, ...)")
+    options.add_verbosity(p, quiet="no 'wrote' line", verbose="also print each map's range")
+    options.add_examples(p, "cnnlab filter grace_hopper --kernel sobel-x --kernel sobel-y --out edges.png",
+                         "cnnlab filter photo.jpg --random 4 --grey --out random.png")
     p.set_defaults(func=run_filter)
 
     k = sub.add_parser("kernels", help="list the named kernels", description="List the named kernels "
                        "that `cnnlab filter --kernel` and cnnlab.scratch.kernels.get_kernel accept.")
+    options.add_verbosity(k, quiet="the names only", verbose="also print each kernel's weights")
+    options.add_examples(k, "cnnlab kernels", "cnnlab filter grace_hopper --kernel sobel-x --out sobel.png")
     k.set_defaults(func=run_kernels)
 
 
@@ -74,14 +79,22 @@ def run_filter(args: argparse.Namespace) -> int:
     figure.savefig(buffer, format=suffix, dpi=100)
 
     write_bytes(out, buffer.getvalue())  # atomic: an existing gallery is never left half-written
-    print(f"wrote {out} (original + {len(maps)} filtered map{'s' * (len(maps) != 1)})")
+    if args.verbosity == options.VERBOSE:
+        for name, m in maps.items():
+            print(f"{name}: {m.shape}, min {float(m.min()):.3f}, max {float(m.max()):.3f}")
+    options.say(args, f"wrote {out} (original + {len(maps)} filtered map{'s' * (len(maps) != 1)})")
     return 0
 
 
 def run_kernels(args: argparse.Namespace) -> int:
     width = max(map(len, KERNELS))
     for name, kernel in KERNELS.items():
+        if args.verbosity == options.QUIET:
+            print(name)
+            continue
         shape = "x".join(map(str, kernel.weights.shape))
         print(f"{name:<{width}}  {shape:<5}  {kernel.description}")
-    print("aliases: " + ", ".join(f"{alias} -> {name}" for alias, name in ALIASES.items()))
+        if args.verbosity == options.VERBOSE:
+            print("    " + str(kernel.weights.round(3).tolist()))
+    options.say(args, "aliases: " + ", ".join(f"{alias} -> {name}" for alias, name in ALIASES.items()))
     return 0

@@ -35,6 +35,9 @@ def register(sub) -> None:
     options.add_offline(p)
     options.add_device(p, default="cpu")
     p.add_argument("--max-test", type=int, metavar="N", help="use only the first N test images (default all)")
+    options.add_verbosity(p, quiet="only the address served, not the list of networks",
+                          verbose="also log every request the server answers")
+    options.add_examples(p, "cnnlab lab runs/mnist-mnist-cnn --open", "cnnlab lab --model squeezenet1_1 --port 0")
     p.set_defaults(func=run)
 
 
@@ -73,10 +76,12 @@ def run(args: argparse.Namespace) -> int:
               "and see your runs; there is no password", file=sys.stderr)
     sock = bind(args.host, args.port)  # before uvicorn: a busy port is one line, not uvicorn's ERROR and exit 3
     app = create_app(targets, allowed_hosts=LOOPBACK_HOSTS if loopback else None)
-    config = uvicorn.Config(app, host=args.host, port=args.port, log_level="warning", access_log=False)
+    verbose = args.verbosity == options.VERBOSE
+    config = uvicorn.Config(app, host=args.host, port=args.port, log_level="info" if verbose else "warning",
+                            access_log=verbose)
     server = uvicorn.Server(config)
     for i, target in enumerate(targets):
-        print(f"  [{i}] {target.name} ({target.kind})")
+        options.say(args, f"  [{i}] {target.name} ({target.kind})")
 
     stopped = threading.Event()
 

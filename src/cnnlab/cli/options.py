@@ -69,6 +69,38 @@ def progress(args: argparse.Namespace) -> bool:
     return args.verbosity == VERBOSE or (args.verbosity == NORMAL and sys.stderr.isatty())
 
 
+def bar(args: argparse.Namespace, items, **kwargs):
+    """``items`` with a tqdm bar on stderr where ``progress(args)`` allows one, else as they are."""
+    if not progress(args):
+        return items
+    from tqdm.auto import tqdm
+
+    return tqdm(items, leave=False, **kwargs)
+
+
+def say(args: argparse.Namespace, text: str) -> None:
+    """An informational line (what was written, a note, a hint) on stdout, unless --quiet."""
+    if getattr(args, "verbosity", NORMAL) != QUIET:
+        print(text)
+
+
+class HelpFormatter(argparse.HelpFormatter):
+    """argparse's wrapping for one-paragraph texts; a text of several lines (the examples) kept as written."""
+
+    def _fill_text(self, text: str, width: int, indent: str) -> str:
+        if "\n" in text:
+            return "".join(indent + line for line in text.splitlines(keepends=True))
+        return super()._fill_text(text, width, indent)
+
+
+def add_examples(p: argparse.ArgumentParser, *examples: str) -> None:
+    """End ``p``'s --help with an "examples:" block (after any epilog it already has)."""
+    block = "examples:\n" + "\n".join(f"  {line}" for line in examples)
+    p.epilog = f"{p.epilog}\n{block}" if p.epilog else block
+    if p.formatter_class is argparse.HelpFormatter:
+        p.formatter_class = HelpFormatter
+
+
 def add_offline(p: argparse.ArgumentParser) -> None:
     p.add_argument("--offline", action="store_true", help="never download: use only files already present")
     deprecated(p, "--no-download", "--offline", dest="offline", const=True)

@@ -25,6 +25,7 @@ def register(sub) -> None:
     options.add_verbosity(p, quiet="no progress bar", verbose="a progress bar even when not on a terminal")
     options.deprecated(p, "--progress", "--verbose", dest="verbosity", const=options.VERBOSE)
     options.add_device(p)
+    options.add_examples(p, "cnnlab report runs/mnist-mnist-cnn", "cnnlab report runs/mnist-mnist-cnn --out report.html")
     p.set_defaults(func=run_report)
 
     p = sub.add_parser(
@@ -37,6 +38,9 @@ def register(sub) -> None:
     p.add_argument("--layer", help="conv layer name or index (default: the first conv layer)")
     p.add_argument("--out", type=Path, help="where to write the page (default RUN_DIR/filters-LAYER.html)")
     options.deprecated(p, "--html", "--out", dest="out", type=Path)
+    options.add_verbosity(p, quiet="no 'wrote' line", verbose="also say how many filters of which layer")
+    options.add_examples(p, "cnnlab filters runs/mnist-mnist-cnn",
+                         "cnnlab filters runs/mnist-mnist-cnn --layer 3 --out f.html")
     p.set_defaults(func=run_filters)
 
 
@@ -48,7 +52,7 @@ def run_report(args: argparse.Namespace) -> int:
     path = report_run(args.run_dir, out=args.out, collect=ResultsOptions(batch_size=args.batch_size, device=args.device),
                       progress=options.progress(args))
     size = path.stat().st_size / 1e6
-    print(f"wrote {path} ({size:.1f} MB, {time.perf_counter() - start:.1f} s)")
+    options.say(args, f"wrote {path} ({size:.1f} MB, {time.perf_counter() - start:.1f} s)")
     return 0
 
 
@@ -56,5 +60,6 @@ def run_filters(args: argparse.Namespace) -> int:
     from cnnlab.reporting import filters_page
 
     path = filters_page(args.run_dir, layer=args.layer, out=args.out)
-    print(f"wrote {path}")
+    options.say(args, f"wrote {path}" + (f" ({path.stat().st_size / 1e3:.0f} KB)" if args.verbosity == options.VERBOSE
+                                         else ""))
     return 0

@@ -6,6 +6,7 @@ import argparse
 
 import torch
 
+from cnnlab.cli import options
 from cnnlab.models import MODELS, build, count_params, default_input_shape, describe
 from cnnlab.models.spec import __doc__ as SPEC_DOC
 from cnnlab.models.summary import summarize
@@ -39,10 +40,17 @@ def register(sub) -> None:
     p.add_argument("--classes", type=int, default=None, metavar="N", help="number of classes (default: the model's)")
     p.add_argument("--depth", type=int, default=1, metavar="D",
                    help="show nested modules down to this depth (default 1: the model's own layers)")
+    options.add_verbosity(p, quiet="the totals only (parameters and mult-adds)",
+                          verbose="every nested module (as --depth 99)")
+    options.add_examples(p, "cnnlab summary mnist-cnn",
+                         "cnnlab summary 'conv32k3-relu,maxpool2,flatten,dense10' --input 28x28x1",
+                         "cnnlab summary mynets:make_net --input 32x32x3   (your own function, from mynets.py here)")
     p.set_defaults(func=run_summary)
 
     m = sub.add_parser("models", help="list the named models with parameter counts",
                        description="List the model zoo: name, parameters, default input and a description.")
+    options.add_verbosity(m, quiet="the names only", verbose="the same table")
+    options.add_examples(m, "cnnlab models", "cnnlab summary mnist-cnn")
     m.set_defaults(func=run_models)
 
 
@@ -60,11 +68,20 @@ def run_summary(args) -> int:
     big = args.model in MODELS and _params(args.model) > 20_000_000
     with torch.device("meta" if big else "cpu"):
         model = build(args.model, input_shape=shape, num_classes=args.classes)
-    print(summarize(model, shape, depth=args.depth, name=args.model))
+    depth = 99 if args.verbosity == options.VERBOSE else args.depth
+    summary = summarize(model, shape, depth=depth, name=args.model)
+    if args.verbosity == options.QUIET:
+        print(f"{summary.total_params:,} parameters ({summary.trainable_params:,} trainable), "
+              f"{summary.total_mult_adds:,} mult-adds")
+        return 0
+    print(summary)
     return 0
 
 
 def run_models(args) -> int:
+    if args.verbosity == options.QUIET:
+        print("\n".join(MODELS))
+        return 0
     rows = []
     for name in MODELS:
         params = _params(name)

@@ -164,6 +164,12 @@ def run(args: argparse.Namespace) -> int:
         derived = {"batch_size": "ceil(N / steps_per_epoch), as in Keras"} if from_steps and not args.resume else {}
         print(to_toml(cfg, header=_HEADER, derived=derived), end="")
         return 0
+    if not args.resume:
+        _check_data(cfg.data)  # a misspelt dataset is refused before the banner, not after it
+    if args.tensorboard:
+        from cnnlab.extras import require
+
+        require("torch.utils.tensorboard", extra="tensorboard", package="tensorboard", purpose="--tensorboard")
     device = dist.setup(cfg.train.device)
     main = dist.is_main()  # remembered: after teardown every process looks like rank 0
     out = args.resume or args.out or "RUN_DIR"
@@ -191,6 +197,7 @@ def run(args: argparse.Namespace) -> int:
             out = args.out or _default_out(cfg)
             path, history = train_run(cfg, out, overwrite=args.overwrite, download=not args.offline,
                                       tensorboard=args.tensorboard, batch_from_steps=from_steps,
+                                      batch_from_size="batch_size" not in changes and not args.recipe,
                                       notify=(lambda line: print(f"cnnlab train: {line}")) if main else None)
     except KeyboardInterrupt:
         failed = True
@@ -216,6 +223,19 @@ def run(args: argparse.Namespace) -> int:
         _report(path)
     print(f"run directory: {path}")
     return 0
+
+
+def _check_data(name: str) -> None:
+    """The one-line error ``load`` would give for an unknown dataset or a missing folder, before any output."""
+    from cnnlab.data.registry import get_spec
+
+    if name.startswith("folder:"):
+        folder = Path(name[len("folder:"):]).expanduser()
+        if not folder.is_dir():
+            raise CnnlabError(f"--data {name}: folder {folder} does not exist; give folder:PATH with one "
+                              "sub-folder of images per class")
+    elif name != "digits":
+        get_spec(name)
 
 
 def _default_out(cfg) -> Path:

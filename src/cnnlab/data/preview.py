@@ -22,7 +22,7 @@ def plot_dataset_grid(images: np.ndarray, labels: np.ndarray, classes, *, n: int
     Greyscale images use ``cmap`` ("binary", as the tutorials do: dark ink on white).
     Returns a matplotlib Figure; save it with ``fig.savefig(path)``.
     """
-    from matplotlib.figure import Figure
+    from cnnlab.scratch.figure import Figure
 
     images, labels = np.asarray(images), np.asarray(labels)
     if images.ndim != 4 or images.shape[-1] not in (1, 3):

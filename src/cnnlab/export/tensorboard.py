@@ -1,15 +1,18 @@
 """TensorBoard logs of a training run: scalars, histograms, filters, and the embedding projector.
 
-``TensorBoardLog(logdir)`` is a ``fit()`` callback: after every epoch it writes each value
-of the epoch's logs (loss, accuracy, val_loss, val_accuracy, lr, seconds; the tags are
-history.csv's column names, the step is the epoch), a histogram of every parameter and of
+``TensorBoardLog(logdir)`` is a ``fit()`` callback. As Keras' TensorBoard callback lays them
+out, there are two runs: ``logdir/train`` and ``logdir/validation``, each with the same tags
+(``epoch_loss``, ``epoch_accuracy``), so TensorBoard draws the training and the validation
+curve of a metric on one chart; ``epoch_learning_rate`` and ``epoch_seconds`` are in train/.
+After every epoch it writes each value of the epoch's logs (history.csv's columns, the step
+is the epoch), and into train/ a histogram of every parameter and of
 its gradient (the last batch's: each step zeroes them first, so that is what is left), and
 the first convolution's filters as one image. ``write_embedding`` (called by ``fit`` when
 training ends) writes the projector's files itself rather than through ``add_embedding``,
 which breaks on non-square images and on more images than one sprite sheet holds
 (pytorch#46739, pytorch#75502): the features and the sprite sheet come from
 ``cnnlab.insight.embedding`` (images letterboxed into square cells that shrink so the sheet
-stays within the projector's 8192 x 8192 limit).
+stays within the projector's 8192 x 8192 limit), into train/ as Keras puts its embeddings.
 
     tensorboard --logdir runs/NAME/tensorboard
 """
@@ -29,6 +32,9 @@ from cnnlab.extras import require
 from cnnlab.files import write_text, write_with
 
 PROJECTOR_DIR = "projector"
+TRAIN, VALIDATION = "train", "validation"  # Keras' run folders
+# history.csv's columns that have a TensorBoard tag of another name (Keras' own names); the rest are epoch_<column>.
+TAGS = {"lr": "epoch_learning_rate"}
 log = logging.getLogger(__name__)
 
 
@@ -42,13 +48,21 @@ class TensorBoardLog:
         self.logdir.mkdir(parents=True, exist_ok=True)
         self.classes = list(classes) if classes is not None else None
         self.histograms, self.max_points = histograms, max_points
-        self.writer = tb.SummaryWriter(str(self.logdir))
+        self._tb = tb
+        self.writer = tb.SummaryWriter(str(self.logdir / TRAIN))
+        self.val_writer = None  # made with the first validation value: no empty validation/ without one
 
     def __call__(self, end) -> None:
         """Log one finished epoch (``end`` is a ``cnnlab.train.loop.EpochEnd``)."""
         for key, value in end.logs.items():
-            if isinstance(value, (int, float)) and math.isfinite(value):
-                self.writer.add_scalar(key, value, end.epoch)
+            if not (isinstance(value, (int, float)) and math.isfinite(value)):
+                continue
+            if key.startswith("val_"):
+                if self.val_writer is None:
+                    self.val_writer = self._tb.SummaryWriter(str(self.logdir / VALIDATION))
+                self.val_writer.add_scalar(tag_of(key[4:]), value, end.epoch)
+            else:
+                self.writer.add_scalar(tag_of(key), value, end.epoch)
         if self.histograms:
             for name, p in end.model.named_parameters():
                 self.writer.add_histogram(f"weights/{name}", p.detach().float().cpu(), end.epoch)
@@ -58,6 +72,8 @@ class TensorBoardLog:
         if grid is not None:
             self.writer.add_image("filters/first_conv", grid, end.epoch, dataformats="HWC")
         self.writer.flush()
+        if self.val_writer is not None:
+            self.val_writer.flush()
 
     def write_embedding(self, model: nn.Module, x: torch.Tensor, labels, *, batch_size: int = 512) -> Path | None:
         """The projector's files for the first ``max_points`` of ``x`` (N, C, H, W): the inputs
@@ -72,8 +88,8 @@ class TensorBoardLog:
         x, labels = x[: self.max_points], np.asarray(labels)[: self.max_points]
         features, predicted = penultimate_features(model, x, batch_size=batch_size)
         names = self.classes or [str(i) for i in range(int(max(labels.max(), predicted.max())) + 1)]
-        folder = self.logdir / PROJECTOR_DIR
-        folder.mkdir(exist_ok=True)
+        folder = self.logdir / TRAIN / PROJECTOR_DIR
+        folder.mkdir(parents=True, exist_ok=True)
         write_text(folder / "tensors.tsv", "".join("\t".join(f"{v:.6g}" for v in row) + "\n" for row in features))
         write_text(folder / "metadata.tsv", "label\tpredicted\n" + "".join(
             f"{_tsv(names[int(a)])}\t{_tsv(names[int(b)])}\n" for a, b in zip(labels, predicted, strict=True)))
@@ -88,10 +104,17 @@ class TensorBoardLog:
                   f'  metadata_path: "{PROJECTOR_DIR}/metadata.tsv"\n  sprite {{\n'
                   f'    image_path: "{PROJECTOR_DIR}/sprite.png"\n    single_image_dim: {sprite.thumb}\n'
                   f'    single_image_dim: {sprite.thumb}\n  }}\n}}\n')
-        return write_text(self.logdir / "projector_config.pbtxt", config)
+        return write_text(self.logdir / TRAIN / "projector_config.pbtxt", config)
 
     def close(self) -> None:
         self.writer.close()
+        if self.val_writer is not None:
+            self.val_writer.close()
+
+
+def tag_of(column: str) -> str:
+    """The TensorBoard tag of a history.csv column (without ``val_``): Keras' ``epoch_loss``, ..."""
+    return TAGS.get(column, f"epoch_{column}")
 
 
 def _tsv(text: str) -> str:

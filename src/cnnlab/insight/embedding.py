@@ -68,7 +68,7 @@ def _last_linear(model: nn.Module) -> nn.Linear:
 
 
 def penultimate_features(model: nn.Module, images, *, preprocess: Callable | None = None,
-                         batch_size: int = 512) -> tuple[np.ndarray, np.ndarray]:
+                         batch_size: int = 512, progress: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """``(features (N, F) float32, predictions (N,) int64)``: the input of the model's last
     ``nn.Linear`` layer and the argmax of its output, for every image.
 
@@ -76,7 +76,7 @@ def penultimate_features(model: nn.Module, images, *, preprocess: Callable | Non
     turns into one batch by batch (e.g. uint8 (N, H, W, C) with ``Run.preprocess``, or a
     streamed split's ``StreamImages``, decoded batch by batch), so only one batch of float32
     (and of decoded images) is held at a time. Eval mode, ``torch.inference_mode``; the model's
-    modes and hooks are as before afterwards.
+    modes and hooks are as before afterwards. ``progress``: a tqdm bar of the batches.
     """
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise CnnlabError(f"batch_size must be a positive int, got {batch_size!r}")
@@ -89,7 +89,13 @@ def penultimate_features(model: nn.Module, images, *, preprocess: Callable | Non
     handle = linear.register_forward_pre_hook(lambda mod, inputs: caught.append(inputs[0]))
     try:
         with frozen_model(model), torch.inference_mode():
-            for batch in image_batches(images, batch_size):  # a streamed split: decoded batch by batch
+            batches = image_batches(images, batch_size)
+            if progress:
+                from tqdm.auto import tqdm
+
+                batches = tqdm(batches, total=-(-len(images) // batch_size), desc="features", unit="batch",
+                               leave=False)
+            for batch in batches:  # a streamed split: decoded batch by batch
                 x = preprocess(batch) if preprocess is not None else batch
                 caught.clear()
                 out = model(x.to(device))  # (B, classes)
@@ -115,28 +121,21 @@ def _check_features(features) -> np.ndarray:
 
 
 def pca_2d(features, *, seed: int = 0) -> np.ndarray:
-    """The first two principal-component scores (N, 2) float32 of ``features`` (N, F).
-
-    Exact (eigenvectors of the F×F covariance, float64) for up to 512 features; wider
-    features use ``torch.pca_lowrank`` (randomised, 8 power iterations, seeded). Each axis
-    is signed so its largest loading is positive, as scikit-learn's ``svd_flip`` does.
+    """The first two principal-component scores (N, 2) float32 of ``features`` (N, F):
+    scikit-learn's ``PCA`` (its solver chosen by size, randomised ones seeded with ``seed``;
+    each axis signed so its largest loading is positive, scikit-learn's ``svd_flip``). With a
+    single feature (or sample) the second axis is all zeros.
     """
+    from sklearn.decomposition import PCA
+
     x = _check_features(features).astype(np.float64)
-    x = x - x.mean(0)
-    if x.shape[1] <= 512:
-        _, vectors = np.linalg.eigh(x.T @ x)  # ascending eigenvalues
-        components = vectors[:, ::-1][:, :2]  # (F, 2)
-    else:
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
-            q = min(12, *x.shape)
-            _, _, v = torch.pca_lowrank(torch.from_numpy(x), q=q, center=False, niter=8)
-        components = v[:, :2].numpy()
-    if components.shape[1] < 2:  # one feature: the second axis is all zeros
-        components = np.pad(components, ((0, 0), (0, 2 - components.shape[1])))
-    rows = np.abs(components).argmax(0)
-    components = components * np.sign(components[rows, np.arange(components.shape[1])] + 1e-300)
-    return (x @ components).astype(np.float32)
+    n = min(2, *x.shape)
+    if not np.ptp(x, axis=0).any():  # every row the same (e.g. all dead ReLUs): no direction to find
+        return np.zeros((len(x), 2), dtype=np.float32)
+    scores = PCA(n_components=n, random_state=seed).fit_transform(x)
+    if n < 2:
+        scores = np.pad(scores, ((0, 0), (0, 2 - n)))
+    return scores.astype(np.float32)
 
 
 def _tsne(x: np.ndarray, seed: int, perplexity: float) -> np.ndarray:
@@ -176,7 +175,7 @@ def project(features, *, method: str = "pca", seed: int = 0, perplexity: float =
 
 
 def embed(model: nn.Module, images, labels, *, method: str = "pca", preprocess: Callable | None = None,
-          seed: int = 0, batch_size: int = 512, indices=None) -> Embedding:
+          seed: int = 0, batch_size: int = 512, indices=None, progress: bool = False) -> Embedding:
     """The embedding map of ``images`` (see :func:`penultimate_features`) with their ``labels``
     (N,), projected by ``method`` (see :func:`project`). ``indices`` (default 0..N-1) records
     which examples of a larger split these are."""
@@ -185,7 +184,8 @@ def embed(model: nn.Module, images, labels, *, method: str = "pca", preprocess: 
     labels = np.asarray(labels, dtype=np.int64)
     if labels.shape != (len(images),):
         raise CnnlabError(f"got {len(images)} images but labels of shape {labels.shape}; pass one label per image")
-    features, preds = penultimate_features(model, images, preprocess=preprocess, batch_size=batch_size)
+    features, preds = penultimate_features(model, images, preprocess=preprocess, batch_size=batch_size,
+                                           progress=progress)
     coords = project(features, method=method, seed=seed)
     idx = np.arange(len(labels), dtype=np.int64) if indices is None else np.asarray(indices, dtype=np.int64)
     return Embedding(coords=coords, labels=labels, predictions=preds, method=method, indices=idx)
@@ -210,7 +210,7 @@ def _cache_matches(path: Path, meta: dict) -> Embedding | None:
 
 def run_embedding(run_dir, *, method: str = "pca", limit: int | None = None, seed: int = 0,
                   batch_size: int = 512, refresh: bool = False, model: nn.Module | None = None,
-                  data=None) -> Embedding:
+                  data=None, progress: bool = False) -> Embedding:
     """The embedding map of a run's test split, computed once and cached as
     ``RUN_DIR/embedding-<method>.npz`` (written atomically).
 
@@ -242,7 +242,7 @@ def run_embedding(run_dir, *, method: str = "pca", limit: int | None = None, see
         idx = np.sort(np.random.default_rng(seed).choice(len(idx), size=limit, replace=False))
     model = model if model is not None else run.build_model("best")
     result = embed(model, take(images, idx), labels[idx], method=method, preprocess=run.preprocess,
-                   seed=seed, batch_size=batch_size, indices=idx)
+                   seed=seed, batch_size=batch_size, indices=idx, progress=progress)
     write_with(path, lambda f: np.savez(f, coords=result.coords, labels=result.labels, predictions=result.predictions,
                                         indices=result.indices, method=method, **meta))
     return result

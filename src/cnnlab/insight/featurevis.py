@@ -161,7 +161,7 @@ def _as_units(values, what: str) -> list[int]:
 
 
 def _optimise(model: nn.Module, setup: Setup, module: nn.Module | None, units: list[int], seed: int,
-              what: str) -> np.ndarray:
+              what: str, progress: bool = False) -> np.ndarray:
     """Maximise the mean activation of ``units[b]`` (a channel of ``module``, or a logit when
     ``module`` is None) for each image b; returns (B, H, W, C) float32 in [0, 1]."""
     device = next(model.parameters(), torch.empty(0)).device
@@ -171,7 +171,12 @@ def _optimise(model: nn.Module, setup: Setup, module: nn.Module | None, units: l
     targets = torch.tensor(units)
     opt = torch.optim.Adam([param], lr=setup.lr)
     mean, std = setup.mean.to(device), setup.std.to(device)
-    for step in range(setup.steps):
+    steps = range(setup.steps)
+    if progress:
+        from tqdm.auto import tqdm
+
+        steps = tqdm(steps, desc=f"{len(units)} {what}{'es' if what == 'class' else 's'}", unit="step", leave=False)
+    for step in steps:
         image = to_image(param, setup, scale)
         if setup.robust:
             image = random_affine(image, setup, gen)
@@ -223,7 +228,7 @@ def _setup(model: nn.Module, *, size, steps, lr, mean, std, in_channels, robust,
 
 def visualize_channels(model: nn.Module, *, layer: str | int, channels, steps: int = 256, size=128, seed: int = 0,
                        mean=None, std=None, lr: float = 0.05, in_channels: int | None = None, robust: bool = True,
-                       fourier: bool = True, jitter: int | None = None) -> np.ndarray:
+                       fourier: bool = True, jitter: int | None = None, progress: bool = False) -> np.ndarray:
     """What each channel of ``layer`` responds to: float32 ``(K, H, W, C)`` images in [0, 1].
 
     ``layer``: a name (``"features.3"``) or index (see ``cnnlab.insight.inspect.get_layer``);
@@ -233,19 +238,19 @@ def visualize_channels(model: nn.Module, *, layer: str | int, channels, steps: i
     takes (28 for an MNIST net). ``mean``/``std``: the model's input normalisation, applied
     to the [0, 1] image. ``in_channels`` defaults to the first conv layer's. ``robust=False``
     turns off the random transforms, ``fourier=False`` optimises pixels directly (both for
-    comparison); ``jitter`` in pixels defaults to size/16.
+    comparison); ``jitter`` in pixels defaults to size/16. ``progress``: a tqdm bar of the steps.
     """
     units = _as_units(channels, "channel")
     name, module = get_layer(model, layer)
     setup = _setup(model, size=size, steps=steps, lr=lr, mean=mean, std=std, in_channels=in_channels,
                    robust=robust, fourier=fourier, jitter=jitter)
     with frozen_model(model), _redirected_relus(model):
-        return _optimise(model, setup, module, units, seed, "channel")
+        return _optimise(model, setup, module, units, seed, "channel", progress)
 
 
 def visualize_class(model: nn.Module, *, target, steps: int = 256, size=128, seed: int = 0, mean=None, std=None,
                     lr: float = 0.05, in_channels: int | None = None, robust: bool = True, fourier: bool = True,
-                    jitter: int | None = None) -> np.ndarray:
+                    jitter: int | None = None, progress: bool = False) -> np.ndarray:
     """What each output class ``target`` (an int or a list of K ints) looks like to the
     model: float32 ``(K, H, W, C)`` images in [0, 1] maximising that class's score (the
     model's output before any softmax, as Lucid does). Options as :func:`visualize_channels`."""
@@ -253,7 +258,7 @@ def visualize_class(model: nn.Module, *, target, steps: int = 256, size=128, see
     setup = _setup(model, size=size, steps=steps, lr=lr, mean=mean, std=std, in_channels=in_channels,
                    robust=robust, fourier=fourier, jitter=jitter)
     with frozen_model(model), _redirected_relus(model):
-        return _optimise(model, setup, None, units, seed, "class")
+        return _optimise(model, setup, None, units, seed, "class", progress)
 
 
 # --------------------------------------------------------------------------- dataset examples
@@ -319,7 +324,7 @@ def last_conv_layer(model: nn.Module) -> str:
 
 
 def run_channel_visuals(run, model: nn.Module, *, layer: str | int | None = None, channels=None, steps: int = 128,
-                        seed: int = 0, images=None, k: int = 6) -> ChannelVisuals:
+                        seed: int = 0, images=None, k: int = 6, progress: bool = False) -> ChannelVisuals:
     """Visualise ``channels`` (default: the first 8) of ``layer`` (default: the last conv
     layer) of a run's ``model`` at the run's input size and normalisation; with ``images``
     (uint8 (N, H, W, C), e.g. the test split, or a streamed one's ``StreamImages``: one pass batch by
@@ -330,7 +335,8 @@ def run_channel_visuals(run, model: nn.Module, *, layer: str | int | None = None
         channels = list(range(min(8, out_channels)))
     h, w, c = run.input_shape
     visuals = visualize_channels(model, layer=name, channels=channels, steps=steps, size=(h, w), seed=seed,
-                                 mean=run.config.get("mean"), std=run.config.get("std"), in_channels=c)
+                                 mean=run.config.get("mean"), std=run.config.get("std"), in_channels=c,
+                                 progress=progress)
     top = examples = None
     if images is not None and len(images):
         top = top_examples(model, images, layer=name, channels=channels, k=min(k, len(images)),

@@ -4,6 +4,9 @@ precision/recall/F1, most-confused pairs and top losses. NumPy only: no model, n
 The vocabulary follows fastai's ``interpret.py`` (``confusion_matrix``, ``most_confused``,
 ``top_losses``), with one change its users asked for: a top loss reports both the
 predicted class with its probability and the actual class with its probability.
+The confusion matrix and precision/recall/F1 are scikit-learn's (``sklearn.metrics``, imported
+when first used); this module checks the inputs and keeps fastai's ``most_confused`` and
+``top_losses``, which scikit-learn does not have.
 
 ``probs`` is ``(N, K)`` float (rows sum to 1), ``labels`` and ``preds`` are ``(N,)``
 integers in ``[0, K)``. Every metric is vectorised, so 100 classes cost no more than 10.
@@ -64,8 +67,11 @@ def confusion_matrix(labels: np.ndarray, preds: np.ndarray, num_classes: int) ->
             raise CnnlabError(
                 f"{name} must lie in [0, {num_classes}), got values from {arr.min()} to {arr.max()}"
             )
-    counts = np.bincount(labels * num_classes + preds, minlength=num_classes * num_classes)
-    return counts.reshape(num_classes, num_classes)
+    from sklearn.metrics import confusion_matrix as sklearn_confusion_matrix
+
+    # labels= fixes the K x K shape even when a class never occurs in either array.
+    cm = sklearn_confusion_matrix(labels, preds, labels=np.arange(num_classes))
+    return cm.astype(np.int64, copy=False)
 
 
 def per_class_metrics(cm: np.ndarray) -> dict[str, np.ndarray]:
@@ -73,16 +79,24 @@ def per_class_metrics(cm: np.ndarray) -> dict[str, np.ndarray]:
 
     ``cm`` is a confusion matrix with actual classes as rows (see :func:`confusion_matrix`).
     """
+    from sklearn.metrics import precision_recall_fscore_support
+
     cm = np.asarray(cm)
-    tp = np.diag(cm).astype(np.float64)
-    predicted = cm.sum(axis=0)  # column sums: how often each class was predicted
-    support = cm.sum(axis=1)  # row sums: how often each class occurs
-    with np.errstate(divide="ignore", invalid="ignore"):
-        precision = np.where(predicted > 0, tp / predicted, 0.0)
-        recall = np.where(support > 0, tp / support, 0.0)
-        denom = precision + recall
-        f1 = np.where(denom > 0, 2 * precision * recall / denom, 0.0)
-    return {"precision": precision, "recall": recall, "f1": f1, "support": support.astype(np.int64)}
+    if cm.ndim != 2 or cm.shape[0] != cm.shape[1] or (cm.size and cm.min() < 0):
+        raise CnnlabError(f"a confusion matrix is (K, K) counts >= 0; got shape {cm.shape}")
+    k = cm.shape[0]
+    support = cm.sum(axis=1).astype(np.int64)  # row sums: how often each class occurs
+    if not cm.sum():  # no examples at all: every score is undefined, hence 0
+        zeros = np.zeros(k)
+        return {"precision": zeros, "recall": zeros.copy(), "f1": zeros.copy(), "support": support}
+    # The (actual, predicted) pairs the matrix counts, for scikit-learn's y_true / y_pred interface.
+    rows, cols = np.indices(cm.shape)
+    counts = cm.astype(np.int64).ravel()
+    actual, predicted = np.repeat(rows.ravel(), counts), np.repeat(cols.ravel(), counts)
+    precision, recall, f1, _ = precision_recall_fscore_support(actual, predicted, labels=np.arange(k),
+                                                               zero_division=0.0)
+    return {"precision": precision.astype(np.float64), "recall": recall.astype(np.float64),
+            "f1": f1.astype(np.float64), "support": support}
 
 
 def most_confused(

@@ -8,6 +8,7 @@ return logits (N, num_classes): softmax belongs to the loss and to prediction.
 from __future__ import annotations
 
 import inspect
+import os
 import re
 import warnings
 
@@ -49,11 +50,16 @@ def _unknown(name) -> CnnlabError:
 
 
 def default_input_shape(name_or_spec: str) -> tuple[int, int, int]:
-    """The (H, W, C) a model is built for when no input_shape is given ((28, 28, 1) for specs)."""
+    """The (H, W, C) a model is built for when no input_shape is given ((28, 28, 1) for specs, and for
+    your own ``module:function`` unless its ``input_shape`` parameter has a default)."""
     if name_or_spec in MODELS:
         return tuple(inspect.signature(MODELS[name_or_spec]).parameters["input_shape"].default)
     if isinstance(name_or_spec, str) and _looks_like_spec(name_or_spec):
         return DEFAULT_INPUT_SHAPE
+    if isinstance(name_or_spec, str) and ":" in name_or_spec:
+        param = inspect.signature(_builder(name_or_spec)).parameters.get("input_shape")
+        default = None if param is None else param.default
+        return tuple(default) if isinstance(default, (tuple, list)) and len(default) == 3 else DEFAULT_INPUT_SHAPE
     raise _unknown(name_or_spec)
 
 
@@ -76,14 +82,7 @@ def build_from_path(path: str, *, input_shape=None, num_classes: int | None = No
     The function is given ``input_shape`` and ``num_classes`` as keywords when its signature
     takes them (and they are known), and must return an ``nn.Module``.
     """
-    import importlib
-
-    module, _, attr = path.partition(":")
-    try:
-        fn = getattr(importlib.import_module(module), attr)
-    except (ImportError, AttributeError, ValueError) as exc:
-        raise CnnlabError(f"cannot import model builder {path!r} ({exc}); give an importable "
-                          "'package.module:function' (on sys.path / PYTHONPATH) returning an nn.Module") from None
+    fn = _builder(path)
     params = inspect.signature(fn).parameters
     kwargs = {k: v for k, v in (("input_shape", input_shape), ("num_classes", num_classes))
               if v is not None and k in params}
@@ -91,6 +90,35 @@ def build_from_path(path: str, *, input_shape=None, num_classes: int | None = No
     if not isinstance(model, nn.Module):
         raise CnnlabError(f"model builder {path!r} returned a {type(model).__name__}, not an nn.Module")
     return model
+
+
+def _builder(path: str):
+    """The function ``"package.module:function"`` names. The module is looked for on sys.path, then in the
+    current folder, as ``python -m`` and ``python script.py`` find a ``mynets.py`` beside you."""
+    import importlib
+    import sys
+
+    module, _, attr = path.partition(":")
+    try:
+        try:
+            mod = importlib.import_module(module)
+        except ModuleNotFoundError as exc:
+            here = os.getcwd()
+            if exc.name != module.split(".")[0] or here in sys.path or "" in sys.path:
+                raise
+            sys.path.insert(0, here)
+            try:
+                mod = importlib.import_module(module)
+            finally:
+                sys.path.remove(here)
+        fn = getattr(mod, attr)
+    except (ImportError, AttributeError, ValueError) as exc:
+        raise CnnlabError(f"cannot import model builder {path!r} ({exc}); give an importable "
+                          "'package.module:function' (in this folder, or on sys.path / PYTHONPATH) returning an "
+                          "nn.Module") from None
+    if not callable(fn):
+        raise CnnlabError(f"model builder {path!r} is a {type(fn).__name__}, not a function returning an nn.Module")
+    return fn
 
 
 def build(name_or_spec: str, *, input_shape=None, num_classes: int | None = None, init: str | None = None) -> nn.Module:

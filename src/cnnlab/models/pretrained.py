@@ -313,7 +313,7 @@ def classify(images_or_paths, *, model="squeezenet1_1", weights=None, top: int =
 def plot_predictions(predictions, *, images=None, titles: Sequence[str] | None = None):
     """A matplotlib Figure: for each photo a horizontal bar chart of its top-k probabilities,
     next to the photo itself when ``images`` (paths, PIL images or arrays) are given."""
-    from matplotlib.figure import Figure
+    from cnnlab.scratch.figure import Figure
 
     n = len(predictions)
     if n == 0:

@@ -118,14 +118,21 @@ def _mult_adds(module: nn.Module, output) -> int:
     return 0
 
 
-def summarize(model: nn.Module, input_shape=(28, 28, 1), *, depth: int = 1, name: str | None = None) -> Summary:
-    """Summarise ``model`` for one (H, W, C) image: rows for modules down to ``depth`` levels
+def summarize(model: nn.Module, input_shape=None, *, depth: int = 1, name: str | None = None,
+              input_size=None) -> Summary:
+    """Summarise ``model`` for one image: rows for modules down to ``depth`` levels
     (1 = the model's direct children), in call order. The model runs in eval mode without
     gradients on its own device (meta works) and its train/eval mode is restored after.
+
+    The image's shape as Keras writes it, ``(H, W, C)`` (default ``(28, 28, 1)``), as PyTorch
+    does, ``(C, H, W)`` (told apart by the model's first convolution's channels), or as torchinfo
+    takes it, ``input_size=(N, C, H, W)`` (the batch size is ignored: rows are per image).
     Raises CnnlabError naming the layer if the model cannot take ``input_shape``."""
     if not isinstance(model, nn.Module):
         raise CnnlabError(f"model {type(model).__name__} is not a torch.nn.Module; build one with cnnlab.models.build")
-    input_shape = as_input_shape(input_shape)
+    if input_size is not None and input_shape is not None:
+        raise CnnlabError("pass input_shape (H, W, C) or input_size (N, C, H, W), not both")
+    input_shape = _image_shape(model, input_size if input_size is not None else input_shape)
     if isinstance(depth, bool) or not isinstance(depth, int) or depth < 1:
         raise CnnlabError(f"depth {depth!r} is not a positive int; use 1 for the model's layers, 2 for theirs")
     names = {m: n for n, m in model.named_modules()}
@@ -178,3 +185,22 @@ def summarize(model: nn.Module, input_shape=(28, 28, 1), *, depth: int = 1, name
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     root = calls[0]["mult_adds"] if calls else 0
     return Summary(name or type(model).__name__, input_shape, rows, total, trainable, total - trainable, root)
+
+
+def _image_shape(model: nn.Module, value) -> tuple[int, int, int]:
+    """(H, W, C) from Keras' (H, W, C), PyTorch's (C, H, W) or torchinfo's (N, C, H, W)."""
+    if value is None:
+        return (28, 28, 1)
+    if isinstance(value, torch.Size) or (isinstance(value, (tuple, list)) and len(value) == 4):
+        shape = tuple(value)
+        if len(shape) == 4:  # (N, C, H, W): the batch does not change a per-image summary
+            return as_input_shape((shape[2], shape[3], shape[1]))
+        value = shape
+    hwc = as_input_shape(value)
+    first = next((m for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Conv1d, nn.Linear))), None)
+    channels = getattr(first, "in_channels", None)
+    if channels is not None and hwc[2] != channels and hwc[0] == channels:
+        return (hwc[1], hwc[2], hwc[0])  # (C, H, W): the first convolution takes C channels
+    if channels is None and hwc[2] > 4 and hwc[0] <= 4:  # no convolution to ask: (3, 32, 32) is (C, H, W)
+        return (hwc[1], hwc[2], hwc[0])
+    return hwc

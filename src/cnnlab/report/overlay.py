@@ -11,9 +11,9 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 from matplotlib import colormaps
-from matplotlib.figure import Figure
 
 from cnnlab.errors import CnnlabError
+from cnnlab.scratch.figure import Figure
 
 __all__ = ["SAFE_COLORMAPS", "normalize_map", "overlay", "plot_attributions", "plot_layer_sweep"]
 

@@ -2,8 +2,8 @@
 
 Figures are built with ``matplotlib.figure.Figure`` directly rather than ``pyplot``: nothing
 enters pyplot's global list, so nothing needs closing, no GUI backend is touched, and
-``show`` is never called. In a notebook the returned figure displays itself; elsewhere call
-``fig.savefig("out.png")``.
+``show`` is never called. In a notebook the returned figure displays itself, in any kernel
+(``cnnlab.scratch.figure.Figure`` gives IPython its PNG); elsewhere call ``fig.savefig("out.png")``.
 
 Images are uint8 ``(N, H, W, C)`` with C = 1 (grey) or 3 (RGB), as ``cnnlab.data`` returns
 them; probabilities are ``(N, K)``; class names are a list of K strings.
@@ -16,12 +16,12 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 from matplotlib import colormaps
-from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 from cnnlab.data.preview import plot_dataset_grid  # noqa: F401  (one implementation, re-exported)
 from cnnlab.errors import CnnlabError
 from cnnlab.insight.inspect import filter_images
+from cnnlab.scratch.figure import Figure
 from cnnlab.scratch.images import tile
 
 __all__ = [

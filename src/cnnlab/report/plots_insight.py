@@ -14,11 +14,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
-from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
 from cnnlab.errors import CnnlabError
 from cnnlab.report.plots import _show_image
+from cnnlab.scratch.figure import Figure
 
 __all__ = ["OKABE_ITO", "TOL_MUTED", "class_style", "plot_embedding", "plot_feature_visualizations"]
 

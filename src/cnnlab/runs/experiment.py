@@ -42,7 +42,20 @@ def folder_options(cfg: RunConfig) -> dict:
     return {"image_size": cfg.image_size, "mode": "RGB" if cfg.pretrained else None}
 
 
-def _prepare(cfg: RunConfig, download: bool, batch_from_steps: bool = False, notify=None, user_model=None):
+def small_data_batch_size(n: int, default: int) -> int:
+    """A batch for fine-tuning on ``n`` training images: the largest power of two (8 at least, ``default`` at
+    most) that still gives 10 steps an epoch. A small folder otherwise trains in two or three steps an
+    epoch: 210 photos at batch 128 reached 65.7% where batch 16 reached 82.3% (squeezenet, 5 epochs)."""
+    if n < 1:
+        return default
+    size = 8
+    while size * 2 <= default and n / (size * 2) >= 10:
+        size *= 2
+    return min(size, default)
+
+
+def _prepare(cfg: RunConfig, download: bool, batch_from_steps: bool = False, notify=None, user_model=None,
+             batch_from_size: bool = False):
     from cnnlab.data import channel_stats, load
     from cnnlab.models import build
 
@@ -50,6 +63,14 @@ def _prepare(cfg: RunConfig, download: bool, batch_from_steps: bool = False, not
     if data is None:
         data = load(cfg.data, download=download, train_size=cfg.train_size, val_size=cfg.val_size,
                     seed=cfg.train.seed, progress=dist.is_main(), **folder_options(cfg))
+    if batch_from_size and not batch_from_steps and cfg.pretrained:
+        n = len(data.train)
+        size = small_data_batch_size(n, cfg.train.batch_size)
+        if size != cfg.train.batch_size:
+            cfg = with_overrides(cfg, batch_size=size)
+            if notify is not None:
+                notify(f"--pretrained on {n} training images: batches of {size} (10 steps an epoch at least; "
+                       f"--batch-size sets it)")
     if batch_from_steps and cfg.train.steps_per_epoch:
         n, steps = len(data.train), cfg.train.steps_per_epoch
         cfg = with_overrides(cfg, batch_size=keras_batch_size(n, steps))
@@ -188,7 +209,7 @@ def _on_main(action):
 
 def train_run(cfg: RunConfig, out, *, model: torch.nn.Module | None = None, overwrite: bool = False,
               download: bool = True, tensorboard: bool = False, batch_from_steps: bool = False,
-              notify=None) -> tuple[Path, History]:
+              notify=None, batch_from_size: bool = False) -> tuple[Path, History]:
     """Train ``cfg`` into the run directory ``out``; returns (out, history).
 
     ``model``: your own ``nn.Module`` object (defined in a notebook or ``__main__``, where no
@@ -200,9 +221,13 @@ def train_run(cfg: RunConfig, out, *, model: torch.nn.Module | None = None, over
     ``tensorboard``: also write TensorBoard logs into ``out/tensorboard``.
     ``batch_from_steps``: ignore ``cfg.train.batch_size`` and, as Keras does for
     ``steps_per_epoch`` without a batch size, use ``ceil(N / steps_per_epoch)``
-    (:func:`keras_batch_size`); ``notify(line)`` is told the size chosen."""
+    (:func:`keras_batch_size`); ``notify(line)`` is told the size chosen. ``batch_from_size``: for a
+    pretrained network, a batch that gives a small folder 10 steps an epoch (:func:`small_data_batch_size`)."""
     out = Path(out)
-    data, model, meta, cfg = _prepare(cfg, download, batch_from_steps, notify, user_model=model)
+    if tensorboard:
+        _require_tensorboard()  # before anything is written: a missing extra leaves no run folder behind
+    data, model, meta, cfg = _prepare(cfg, download, batch_from_steps, notify, user_model=model,
+                                      batch_from_size=batch_from_size)
     program = None
 
     def create() -> None:
@@ -218,6 +243,12 @@ def train_run(cfg: RunConfig, out, *, model: torch.nn.Module | None = None, over
         return out, _train(data, model, meta, cfg.train, out, resume=None, tensorboard=tensorboard)
     finally:
         runlock.release(out)
+
+
+def _require_tensorboard() -> None:
+    from cnnlab.extras import require
+
+    require("torch.utils.tensorboard", extra="tensorboard", package="tensorboard", purpose="TensorBoard logging")
 
 
 def config_of(run_path) -> RunConfig:
@@ -243,6 +274,8 @@ def resume_run(run_path, *, epochs: int | None = None, changes: dict | None = No
     run_path = Path(run_path)
     if not run_path.is_dir():
         raise CnnlabError(f"run directory {run_path} does not exist")
+    if tensorboard:
+        _require_tensorboard()
     _on_main(lambda: runlock.acquire(run_path))  # one writer: a second --resume or --overwrite is refused
     try:
         if dist.is_main():

@@ -279,7 +279,7 @@ def gallery(image, maps: Mapping[str, np.ndarray], *, image_title: str = "origin
     out, made symmetric around 0 when the map has both signs (0 is mid-grey; edges of either
     sign show dark or light). Each map's title carries its actual min and max.
     """
-    from matplotlib.figure import Figure
+    from cnnlab.scratch.figure import Figure
 
     x = np.asarray(image, dtype=np.float64)
     if x.ndim not in (2, 3):

@@ -6,7 +6,9 @@ A callback is either
   ``on_batch_end(batch, logs)``, ``on_epoch_end(epoch, logs)``, ``on_train_end(logs)``
   (``epoch`` and ``batch`` 0-based, as in Keras; subclass ``Callback`` or not), or
 - a plain function of one ``EpochEnd`` (cnnlab's own form, used for checkpoints), called
-  after every epoch.
+  after every epoch, or
+- a function of ``(epoch, logs)`` (``lambda epoch, logs: ...``, as Keras' LambdaCallback calls
+  its ``on_epoch_end``), called after every epoch with the 0-based epoch and a dict of its logs.
 
 Stopping early, as Keras does it: set ``self.model.stop_training = True`` (fit gives every
 callback that has a ``model`` attribute or a ``set_model`` method the model first), or raise
@@ -57,10 +59,10 @@ class CallbackList:
                 if hasattr(cb, "set_model"):
                     cb.set_model(model)
             elif callable(cb):
-                self.functions.append(cb)
+                self.functions.append((cb, _positional(cb)))
             else:
-                raise CnnlabError(f"callback {cb!r} is neither a function of EpochEnd nor an object with "
-                                  f"{', '.join(HOOKS)}; subclass cnnlab.train.callbacks.Callback")
+                raise CnnlabError(f"callback {cb!r} is neither a function of EpochEnd or of (epoch, logs) nor an "
+                                  f"object with {', '.join(HOOKS)}; subclass cnnlab.train.callbacks.Callback")
         self.model = model
         self.stopped = False
         model.stop_training = False
@@ -84,8 +86,26 @@ class CallbackList:
     def epoch_end(self, end) -> bool:
         """cnnlab's functions get the EpochEnd, Keras-style objects (epoch, logs)."""
         try:
-            for fn in self.functions:
-                fn(end)
+            for fn, arity in self.functions:
+                fn(end) if arity == 1 else fn(end.epoch - 1, dict(end.logs))
         except StopTraining:
             self.stopped = True
         return self.call("on_epoch_end", end.epoch - 1, dict(end.logs))
+
+
+def _positional(fn) -> int:
+    """How a plain function callback is called: 1 (an EpochEnd) or 2 (Keras' epoch, logs)."""
+    import inspect
+
+    from cnnlab.errors import CnnlabError
+
+    try:
+        params = inspect.signature(fn).parameters.values()
+    except (TypeError, ValueError):  # a builtin without a signature: cnnlab's form
+        return 1
+    kinds = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    required = [p for p in params if p.kind in kinds and p.default is inspect.Parameter.empty]
+    if any(p.kind is inspect.Parameter.VAR_POSITIONAL for p in params) or len(required) in (1, 2):
+        return 2 if len(required) == 2 else 1
+    raise CnnlabError(f"callback {getattr(fn, '__name__', fn)!r} takes {len(required)} arguments; a function "
+                      "callback takes one EpochEnd, or (epoch, logs) as Keras' LambdaCallback")

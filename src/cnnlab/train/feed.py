@@ -13,8 +13,9 @@ everything else goes through a ``LoaderFeed``:
   metrics count every example once); the global batch split across processes, pinned
   memory on CUDA, and the dataset's own ``loader_options`` (e.g. ``num_workers``).
 
-Batches are ``(inputs, labels)``. uint8 inputs (N, C, H, W), as streamed folders deliver
-them, become float in [0, 1] on the device, then ``(x - mean) / std`` with the dataset's
+Batches are ``(inputs, labels)``, labels as class indices or one-hot rows. uint8 inputs
+(N, C, H, W), as streamed folders deliver them, or (N, H, W, C), as a Dataset of
+``load_dataset``'s arrays yields them, become float in [0, 1] on the device, then ``(x - mean) / std`` with the dataset's
 ``mean``/``std`` attributes when it has them, so decoding stays in the workers and the
 arithmetic runs batched on the device.
 """
@@ -26,6 +27,7 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler, S
 
 from cnnlab.errors import CnnlabError
 from cnnlab.train import distributed as dist
+from cnnlab.train.batches import channels_first, class_labels
 
 
 def is_loader_data(data) -> bool:
@@ -117,8 +119,11 @@ class LoaderFeed:
             raise CnnlabError(f"a training batch must be (inputs, labels), got {type(batch).__name__}; "
                               "make the Dataset return (image, label) pairs")
         x, y = batch
-        x = torch.as_tensor(x).to(self.device, non_blocking=True)
-        y = torch.as_tensor(y).to(self.device, non_blocking=True).long()
+        x = torch.as_tensor(x)
+        if x.dtype == torch.uint8:  # a Dataset of (H, W, C) arrays, as load_dataset returns them, works too
+            x = channels_first(x)
+        x = x.to(self.device, non_blocking=True)
+        y = class_labels(torch.as_tensor(y)).to(self.device, non_blocking=True)
         if x.dtype == torch.uint8 and x.ndim == 4:
             return self._to_float(x), y
         if not x.is_floating_point():
@@ -164,17 +169,16 @@ def steps_of(feed: LoaderFeed, steps_per_epoch: int | None) -> int:
     return feed.steps
 
 
-def eval_sums(model, feed: LoaderFeed, flip: bool, autocast_ctx, shift: bool = False) -> torch.Tensor:
+def eval_sums(model, feed: LoaderFeed, flip: bool, autocast_ctx, shift: bool = False, loss=None) -> torch.Tensor:
     """(loss sum, correct, count) of ``model`` over one pass of ``feed``, on this process's share."""
-    import torch.nn.functional as F
-
+    from cnnlab.train.losses import summed
     from cnnlab.train.validation import tta_logits
 
     sums = torch.zeros(3, dtype=torch.float64, device=feed.device)
     with torch.inference_mode(), autocast_ctx:
         for xb, yb in feed.batches():
             logits = tta_logits(model, xb, flip=flip, shift=shift)
-            sums[0] += F.cross_entropy(logits, yb, reduction="sum").double()
+            sums[0] += summed(loss, logits.float(), yb).double()
             sums[1] += (logits.argmax(1) == yb).sum()
             sums[2] += len(yb)
     return sums

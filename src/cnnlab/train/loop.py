@@ -24,12 +24,13 @@ from torch import nn
 from cnnlab.data.transforms import augment
 from cnnlab.errors import CnnlabError
 from cnnlab.train import distributed as dist
-from cnnlab.train import session
+from cnnlab.train import losses, session
 from cnnlab.train.batches import as_inputs
 from cnnlab.train.callbacks import CallbackList
 from cnnlab.train.config import TrainConfig
 from cnnlab.train.device import resolve_device
 from cnnlab.train.feed import is_loader_data
+from cnnlab.train.habits import split_validation, user_optimizer
 from cnnlab.train.history import EpochEnd, History, TrainingError, track_best
 from cnnlab.train.validation import evaluate_loss_accuracy
 
@@ -54,6 +55,10 @@ def fit(
     resume: dict | None = None,
     head: nn.Module | None = None,
     tensorboard=None,
+    optimizer=None,
+    loss=None,
+    validation_split: float | None = None,
+    shuffle: bool = True,
     **settings,
 ) -> History:
     """Train ``model`` and return its History (Keras' ``model.fit`` in function form).
@@ -64,12 +69,22 @@ def fit(
       - ``fit(model, dataset)``: a ``torch.utils.data.Dataset`` of (image, label) pairs,
         loaded by a seeded DataLoader made here (``cnnlab.train.feed``);
       - ``fit(model, loader)``: a ``DataLoader``, used exactly as given.
-    ``validation_data`` (or ``validation``): the same kinds, evaluated after every epoch.
+    Labels are class indices (N,) or one-hot rows (N, K); a Dataset may yield uint8 (H, W, C)
+    images as ``load_dataset`` gives them.
+    ``validation_data`` (or ``validation``): the same kinds, evaluated after every epoch; or
+    Keras' ``validation_split=0.1``: the last tenth of the arrays, held out before shuffling.
+    ``shuffle``: reshuffle the arrays or Dataset every epoch (True, as Keras); False keeps their
+    order (a DataLoader keeps its own sampler, as Keras ignores shuffle for generators).
     Settings: ``config`` (a TrainConfig), then ``epochs``, ``batch_size`` and any other
     TrainConfig field as a keyword (``lr=0.01, optimizer="sgd"``) override it.
+    ``optimizer``: a name, or as PyTorch users write it a ``torch.optim.Optimizer`` on the
+    model's parameters or a factory of the parameters (``torch.optim.SGD``); ``loss``: a
+    ``torch.nn`` loss module or a function of (logits, targets) instead of the cross-entropy
+    (``cnnlab.train.habits``, ``cnnlab.train.losses``).
     ``callbacks``: Keras-style objects (on_epoch_begin/on_batch_end/on_epoch_end...; stop
-    with ``self.model.stop_training = True`` or ``raise StopTraining``) or functions of an
-    ``EpochEnd`` (see ``cnnlab.train.callbacks``). ``resume``: a state from
+    with ``self.model.stop_training = True`` or ``raise StopTraining``), functions of
+    ``(epoch, logs)`` as Keras' LambdaCallback calls them, or functions of an ``EpochEnd``
+    (see ``cnnlab.train.callbacks``). ``resume``: a state from
     ``EpochEnd.state()`` (a run's last.pt): training continues from it exactly.
     ``head``: the new classifier of a pretrained model; with it (or ``freeze_epochs``)
     training follows ``cnnlab.train.finetune`` (frozen body, then discriminative rates).
@@ -84,16 +99,33 @@ def fit(
     ``tensorboard``: a folder (or a ``cnnlab.export.tensorboard.TensorBoardLog``) to write
     TensorBoard logs into.
 
-    What it shows, as Keras: ``verbose=1`` (the default) a progress bar on stderr and one line
-    per epoch on stdout, ``verbose=2`` the lines only, ``verbose=0`` nothing. Each epoch's line
-    also goes to the ``cnnlab.train.loop`` logger at INFO, and fallbacks (a CUDA graph that
-    could not be recorded) to ``cnnlab`` loggers at WARNING; like every ``cnnlab`` logger they
-    are silent until the caller configures logging.
+    What it shows, as Keras: ``verbose=1`` (the default) a progress bar on stderr (when it is
+    a terminal, or in Jupyter) and one line per epoch on stdout, ``verbose=2`` the lines only,
+    ``verbose=0`` nothing. Each epoch's line also goes to the ``cnnlab.train.loop`` logger at
+    INFO, and fallbacks (a CUDA graph that could not be recorded) to ``cnnlab`` loggers at
+    WARNING; like every ``cnnlab`` logger they are silent until the caller configures logging.
     """
+    if validation_split is not None:
+        if validation_data is not None or validation is not None:
+            raise CnnlabError("pass validation_data or validation_split, not both")
+        (x, y), validation_data = split_validation(x, y, validation_split)
     if tensorboard is not None:
         return _fit_logged(model, x, y, config=config, epochs=epochs, batch_size=batch_size,
                            validation_data=validation_data, validation=validation, callbacks=callbacks,
-                           resume=resume, head=head, tensorboard=tensorboard, **settings)
+                           resume=resume, head=head, tensorboard=tensorboard, optimizer=optimizer, loss=loss,
+                           shuffle=shuffle, **settings)
+    if isinstance(shuffle, str) or not isinstance(shuffle, bool):
+        raise CnnlabError(f"shuffle must be True or False; got {shuffle!r}")
+    loss_fn = losses.resolve(loss)
+    if loss_fn is not None and settings.get("label_smoothing"):
+        raise CnnlabError("label_smoothing applies to cnnlab's cross-entropy; with your own loss= set it there, "
+                          "e.g. torch.nn.CrossEntropyLoss(label_smoothing=0.1)")
+    own_opt = user_optimizer(optimizer, model, settings)
+    if own_opt is not None and head is not None:
+        raise CnnlabError("head= builds its own optimiser for the fine-tuning phases; pass optimizer= a name such "
+                          "as 'adam' with it")
+    if optimizer is not None and own_opt is None:
+        settings["optimizer"] = optimizer
     cfg = session.settings(config, epochs=epochs, batch_size=batch_size, **settings)
     device = resolve_device(cfg.device)
     world = dist.world_size()
@@ -104,19 +136,22 @@ def fit(
         )
     torch.manual_seed(cfg.seed)
     fmt = session.memory_format(model, device)
-    data = session.training_data(x, y, cfg, device, fmt)
+    data = session.training_data(x, y, cfg, device, fmt, shuffle)
     val = validation_data if validation_data is not None else validation
     val = session.validation_data(val, cfg, device, fmt)
     model.to(device, memory_format=fmt)
     if resume is None:  # a resumed run's adapted layers come back with its weights
         session.adapt_layers(model, data)
     phases = session.phases_for(model, head, cfg)
-    state = session.Session(model, cfg, device, data, phases)
+    if own_opt is not None and phases is not None:
+        raise CnnlabError("freeze_epochs builds its own optimiser for the frozen and unfrozen phases; pass "
+                          "optimizer= a name such as 'adam' with it")
+    state = session.Session(model, cfg, device, data, phases, optimizer=own_opt, loss=loss_fn, shuffle=shuffle)
     if resume is not None:
         state.restore(resume)
     events = CallbackList(callbacks, model)
     try:
-        _run_epochs(state, val, events)
+        _run_epochs(state, val, events, loss_fn)
     finally:
         if phases is not None:
             phases.release()
@@ -144,7 +179,7 @@ def _fit_logged(model, x, y, *, tensorboard, callbacks, **kwargs) -> History:
     return history
 
 
-def _run_epochs(state: session.Session, val, events: CallbackList) -> None:
+def _run_epochs(state: session.Session, val, events: CallbackList, loss_fn=None) -> None:
     cfg = state.cfg
     state.maybe_graph()
     if events.call("on_train_begin", {}):
@@ -156,7 +191,7 @@ def _run_epochs(state: session.Session, val, events: CallbackList) -> None:
             break
         logs = _train_epoch(state, epoch, events)
         if val is not None:
-            logs["val_loss"], logs["val_accuracy"] = session.evaluate(state.model, val, cfg)
+            logs["val_loss"], logs["val_accuracy"] = session.evaluate(state.model, val, cfg, loss_fn)
         logs["lr"] = state.opt.param_groups[-1]["lr"]
         logs["seconds"] = time.perf_counter() - t0
         state.history.epochs.append({"epoch": epoch + 1, **logs})
@@ -229,11 +264,20 @@ def _check_finite(loss_sum: float, epoch: int, step: int) -> None:
 
 
 def _bar(cfg: TrainConfig, epoch: int, total: int):
-    if cfg.verbose != 1 or dist.rank() != 0:
+    if cfg.verbose != 1 or dist.rank() != 0 or not _interactive():
         return None
     from tqdm.auto import tqdm
 
     return tqdm(total=total, desc=f"Epoch {epoch + 1}/{cfg.epochs}", unit="step", leave=False, mininterval=0.2)
+
+
+def _interactive() -> bool:
+    """A progress bar has somewhere to go: a terminal, or a Jupyter kernel (tqdm.auto draws a widget there).
+    Redirected into a file, a bar was 24 KB of carriage returns for 3 epochs; the epoch lines stay."""
+    import sys
+
+    stream = sys.stderr
+    return bool(getattr(stream, "isatty", lambda: False)()) or "ipykernel" in sys.modules
 
 
 def _report_epoch(cfg: TrainConfig, epoch: int, logs: dict) -> None:

@@ -43,14 +43,16 @@ def settings(config: TrainConfig | None, **overrides) -> TrainConfig:
     return with_overrides(cfg, **overrides) if overrides else cfg
 
 
-def training_data(x, y, cfg: TrainConfig, device: torch.device, fmt: torch.memory_format):
-    """Tensors on the device ``(x, y)``, or a LoaderFeed for a Dataset/DataLoader."""
+def training_data(x, y, cfg: TrainConfig, device: torch.device, fmt: torch.memory_format, shuffle: bool = True):
+    """Tensors on the device ``(x, y)``, or a LoaderFeed for a Dataset/DataLoader (``shuffle``: a Dataset's
+    order each epoch; a DataLoader keeps its own sampler)."""
     if y is None and isinstance(x, (tuple, list)) and len(x) == 2:
         x, y = x
     if is_loader_data(x):
         if y is not None:
             raise CnnlabError("a Dataset or DataLoader carries its labels; call fit(model, data) without y")
-        return LoaderFeed(x, batch_size=cfg.batch_size, seed=cfg.seed, device=device, memory_format=fmt)
+        return LoaderFeed(x, batch_size=cfg.batch_size, seed=cfg.seed, device=device, memory_format=fmt,
+                          shuffle=shuffle)
     if y is None:
         raise CnnlabError(f"training data of type {type(x).__name__} needs labels: fit(model, x, y), "
                           "fit(model, (x, y)), or pass a torch Dataset/DataLoader")
@@ -127,7 +129,8 @@ def phases_for(model: nn.Module, head, cfg: TrainConfig):
 class Session:
     """Everything fit() carries from epoch to epoch, and its resumable snapshot."""
 
-    def __init__(self, model: nn.Module, cfg: TrainConfig, device: torch.device, data, phases) -> None:
+    def __init__(self, model: nn.Module, cfg: TrainConfig, device: torch.device, data, phases, *,
+                 optimizer: torch.optim.Optimizer | None = None, loss=None, shuffle: bool = True) -> None:
         self.model, self.cfg, self.device, self.phases = model, cfg, device, phases
         warning = bf16_note(cfg.precision, device)
         if warning:
@@ -137,15 +140,16 @@ class Session:
         self.run_model = _wrap(fast.training_model(model, device, cfg.fast), cfg, device)
         params = phases.param_groups(cfg.optimizer, cfg.lr) if phases else model.parameters()
         lr = None if phases else cfg.lr
-        self.opt = make_optimizer(cfg.optimizer, params, lr=lr, momentum=cfg.momentum, nesterov=cfg.nesterov,
-                                  weight_decay=cfg.weight_decay, betas=cfg.betas, batch_size=cfg.batch_size)
+        self.opt = optimizer or make_optimizer(cfg.optimizer, params, lr=lr, momentum=cfg.momentum,
+                                               nesterov=cfg.nesterov, weight_decay=cfg.weight_decay, betas=cfg.betas,
+                                               batch_size=cfg.batch_size)
         if isinstance(data, LoaderFeed):
             self.feed, self.batches = data, data
             self.steps = steps_of(data, cfg.steps_per_epoch)
             x, y = torch.empty(0, device=device), torch.empty(0, dtype=torch.long, device=device)
         else:
             x, y = data
-            self.feed, self.batches = None, Batches(len(x), cfg.batch_size, cfg.seed, device)
+            self.feed, self.batches = None, Batches(len(x), cfg.batch_size, cfg.seed, device, shuffle=shuffle)
             self.steps = cfg.steps_per_epoch or math.ceil(len(x) / cfg.batch_size)
         kw = {"decay": cfg.decay, "step_epochs": cfg.step_epochs, "gamma": cfg.gamma, "warmup": cfg.warmup}
         factor = (phases.lr_lambdas(cfg.schedule, epochs=cfg.epochs, steps_per_epoch=self.steps, **kw) if phases
@@ -155,7 +159,8 @@ class Session:
         self.aug_gen = torch.Generator().manual_seed(cfg.seed + 1)
         self.start_epoch = 0
         self.step = EagerStep(self.run_model, self.opt, x, y, aug=cfg.augment, aug_gen=self.aug_gen,
-                              label_smoothing=cfg.label_smoothing, precision=cfg.precision, world=dist.world_size())
+                              label_smoothing=cfg.label_smoothing, precision=cfg.precision, world=dist.world_size(),
+                              loss=loss)
 
     def restore(self, resume: dict) -> None:
         self.start_epoch = restore(resume, self.model, self.opt, self.sched, self.batches, self.aug_gen,
@@ -185,17 +190,17 @@ class Session:
             self.step = graphed or step
 
 
-def evaluate(model: nn.Module, val, cfg: TrainConfig) -> tuple[float, float]:
+def evaluate(model: nn.Module, val, cfg: TrainConfig, loss=None) -> tuple[float, float]:
     if isinstance(val, LoaderFeed):
         was_training = model.training
         model.eval()
         sums = eval_sums(fast.training_model(model, val.device, cfg.fast), val, cfg.eval_flip,
-                         autocast(val.device, cfg.precision), shift=cfg.eval_shift)
+                         autocast(val.device, cfg.precision), shift=cfg.eval_shift, loss=loss)
         model.train(was_training)
         loss_sum, correct, count = dist.all_reduce_sum(sums).tolist()
         return loss_sum / max(count, 1), correct / max(count, 1)
     return evaluate_loss_accuracy(model, *val, batch_size=cfg.eval_batch_size, flip=cfg.eval_flip,
-                                  shift=cfg.eval_shift, precision=cfg.precision, fast=cfg.fast)
+                                  shift=cfg.eval_shift, precision=cfg.precision, fast=cfg.fast, loss=loss)
 
 
 def _wrap(model: nn.Module, cfg: TrainConfig, device: torch.device) -> nn.Module:

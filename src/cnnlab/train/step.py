@@ -8,11 +8,11 @@ Both kinds add the step's summed loss and its number of correct predictions to
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from cnnlab.data.transforms import Augment, augment
 from cnnlab.precision import autocast
+from cnnlab.train.losses import summed
 
 
 class EagerStep:
@@ -20,10 +20,11 @@ class EagerStep:
 
     def __init__(self, model: nn.Module, opt: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor, *,
                  aug: Augment, aug_gen: torch.Generator, label_smoothing: float = 0.0, precision: str = "auto",
-                 world: int = 1) -> None:
+                 world: int = 1, loss=None) -> None:
         self.model, self.opt, self.x, self.y = model, opt, x, y
         self.aug, self.aug_gen = aug, aug_gen
         self.label_smoothing, self.precision, self.world = label_smoothing, precision, world
+        self.loss = loss  # None: cross-entropy; else the caller's (cnnlab.train.losses)
         self.sums = torch.zeros(2, dtype=torch.float64, device=x.device)  # loss sum, correct
 
     def __call__(self, idx: torch.Tensor, global_batch: int) -> None:
@@ -37,7 +38,7 @@ class EagerStep:
             logits = self.model(xb)
         # Sum over the local slice, divided by the global batch: DDP's gradient average
         # over ranks then yields exactly the single-process mean.
-        loss_sum = F.cross_entropy(logits.float(), yb, label_smoothing=self.label_smoothing, reduction="sum")
+        loss_sum = summed(self.loss, logits.float(), yb, self.label_smoothing)
         (loss_sum * scale).backward()
         self.opt.step()
         with torch.no_grad():
