@@ -34,8 +34,9 @@ def cnnlab_worker(mnist_dir: str, epochs: int, batch: int) -> None:
     from cnnlab.data.transforms import to_tensor
     from cnnlab.fast.memory import keep_freed_memory
     from cnnlab.models import build
-    from cnnlab.train.loop import TrainConfig, evaluate_loss_accuracy, fit
-
+    from cnnlab.train.config import TrainConfig
+    from cnnlab.train.loop import fit
+    from cnnlab.train.validation import evaluate_loss_accuracy
     ds = load("mnist", root=mnist_dir, progress=False)
     x, y = to_tensor(ds.train.images), torch.as_tensor(ds.train.labels)
     xt, yt = to_tensor(ds.test.images), torch.as_tensor(ds.test.labels)

@@ -56,8 +56,8 @@ def time_recipe(name: str, seed: int, root: str, device: str, overrides: dict | 
     from cnnlab.data.transforms import to_tensor
     from cnnlab.models import build
     from cnnlab.train.config import get_recipe, with_overrides
-    from cnnlab.train.loop import evaluate_loss_accuracy, fit
-
+    from cnnlab.train.loop import fit
+    from cnnlab.train.validation import evaluate_loss_accuracy
     recipe = get_recipe(name)
     ds = load(recipe.data, root=root, progress=False)
     mean = std = None

@@ -116,7 +116,7 @@ def tiny_mnist_run(tmp_path_factory, datasets_root):
     """A real run directory: mnist-cnn trained by train_run for 1 epoch on 300 MNIST images
     (50 held out for validation). Shared by the lab's API and browser tests."""
     from cnnlab.runs.experiment import RunConfig, train_run
-    from cnnlab.train.loop import TrainConfig
+    from cnnlab.train.config import TrainConfig
 
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("CNNLAB_DATA", str(datasets_root))

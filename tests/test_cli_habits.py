@@ -9,10 +9,10 @@ import re
 import sys
 
 import pytest
-from cnnlab.runs.experiment import small_data_batch_size
 from test_cli_options import COMMAND_PATHS, _help, _options  # noqa: E402  (the walk over every command)
 
 from cnnlab.cli import main
+from cnnlab.runs.experiment import small_data_batch_size
 
 SPEC = "conv4k3-relu,maxpool2,flatten"
 LEAVES = [p for p in COMMAND_PATHS if p != ("data",)]  # `data` alone only lists its actions
@@ -67,9 +67,8 @@ def test_an_unknown_dataset_is_refused_before_the_banner(tmp_path, capsys):
 
 
 def test_a_failed_tensorboard_leaves_no_run_folder(tmp_path, monkeypatch, capsys):
-    from cnnlab.runs.experiment import train_run
-
     from cnnlab.errors import CnnlabError
+    from cnnlab.runs.experiment import train_run
     from cnnlab.train.config import RunConfig, TrainConfig
 
     monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", None)  # as without the tensorboard extra

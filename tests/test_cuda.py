@@ -15,8 +15,11 @@ import torch
 from torch import nn
 
 from cnnlab.data.transforms import Augment
-from cnnlab.train.loop import EpochEnd, TrainConfig, evaluate_loss_accuracy, fit
+from cnnlab.train.config import TrainConfig
+from cnnlab.train.history import EpochEnd
+from cnnlab.train.loop import fit
 from cnnlab.train.optim import make_optimizer
+from cnnlab.train.validation import evaluate_loss_accuracy
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (CI has none)")
 

@@ -54,16 +54,6 @@ MAY_IMPORT_CLI_OR_LAB = {"cli", "lab", "demo", "reporting", "__main__"}
 # report may call these insight functions: pure NumPy display transforms, no model, no torch.
 REPORT_MAY_USE = {("cnnlab.insight.inspect", "filter_images")}
 
-# Known violations, each with its reason and its owner. The test fails when one of these
-# disappears, so the list cannot go stale: delete the line when the import is fixed.
-EXCEPTIONS = {
-    # fit(tensorboard=...) builds the TensorBoard writer itself; the writer (export layer)
-    # lazily reaches insight (embedding, inspect) for its projector and filter images.
-    # The fix is for the CLI to pass a logging callback in; owner: transfer (loop.py) + export.
-    ("cnnlab.train.loop", "cnnlab.export.tensorboard"): "fit(tensorboard=...) owns the writer",
-    # run_experiment(tensorboard=True) does the same for the CLI's `train --tensorboard`.
-    ("cnnlab.runs.experiment", "cnnlab.export.tensorboard"): "run_experiment(tensorboard=True)",
-}
 
 
 def _module_name(path: Path) -> str:
@@ -141,14 +131,80 @@ def _all_violations() -> dict[tuple[str, str], str]:
 
 
 def test_imports_point_one_way():
-    found = _all_violations()
-    new = {key: text for key, text in found.items() if key not in EXCEPTIONS}
-    assert not new, "layering violations:\n" + "\n".join(sorted(new.values()))
+    found = _all_violations()  # no exceptions: fit knows only callbacks, the CLI attaches TensorBoard
+    assert not found, "layering violations:\n" + "\n".join(sorted(found.values()))
 
 
-def test_every_listed_exception_is_still_needed():
-    stale = set(EXCEPTIONS) - set(_all_violations())
-    assert not stale, f"fixed, delete from EXCEPTIONS: {sorted(stale)}"
+def _module_graph() -> dict[str, set[str]]:
+    """cnnlab module -> the cnnlab modules it imports (lazy and TYPE_CHECKING imports included)."""
+    graph = {}
+    for path in sorted(PKG.rglob("*.py")):
+        importer, deps = _module_name(path), set()
+        for target, _, _ in _imports(path):
+            while target.startswith("cnnlab.") and not _exists(target):
+                target = target.rpartition(".")[0]  # a name imported from a module: the module
+            if target.startswith("cnnlab") and target != importer:
+                deps.add(target)
+        graph[importer] = deps
+    return graph
+
+
+def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """The strongly connected components of more than one node (Tarjan's algorithm, iterative)."""
+    index, low, stack, on, found, counter = {}, {}, [], set(), [], [0]
+    for root in graph:
+        if root in index:
+            continue
+        work = [(root, iter(sorted(graph.get(root, ()))))]
+        index[root] = low[root] = counter[0]
+        counter[0] += 1
+        stack.append(root)
+        on.add(root)
+        while work:
+            node, children = work[-1]
+            child = next(children, None)
+            if child is not None:
+                if child not in index:
+                    index[child] = low[child] = counter[0]
+                    counter[0] += 1
+                    stack.append(child)
+                    on.add(child)
+                    work.append((child, iter(sorted(graph.get(child, ())))))
+                elif child in on:
+                    low[node] = min(low[node], index[child])
+                continue
+            work.pop()
+            if work:
+                low[work[-1][0]] = min(low[work[-1][0]], low[node])
+            if low[node] == index[node]:
+                component = []
+                while True:
+                    member = stack.pop()
+                    on.discard(member)
+                    component.append(member)
+                    if member == node:
+                        break
+                if len(component) > 1:
+                    found.append(sorted(component))
+    return found
+
+
+def test_no_module_imports_itself_in_a_circle():
+    assert _cycles(_module_graph()) == []
+
+
+def test_no_two_packages_import_each_other():
+    packages: dict[str, set[str]] = {}
+    for importer, deps in _module_graph().items():
+        mine = _layer(importer) or importer
+        packages.setdefault(mine, set()).update(_layer(d) or d for d in deps if (_layer(d) or d) != mine)
+    assert _cycles(packages) == []
+
+
+def test_the_cycle_finder_finds_cycles():
+    # A finder that never fires would pass every tree.
+    assert _cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+    assert _cycles({"a": {"b"}, "b": set()}) == []
 
 
 @pytest.mark.parametrize(("importer", "target", "name", "expected"), [

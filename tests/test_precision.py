@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from cnnlab.errors import CnnlabError
-from cnnlab.train.device import cpu_has_native_bf16, resolve_precision
+from cnnlab.precision import cpu_has_native_bf16, resolve_precision
 from cnnlab.train.step import autocast
 
 

@@ -10,7 +10,8 @@ import torch
 from torch import nn
 
 from cnnlab.runs import directory as runs
-from cnnlab.train.loop import TrainConfig, fit
+from cnnlab.train.config import TrainConfig
+from cnnlab.train.loop import fit
 
 
 def test_ctrl_c_while_an_epoch_is_saved_lands_after_all_its_files(tmp_path, monkeypatch):

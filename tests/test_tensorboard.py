@@ -139,8 +139,8 @@ def test_projector_for_many_non_square_images(tmp_path):
 
 def test_fit_tensorboard_argument(tmp_path):
     from cnnlab.models import build
-    from cnnlab.train.loop import TrainConfig, fit
-
+    from cnnlab.train.config import TrainConfig
+    from cnnlab.train.loop import fit
     rng = np.random.default_rng(0)
     x = rng.integers(0, 255, (40, 10, 16, 1), dtype=np.uint8)  # non-square 10x16 images
     y = rng.integers(0, 3, 40)

@@ -10,7 +10,9 @@ from torch import nn
 
 from cnnlab.data.transforms import Augment
 from cnnlab.errors import CnnlabError
-from cnnlab.train.loop import TrainConfig, TrainingError, fit
+from cnnlab.train.config import TrainConfig
+from cnnlab.train.history import TrainingError
+from cnnlab.train.loop import fit
 
 
 def tiny_net(classes: int = 10) -> nn.Sequential:
@@ -123,7 +125,7 @@ def test_steps_per_epoch_and_batch_validation():
 
 
 def test_flip_evaluation_averages_an_image_and_its_mirror():
-    from cnnlab.train.loop import evaluate_loss_accuracy
+    from cnnlab.train.validation import evaluate_loss_accuracy
 
     torch.manual_seed(0)
     model = tiny_net().eval()
@@ -136,7 +138,7 @@ def test_flip_evaluation_averages_an_image_and_its_mirror():
 
 
 def test_evaluation_rejects_bad_batch_size_and_mismatched_labels():
-    from cnnlab.train.loop import evaluate_loss_accuracy
+    from cnnlab.train.validation import evaluate_loss_accuracy
 
     x, y = data(8)
     with pytest.raises(CnnlabError, match="batch_size must be at least 1, got 0"):

@@ -53,7 +53,7 @@ _API = {
     "MODELS": ("cnnlab.models", "MODELS"),
     "summarize": ("cnnlab.models.summary", "summarize"),
     # training and runs
-    "fit": ("cnnlab.train.loop", "fit"),
+    "fit": ("cnnlab.export.tensorboard", "fit"),  # train.loop.fit, with tensorboard=DIR attaching its callback
     "TrainConfig": ("cnnlab.train.config", "TrainConfig"),
     "Hyperparams": ("cnnlab.train.config", "Hyperparams"),
     "Runtime": ("cnnlab.train.config", "Runtime"),

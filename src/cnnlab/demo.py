@@ -18,7 +18,7 @@ from pathlib import Path
 from cnnlab.errors import CnnlabError
 from cnnlab.files import save_figure
 from cnnlab.runs.experiment import RunConfig
-from cnnlab.train.loop import TrainConfig
+from cnnlab.train.config import TrainConfig
 
 EDGE_KERNELS = ("sobel-x", "sobel-y", "laplacian-8", "edge-horizontal", "edge-vertical", "brown")
 

@@ -14,7 +14,9 @@ import torch
 from torch import nn
 
 from cnnlab.train import distributed as dist
-from cnnlab.train.loop import TrainConfig, evaluate_loss_accuracy, fit
+from cnnlab.train.config import TrainConfig
+from cnnlab.train.loop import fit
+from cnnlab.train.validation import evaluate_loss_accuracy
 
 
 class Record(nn.Module):

@@ -150,13 +150,12 @@ def _scaled_lr(cfg, b0: int) -> float:
 
 
 def run(args: argparse.Namespace) -> int:
-    from cnnlab.precision import bf16_note
+    from cnnlab.precision import bf16_note, resolve_precision
     from cnnlab.runs.config_file import to_toml
     from cnnlab.runs.experiment import resume_run, train_run
     from cnnlab.train import distributed as dist
     from cnnlab.train.config import with_overrides
-    from cnnlab.train.device import resolve_device, resolve_precision
-
+    from cnnlab.train.device import resolve_device
     cfg, changes = resolve(args)
     # Keras: steps_per_epoch and no batch size means batches of ceil(N / steps).
     from_steps = cfg.train.steps_per_epoch is not None and "batch_size" not in changes and not args.recipe
@@ -184,7 +183,7 @@ def run(args: argparse.Namespace) -> int:
         if args.resume:
             changes.update({"device": device} if device != cfg.train.device else {})
             path, history = resume_run(args.resume, changes=changes, download=not args.offline,
-                                       tensorboard=args.tensorboard)
+                                       tensorboard=_logger(args))
         else:
             where = resolve_device(device)
             cfg = with_overrides(cfg, device=device, precision=resolve_precision(cfg.train.precision, where))
@@ -196,7 +195,7 @@ def run(args: argparse.Namespace) -> int:
                 print(f"cnnlab train: warning: {warning}", file=sys.stderr)
             out = args.out or _default_out(cfg)
             path, history = train_run(cfg, out, overwrite=args.overwrite, download=not args.offline,
-                                      tensorboard=args.tensorboard, batch_from_steps=from_steps,
+                                      tensorboard=_logger(args), batch_from_steps=from_steps,
                                       batch_from_size="batch_size" not in changes and not args.recipe,
                                       notify=(lambda line: print(f"cnnlab train: {line}")) if main else None)
     except KeyboardInterrupt:
@@ -236,6 +235,15 @@ def _check_data(name: str) -> None:
                               "sub-folder of images per class")
     elif name != "digits":
         get_spec(name)
+
+
+def _logger(args):
+    """The TensorBoard callback's factory for --tensorboard (the run directory never imports the exporters)."""
+    if not args.tensorboard:
+        return None
+    from cnnlab.export.tensorboard import TensorBoardLog
+
+    return TensorBoardLog
 
 
 def _default_out(cfg) -> Path:

@@ -7,14 +7,18 @@ curve of a metric on one chart; ``epoch_learning_rate`` and ``epoch_seconds`` ar
 After every epoch it writes each value of the epoch's logs (history.csv's columns, the step
 is the epoch), and into train/ a histogram of every parameter and of
 its gradient (the last batch's: each step zeroes them first, so that is what is left), and
-the first convolution's filters as one image. ``write_embedding`` (called by ``fit`` when
-training ends) writes the projector's files itself rather than through ``add_embedding``,
+the first convolution's filters as one image. ``write_embedding`` (called by ``cnnlab.fit``
+when training ends) writes the projector's files itself rather than through ``add_embedding``,
 which breaks on non-square images and on more images than one sprite sheet holds
 (pytorch#46739, pytorch#75502): the features and the sprite sheet come from
 ``cnnlab.insight.embedding`` (images letterboxed into square cells that shrink so the sheet
 stays within the projector's 8192 x 8192 limit), into train/ as Keras puts its embeddings.
 
     tensorboard --logdir runs/NAME/tensorboard
+
+``fit`` here is the public ``cnnlab.fit``: ``cnnlab.train.loop.fit`` (which knows only
+callbacks) with ``tensorboard=DIR`` attaching this callback and writing the projector at the
+end. It lives here, above training, so that training never imports the exporters.
 """
 
 from __future__ import annotations
@@ -40,6 +44,11 @@ log = logging.getLogger(__name__)
 
 class TensorBoardLog:
     """A ``fit()`` callback writing TensorBoard event files into ``logdir``; see the module doc."""
+
+    @staticmethod
+    def check() -> None:
+        """A one-line error now, before anything is written, where the tensorboard extra is missing."""
+        require("torch.utils.tensorboard", extra="tensorboard", package="tensorboard", purpose="TensorBoard logging")
 
     def __init__(self, logdir, *, classes=None, histograms: bool = True, max_points: int = 5000) -> None:
         tb = require("torch.utils.tensorboard", extra="tensorboard", package="tensorboard",
@@ -110,6 +119,31 @@ class TensorBoardLog:
         self.writer.close()
         if self.val_writer is not None:
             self.val_writer.close()
+
+
+def fit(model: nn.Module, x, y=None, *, tensorboard=None, callbacks=(), **kwargs):
+    """``cnnlab.train.loop.fit(model, x, y, ...)``, and with ``tensorboard`` (a folder, or a
+    ``TensorBoardLog``) its logs there, the embedding projector of the validation data (else the
+    training arrays) written when training ends. Every other argument is ``fit``'s."""
+    from cnnlab.train import distributed as dist
+    from cnnlab.train.batches import as_inputs
+    from cnnlab.train.feed import is_loader_data
+    from cnnlab.train.loop import fit as plain_fit
+
+    if tensorboard is None or not dist.is_main():  # under torchrun rank 0 alone writes the logs
+        return plain_fit(model, x, y, callbacks=callbacks, **kwargs)
+    log = tensorboard if isinstance(tensorboard, TensorBoardLog) else TensorBoardLog(tensorboard)
+    try:
+        history = plain_fit(model, x, y, callbacks=[*callbacks, log], **kwargs)
+        val = kwargs.get("validation_data")
+        val = val if val is not None else kwargs.get("validation")
+        xe, ye = val if val is not None else ((x, y) if y is not None else (x, None))
+        if ye is not None and not is_loader_data(xe):  # the projector's points come from arrays only
+            xe, ye = as_inputs(xe[: log.max_points], ye[: log.max_points], torch.device("cpu"))
+            log.write_embedding(model, xe, ye)
+    finally:
+        log.close()
+    return history
 
 
 def tag_of(column: str) -> str:

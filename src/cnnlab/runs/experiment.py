@@ -19,7 +19,8 @@ from cnnlab.runs import directory as runs
 from cnnlab.runs import lock as runlock
 from cnnlab.train.config import RunConfig, TrainConfig, resume_config, settings, with_overrides
 from cnnlab.train.device import resolve_device
-from cnnlab.train.loop import History, fit
+from cnnlab.train.history import History
+from cnnlab.train.loop import fit
 from cnnlab.runs.program import PROGRAM, export_program, save_program
 from cnnlab.train.session import evaluate
 
@@ -140,7 +141,7 @@ def _streamed(cfg: RunConfig):
 
 
 def _train(data, model, meta: dict, cfg: TrainConfig, out: Path, resume: dict | None,
-           tensorboard: bool = False) -> History:
+           tensorboard=None) -> History:
     from cnnlab.data.transforms import to_tensor
 
     def tensor(split):
@@ -150,18 +151,20 @@ def _train(data, model, meta: dict, cfg: TrainConfig, out: Path, resume: dict | 
         return _train_streamed(data, model, meta, cfg, out, resume)
     x, x_test = tensor(data.train), tensor(data.test)
     val = (tensor(data.val), data.val.labels) if data.val is not None else (x_test, data.test.labels)
-    log = None
-    if tensorboard and dist.is_main():
-        from cnnlab.export.tensorboard import TensorBoardLog
-
-        log = TensorBoardLog(out / "tensorboard", classes=data.classes)
+    log = tensorboard(out / "tensorboard", classes=data.classes) if tensorboard and dist.is_main() else None
     head = None
     if meta.get("pretrained"):
         from cnnlab.models.transfer import head_of
 
         head = head_of(model)  # discriminative learning rates, and freezing when freeze_epochs > 0
-    history = fit(model, x, data.train.labels, config=cfg, validation=val,
-                  callbacks=[runs.checkpointer(out)], resume=resume, tensorboard=log, head=head)
+    try:
+        history = fit(model, x, data.train.labels, config=cfg, validation=val,
+                      callbacks=[runs.checkpointer(out), *([log] if log is not None else [])], resume=resume, head=head)
+        if log is not None and hasattr(log, "write_embedding"):  # the projector's points: the validation images
+            log.write_embedding(model, val[0][: log.max_points], val[1][: log.max_points])
+    finally:
+        if log is not None and hasattr(log, "close"):
+            log.close()
     device = next(model.parameters()).device
     # The test metrics go through the one evaluation path fit's validation takes (its precision,
     # test-time views and fast setting), not a second call that could drift from it.
@@ -208,7 +211,7 @@ def _on_main(action):
 
 
 def train_run(cfg: RunConfig, out, *, model: torch.nn.Module | None = None, overwrite: bool = False,
-              download: bool = True, tensorboard: bool = False, batch_from_steps: bool = False,
+              download: bool = True, tensorboard=None, batch_from_steps: bool = False,
               notify=None, batch_from_size: bool = False) -> tuple[Path, History]:
     """Train ``cfg`` into the run directory ``out``; returns (out, history).
 
@@ -218,14 +221,14 @@ def train_run(cfg: RunConfig, out, *, model: torch.nn.Module | None = None, over
     predict and the lab load (see ``cnnlab.runs.program``). Such a run resumes with
     ``resume_run(out, model=the_same_kind_of_object)``; a model that an import path rebuilds
     is better given as ``cfg.model = "package.module:function"``, which resumes anywhere.
-    ``tensorboard``: also write TensorBoard logs into ``out/tensorboard``.
+    ``tensorboard``: the logger factory (``cnnlab.TensorBoardLog``) to also write TensorBoard logs
+    into ``out/tensorboard`` with, as ``cnnlab train --tensorboard`` does.
     ``batch_from_steps``: ignore ``cfg.train.batch_size`` and, as Keras does for
     ``steps_per_epoch`` without a batch size, use ``ceil(N / steps_per_epoch)``
     (:func:`keras_batch_size`); ``notify(line)`` is told the size chosen. ``batch_from_size``: for a
     pretrained network, a batch that gives a small folder 10 steps an epoch (:func:`small_data_batch_size`)."""
     out = Path(out)
-    if tensorboard:
-        _require_tensorboard()  # before anything is written: a missing extra leaves no run folder behind
+    _check_logger(tensorboard)  # before anything is written: a missing extra leaves no run folder behind
     data, model, meta, cfg = _prepare(cfg, download, batch_from_steps, notify, user_model=model,
                                       batch_from_size=batch_from_size)
     program = None
@@ -245,10 +248,18 @@ def train_run(cfg: RunConfig, out, *, model: torch.nn.Module | None = None, over
         runlock.release(out)
 
 
-def _require_tensorboard() -> None:
-    from cnnlab.extras import require
-
-    require("torch.utils.tensorboard", extra="tensorboard", package="tensorboard", purpose="TensorBoard logging")
+def _check_logger(tensorboard) -> None:
+    """``tensorboard`` is None/False, or a factory ``(logdir, classes=...) -> callback`` such as
+    ``cnnlab.TensorBoardLog`` (the run directory does not import the exporters: the caller hands
+    the logger in); its ``check()``, where it has one, runs before anything is written."""
+    if tensorboard is None or tensorboard is False:
+        return
+    if tensorboard is True or not callable(tensorboard):
+        raise CnnlabError(f"tensorboard= takes the logger that writes the logs, e.g. tensorboard=cnnlab.TensorBoardLog "
+                          f"(as `cnnlab train --tensorboard` does); got {tensorboard!r}")
+    check = getattr(tensorboard, "check", None)
+    if check is not None:
+        check()
 
 
 def config_of(run_path) -> RunConfig:
@@ -259,7 +270,7 @@ def config_of(run_path) -> RunConfig:
 
 
 def resume_run(run_path, *, epochs: int | None = None, changes: dict | None = None, model=None,
-               download: bool = True, tensorboard: bool = False) -> tuple[Path, History]:
+               download: bool = True, tensorboard=None) -> tuple[Path, History]:
     """Continue an interrupted run from last.pt (from scratch if no epoch had finished).
 
     ``model``: for a run trained from a model object (``train_run(..., model=net)``), a new
@@ -274,8 +285,7 @@ def resume_run(run_path, *, epochs: int | None = None, changes: dict | None = No
     run_path = Path(run_path)
     if not run_path.is_dir():
         raise CnnlabError(f"run directory {run_path} does not exist")
-    if tensorboard:
-        _require_tensorboard()
+    _check_logger(tensorboard)
     _on_main(lambda: runlock.acquire(run_path))  # one writer: a second --resume or --overwrite is refused
     try:
         if dist.is_main():
@@ -286,7 +296,7 @@ def resume_run(run_path, *, epochs: int | None = None, changes: dict | None = No
         runlock.release(run_path)
 
 
-def _resume(run_path: Path, *, changes: dict, download: bool, tensorboard: bool, user_model=None) -> History:
+def _resume(run_path: Path, *, changes: dict, download: bool, tensorboard=None, user_model=None) -> History:
     from cnnlab.models.weights import check_state_dict
 
     saved = runs.load_run(run_path).config

@@ -72,18 +72,6 @@ def release(path: Path) -> None:
 
 
 @contextlib.contextmanager
-def writing(path: Path) -> Iterator[None]:
-    """Hold the writer's lock of ``path`` for the block (re-entrant within one process)."""
-    held = _key(path) in _HELD
-    acquire(path)
-    try:
-        yield
-    finally:
-        if not held:
-            release(path)
-
-
-@contextlib.contextmanager
 def snapshot(path: Path, *, write: bool) -> Iterator[None]:
     """Exclusive (``write``) or shared lock on the run's epoch files for the block.
 

@@ -7,8 +7,9 @@ names load lazily, so importing ``cnnlab.train`` does not import torch.
 
 import importlib
 
-_LAZY = {name: "cnnlab.train.loop" for name in
-         ("EpochEnd", "History", "TrainingError", "evaluate_loss_accuracy", "fit")}
+# Each name from its one home (the curated spelling is cnnlab.fit, cnnlab.TrainConfig, ...).
+_LAZY = {"fit": "cnnlab.train.loop", "evaluate_loss_accuracy": "cnnlab.train.validation"}
+_LAZY.update({name: "cnnlab.train.history" for name in ("EpochEnd", "History", "TrainingError")})
 _LAZY.update({name: "cnnlab.train.config" for name in
               ("Hyperparams", "RECIPES", "Runtime", "RunConfig", "TrainConfig", "get_recipe", "with_overrides")})
 _LAZY.update({name: "cnnlab.train.callbacks" for name in ("Callback", "StopTraining")})

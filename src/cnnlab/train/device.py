@@ -5,9 +5,8 @@ from __future__ import annotations
 import torch
 
 from cnnlab.errors import CnnlabError
-from cnnlab.precision import cpu_has_native_bf16, resolve_precision
 
-__all__ = ["cpu_has_native_bf16", "resolve_device", "resolve_precision"]  # the precision rule lives in cnnlab.precision
+__all__ = ["resolve_device"]  # the precision rule lives in cnnlab.precision
 
 
 def resolve_device(name: str | torch.device | None = "auto") -> torch.device:

@@ -25,20 +25,16 @@ from cnnlab.data.transforms import augment
 from cnnlab.errors import CnnlabError
 from cnnlab.train import distributed as dist
 from cnnlab.train import losses, session
-from cnnlab.train.batches import as_inputs
 from cnnlab.train.callbacks import CallbackList
 from cnnlab.train.config import TrainConfig
 from cnnlab.train.device import resolve_device
-from cnnlab.train.feed import is_loader_data
 from cnnlab.train.habits import split_validation, user_optimizer
 from cnnlab.train.history import EpochEnd, History, TrainingError, track_best
-from cnnlab.train.validation import evaluate_loss_accuracy
 
 # Each epoch's line, for a caller who keeps logs rather than a console (verbose decides the console).
 log = logging.getLogger(__name__)
 
-# Importable from here as before the split: the loop's vocabulary lives in its own modules.
-__all__ = ["EpochEnd", "History", "TrainConfig", "TrainingError", "as_inputs", "evaluate_loss_accuracy", "fit"]
+__all__ = ["fit"]  # the loop's vocabulary has one home each: history, config, validation, batches
 
 
 def fit(
@@ -54,7 +50,6 @@ def fit(
     callbacks: Sequence = (),
     resume: dict | None = None,
     head: nn.Module | None = None,
-    tensorboard=None,
     optimizer=None,
     loss=None,
     validation_split: float | None = None,
@@ -95,9 +90,10 @@ def fit(
     ``channels_last`` memory format (same values, faster convolutions; not on a CPU for
     networks with depthwise convolutions, see ``memory_format``); nothing else about it
     changes. Process-wide settings are left alone: the CLI, not fit, applies the malloc
-    tuning of ``cnnlab.fast.memory`` (call ``keep_freed_memory()`` yourself for it).
-    ``tensorboard``: a folder (or a ``cnnlab.export.tensorboard.TensorBoardLog``) to write
-    TensorBoard logs into.
+    tuning (call ``cnnlab.fast.keep_freed_memory()`` yourself for it).
+    fit knows only callbacks: TensorBoard logs come from the callback
+    ``cnnlab.TensorBoardLog(DIR)``, or from ``cnnlab.fit(..., tensorboard=DIR)``, the public
+    spelling of this function, which attaches that callback (``cnnlab.export.tensorboard.fit``).
 
     What it shows, as Keras: ``verbose=1`` (the default) a progress bar on stderr (when it is
     a terminal, or in Jupyter) and one line per epoch on stdout, ``verbose=2`` the lines only,
@@ -109,11 +105,9 @@ def fit(
         if validation_data is not None or validation is not None:
             raise CnnlabError("pass validation_data or validation_split, not both")
         (x, y), validation_data = split_validation(x, y, validation_split)
-    if tensorboard is not None:
-        return _fit_logged(model, x, y, config=config, epochs=epochs, batch_size=batch_size,
-                           validation_data=validation_data, validation=validation, callbacks=callbacks,
-                           resume=resume, head=head, tensorboard=tensorboard, optimizer=optimizer, loss=loss,
-                           shuffle=shuffle, **settings)
+    if "tensorboard" in settings:
+        raise CnnlabError("cnnlab.train.loop.fit knows only callbacks: pass callbacks=[cnnlab.TensorBoardLog(DIR)], "
+                          "or call cnnlab.fit(..., tensorboard=DIR)")
     if isinstance(shuffle, str) or not isinstance(shuffle, bool):
         raise CnnlabError(f"shuffle must be True or False; got {shuffle!r}")
     loss_fn = losses.resolve(loss)
@@ -158,25 +152,6 @@ def fit(
     if cfg.restore_best and state.best["weights"] is not None:
         model.load_state_dict(state.best["weights"])
     return state.history
-
-
-def _fit_logged(model, x, y, *, tensorboard, callbacks, **kwargs) -> History:
-    """fit() with a TensorBoard callback, and the embedding projector written at the end."""
-    from cnnlab.export.tensorboard import TensorBoardLog  # optional extra: imported only when asked for
-
-    if not dist.is_main():  # under torchrun rank 0 alone writes the logs
-        return fit(model, x, y, callbacks=callbacks, **kwargs)
-    log = tensorboard if isinstance(tensorboard, TensorBoardLog) else TensorBoardLog(tensorboard)
-    try:
-        history = fit(model, x, y, callbacks=[*callbacks, log], **kwargs)
-        val = kwargs.get("validation_data")
-        val = val if val is not None else kwargs.get("validation")
-        xe, ye = val if val is not None else ((x, y) if y is not None else x)
-        if not is_loader_data(xe):  # the projector's points come from arrays only
-            log.write_embedding(model, *as_inputs(xe[: log.max_points], ye[: log.max_points], torch.device("cpu")))
-    finally:
-        log.close()
-    return history
 
 
 def _run_epochs(state: session.Session, val, events: CallbackList, loss_fn=None) -> None:
