@@ -219,6 +219,59 @@ def test_history_grows_and_model_follows_new_weights(tiny_run, tmp_path):
         assert after != before and after[0]["prob"] == pytest.approx(0.1)  # zero logits: uniform
 
 
+def test_training_states_are_told_apart(tiny_run, tmp_path):
+    import shutil
+
+    from cnnlab.train import runlock
+
+    path = tmp_path / "states"
+    path.mkdir()
+    shutil.copy(tiny_run / "config.json", path)
+    with TestClient(create_app([RunTarget(path)]), base_url="http://127.0.0.1") as c:
+        def state():
+            h = c.get("/api/t/0/history").json()
+            return h["state"], h["message"]
+
+        runlock.acquire(path)  # what `cnnlab train` holds for its whole life
+        try:
+            assert state()[0] == "training" and "no epoch finished yet" in state()[1]
+            assert "training, no epoch finished yet" in c.get("/api/t/0/info").json()["waiting"]
+            for name in ("best.pt", "last.pt", "history.csv"):
+                shutil.copy(tiny_run / name, path)
+            assert state() == ("training", state()[1]) and "1 of 1 epochs finished" in state()[1]
+        finally:
+            runlock.release(path)
+        kind, message = state()  # the writer is gone and metrics.json was never written
+        assert kind == "interrupted" and f"cnnlab train --resume {path.resolve()}" in message
+        shutil.copy(tiny_run / "metrics.json", path)
+        assert state() == ("finished", "finished: 1 epochs")
+        shutil.rmtree(path)
+        kind, message = state()
+        assert kind == "deleted" and "run directory deleted" in message
+
+
+def test_proc_locks_lines_are_read_right(tmp_path):
+    import os
+
+    from cnnlab.lab.runstate import _held_in_proc_locks
+
+    lock = tmp_path / ".cnnlab.lock"
+    lock.write_text("42\n")
+    st = lock.stat()
+    dev = f"{os.major(st.st_dev):02x}:{os.minor(st.st_dev):02x}:{st.st_ino}"
+    assert _held_in_proc_locks(lock, f"1: FLOCK  ADVISORY  WRITE 42 {dev} 0 EOF")
+    assert not _held_in_proc_locks(lock, f"1: POSIX  ADVISORY  WRITE 42 {dev} 0 EOF")
+    assert not _held_in_proc_locks(lock, f"1: -> FLOCK  ADVISORY  WRITE 42 {dev} 0 EOF")
+    assert not _held_in_proc_locks(lock, f"1: FLOCK  ADVISORY  WRITE 42 {dev}9 0 EOF")
+
+
+def test_colour_kernels_only_for_colour_inputs_and_filters_carry_their_scale(client):
+    assert "brown" not in client.get("/api/t/0/info").json()["kernels"]  # MNIST is grey
+    f = client.get("/api/t/0/filters", params={"layer": "0"}).json()
+    bar = np.asarray(Image.open(io.BytesIO(base64.b64decode(f["colorbar"]))))
+    assert bar.shape == (1, 256) and bar[0, 0] == 0 and bar[0, -1] == 255 and f["min"] < 0 < f["max"]
+
+
 # --------------------------------------------------------------------------- safety
 
 
@@ -300,7 +353,7 @@ def test_a_run_before_its_first_epoch_says_it_is_waiting(tiny_run, tmp_path):
     shutil.copy(tiny_run / "config.json", path)
     with TestClient(create_app([RunTarget(path)]), base_url="http://127.0.0.1") as c:
         info = c.get("/api/t/0/info").json()
-        assert "no weights" in info["waiting"] and info["layers"] == [] and info["classes"][3] == "3"
+        assert "interrupted after 0" in info["waiting"] and info["layers"] == [] and info["classes"][3] == "3"
         assert c.get("/api/t/0/history").json()["epochs"] == []
         r = c.get("/api/t/0/analyze", params={"input": "test:0"})
         assert r.status_code == 409 and "no weights" in r.json()["error"]
@@ -397,10 +450,55 @@ def test_attribution_is_cnnlab_insights_map(client, reference, method, layer):
         expected = attribute(model, x, [3], method=method)[0]
     rgba = np.asarray(Image.open(io.BytesIO(base64.b64decode(body["png"]))))
     assert rgba.shape == (28, 28, 4)
-    lo, hi = expected.min(), expected.max()
-    np.testing.assert_allclose(rgba[:, :, 3], np.clip((expected - lo) * 255 / (hi - lo), 0, 255).astype(np.uint8), atol=1)
+    # Opacity is |value| over the map's largest |value|: 0 is transparent, whatever the map's minimum.
+    m = np.abs(expected).max()
+    np.testing.assert_allclose(rgba[:, :, 3], np.clip(np.abs(expected) * 255 / m, 0, 255).astype(np.uint8), atol=1)
+    signed = bool(expected.min() < 0)
+    assert body["signed"] is signed and body["cmap"] == ("RdBu_r" if signed else "cividis")
+    assert (body["lo"], body["hi"]) == pytest.approx((-m, m) if signed else (0.0, m), rel=1e-5)
+    bar = np.asarray(Image.open(io.BytesIO(base64.b64decode(body["colorbar"]))))
+    top = np.unravel_index(np.argmax(expected), expected.shape)
+    np.testing.assert_array_equal(rgba[top][:3], bar[0, -1])  # the largest value wears the bar's top colour
+    assert body["note"] == ""
     predicted = client.get("/api/t/0/attribution", params={"input": "test:4", "method": method}).json()
     assert predicted["class"] == int(predict(model, x, precision="fp32")[0].argmax())
+
+
+def zero_gradcam(model, run, images) -> tuple[int, str, int]:
+    """(test image, layer, class) whose Grad-CAM is 0 everywhere: no positive evidence there."""
+    from cnnlab.insight.attribution import gradcam_maps
+
+    for i in range(len(images)):
+        x = run.preprocess(images[i:i + 1])
+        for layer in ("3", "0"):
+            for c in range(10):
+                maps, _, used, _ = gradcam_maps(model, x, [c], layers=[layer])
+                if not maps[used[0]][0].any():
+                    return i, layer, c
+    pytest.fail("no all-zero Grad-CAM map among the tiny run's test images (the search found none)")
+
+
+def test_an_all_zero_map_is_transparent_and_says_why(client, reference):
+    run, model, images, _ = reference
+    i, layer, c = zero_gradcam(model, run, images[:40])
+    body = client.get("/api/t/0/attribution",
+                      params={"input": f"test:{i}", "method": "gradcam", "layer": layer, "target": c}).json()
+    assert body["png"] is None and body["max"] == 0 and "no positive evidence" in body["note"]
+    # and a map with evidence has no note
+    other = client.get("/api/t/0/attribution", params={"input": f"test:{i}", "method": "saliency", "target": c}).json()
+    assert other["png"] and other["note"] == ""
+
+
+def test_heat_overlay_of_undefined_and_signed_maps():
+    from cnnlab.lab.imaging import heat_overlay
+
+    nan = heat_overlay(np.full((4, 4), np.nan, dtype=np.float32))
+    assert nan["png"] is None and "not defined" in nan["note"]
+    signed = heat_overlay(np.array([[-2.0, 0.0], [1.0, 2.0]]))
+    rgba = np.asarray(Image.open(io.BytesIO(base64.b64decode(signed["png"]))))
+    assert signed["signed"] and (signed["lo"], signed["hi"]) == (-2.0, 2.0)
+    assert rgba[0, 1, 3] == 0 and rgba[0, 0, 3] == rgba[1, 1, 3] == 255  # 0 transparent, |2| opaque
+    assert rgba[0, 0, 2] > rgba[0, 0, 0] and rgba[1, 1, 0] > rgba[1, 1, 2]  # negative blue, positive red
 
 
 @pytest.mark.parametrize(("params", "status", "words"), [

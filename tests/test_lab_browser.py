@@ -97,6 +97,7 @@ def page(browser):
     errors = []
     page.on("pageerror", lambda exc: errors.append(f"pageerror: {exc}"))
     page.on("console", lambda msg: errors.append(f"console.{msg.type}: {msg.text}") if msg.type == "error" else None)
+    page.lab_errors = errors  # a test that provokes an error response removes the line it expects
     yield page
     context.close()
     assert errors == []
@@ -246,11 +247,12 @@ def test_playground_filters_and_training_panels(page, lab_url):
 
 def test_training_curves_grow_without_reload(browser, run_dir, tmp_path):
     from cnnlab.lab.targets import RunTarget
-    from cnnlab.train import runs
+    from cnnlab.train import runlock, runs
 
     live = tmp_path / "live"
     live.mkdir()
     shutil.copy(run_dir / "config.json", live)  # `cnnlab train` has just started: no epoch yet
+    runlock.acquire(live)  # and holds the run's lock, as it does for its whole life
     with Server([RunTarget(live, max_test=50)]) as url:
         context = browser.new_context()
         page = context.new_page()
@@ -258,7 +260,7 @@ def test_training_curves_grow_without_reload(browser, run_dir, tmp_path):
         page.on("pageerror", lambda exc: errors.append(str(exc)))
         page.goto(url)
         page.wait_for_selector("body[data-ready='waiting']")
-        assert "no weights" in page.locator("#status").inner_text()
+        assert "training, no epoch finished yet" in page.locator("#status").inner_text()
         page.wait_for_selector("#training-status[data-epochs='0']")
         for name in ("best.pt", "last.pt", "history.csv"):  # the first epoch ends
             shutil.copy(run_dir / name, live)
@@ -267,8 +269,9 @@ def test_training_curves_grow_without_reload(browser, run_dir, tmp_path):
         rows = runs.read_history(live / "history.csv")
         runs.write_history(live / "history.csv", rows + [{**rows[0], "epoch": 2, "loss": rows[0]["loss"] / 2}])
         page.wait_for_selector("#training-status[data-epochs='2']", timeout=10_000)
-        assert "training" in page.locator("#training-status").inner_text()
+        assert "training: 2 of 1 epochs finished" in page.locator("#training-status").inner_text()
         context.close()
+    runlock.release(live)
     assert errors == []
 
 
@@ -314,3 +317,100 @@ def test_map_hover_and_click_and_feature_visualisation(page, lab_url, monkeypatc
     page.wait_for_selector("#filters-panel[data-featvis='3:0']", timeout=60_000)
     assert page.locator("#featvis img").count() == 8
     shoot(page, "embedding", "filters")
+
+
+def test_training_states_while_a_real_cnnlab_train_writes(browser, datasets_root, tmp_path):
+    """`cnnlab train` in a subprocess: the panel says training (no epoch yet, then epochs),
+    interrupted with the resume command once it is stopped, and deleted once the folder is gone."""
+    import signal
+    import subprocess
+    import sys
+
+    from cnnlab.lab.targets import RunTarget
+
+    out = tmp_path / "real"
+    env = {**os.environ, "CNNLAB_DATA": str(datasets_root), "XDG_CACHE_HOME": str(tmp_path / "xdg")}
+    log = tmp_path / "train.log"
+    with log.open("wb") as sink:  # the child keeps its own descriptor; ours closes here
+        proc = subprocess.Popen([sys.executable, "-m", "cnnlab", "train", "--data", "mnist", "--model", "mnist-cnn",
+                                 "--train-size", "6000", "--val-size", "100", "--epochs", "3", "--batch-size", "64",
+                                 "--out", str(out), "--quiet", "--offline", "--no-report"], env=env,
+                                stdout=subprocess.DEVNULL, stderr=sink)
+    try:
+        deadline = time.monotonic() + 60
+        while not (out / "config.json").is_file():  # train writes config.json first, then trains
+            assert proc.poll() is None and time.monotonic() < deadline, log.read_text()
+            time.sleep(0.05)
+        with Server([RunTarget(out, max_test=50)]) as url:
+            context = browser.new_context()
+            page = context.new_page()
+            errors = []
+            page.on("pageerror", lambda exc: errors.append(str(exc)))
+            page.goto(url)
+            status = page.locator("#training-status")
+            page.wait_for_selector("#training-status[data-state='training']", timeout=30_000)
+            first = status.inner_text()
+            if not (out / "history.csv").is_file():  # the first epoch had not ended when the page looked
+                assert "training, no epoch finished yet" in first and f"PID {proc.pid}" in first
+            page.wait_for_selector("body[data-ready='1']", timeout=120_000)  # weights: the page reloaded itself
+            wait_js(page, "/training: [0-9]+ of 3 epochs finished/.test("
+                          "document.getElementById('training-status').textContent)", timeout=60)
+            proc.send_signal(signal.SIGINT)  # Ctrl-C: finished epochs are kept, the lock is dropped
+            proc.wait(timeout=60)
+            page.wait_for_selector("#training-status[data-state='interrupted']", timeout=30_000)
+            assert f"cnnlab train --resume {out.resolve()}" in status.inner_text()
+            shutil.rmtree(out)
+            page.wait_for_selector("#training-status[data-state='deleted']", timeout=30_000)
+            assert "run directory deleted" in status.inner_text()
+            context.close()
+        assert errors == []
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def test_an_all_zero_attribution_map_is_transparent_with_a_note(page, lab_url, run_dir):
+    from test_lab_api import zero_gradcam
+
+    from cnnlab.train.runs import load_run
+
+    run = load_run(run_dir)
+    i, layer, c = zero_gradcam(run.build_model(), run, run.load_data().test.images[:40])
+    open_lab(page, lab_url)
+    page.locator("#pick-index").fill(str(i))
+    page.locator("#pick-go").click()
+    wait_js(page, f"document.body.dataset.input === 'test:{i}'")
+    page.locator("#attr-layer").select_option(layer)
+    page.locator("#attr-class").select_option(str(c))
+    note = page.get_by_test_id("attribution-note")
+    note.wait_for(state="visible")
+    assert "no positive evidence" in note.inner_text()
+    assert page.locator("#attr-heat").is_hidden() and page.locator("#attr-scale").is_hidden()
+    shoot(page, "attribution")
+    page.locator("#attr-method").select_option("saliency")  # a map with evidence: drawn, with its scale
+    wait_js(page, "document.getElementById('attr-caption').textContent.startsWith('saliency')")
+    wait_js(page, "document.getElementById('attr-bar').naturalWidth === 256")  # the 256 colours of the scale
+    assert page.locator("#attr-scale").is_visible() and page.locator("#attr-heat").is_visible()
+    assert "magnitude (cividis)" in page.locator("#attr-scale").inner_text() and note.is_hidden()
+
+
+def test_panels_that_do_not_apply_say_why(page, lab_url):
+    open_lab(page, lab_url)
+    assert page.locator("#confusion-panel[data-na]").count() == 0
+    page.wait_for_selector("#embed-legend li")
+    assert page.locator("#embed-legend li").count() == 11  # ten classes and the marks
+    page.wait_for_selector("#filter-scale:not([hidden])")
+    if page.request.get(f"{lab_url}/api/targets").json()[-1]["kind"] != "pretrained":
+        pytest.skip("the shared SqueezeNet weights are absent")
+    open_lab(page, lab_url, target=1)
+    for panel in ("confusion-panel", "embedding-panel", "training-panel"):
+        assert page.locator(f"#{panel} .na-note").is_visible()
+        assert page.locator(f"#{panel} .na-note").count() == 1
+    assert page.locator("#confusion-matrix").is_hidden() and page.locator("#loss-chart").is_hidden()
+    assert page.get_by_test_id("draw-canvas").is_hidden()
+    assert page.locator("#pg-kernel option[value='brown']").count() == 1  # a colour kernel for a colour model
+    page.locator("#pg-stride").fill("99")  # out of range: the error, and the old output greyed out beside it
+    wait_js(page, "document.getElementById('pg-error').textContent.includes('stride')")
+    assert "stale" in page.locator("#pg-output").get_attribute("class")
+    page.lab_errors[:] = [e for e in page.lab_errors if "status of 400" not in e]  # the refused stride

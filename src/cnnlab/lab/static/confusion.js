@@ -19,7 +19,9 @@ function render(cm) {
   const head = el("tr", {}, el("th", { textContent: "" }), ...cm.classes.map((c) => el("th", { textContent: c })));
   const rows = cm.matrix.map((row, a) => el("tr", {}, el("th", { textContent: cm.classes[a] }), ...row.map((n, p) => {
     const t = Math.sqrt(n / max);
-    const hue = a === p ? "31,157,85" : "214,69,69";
+    // Blue for correct, orange for wrong (Okabe-Ito): told apart with any colour vision, and
+    // the diagonal is also bold, so colour is never the only cue.
+    const hue = a === p ? "0,114,178" : "213,94,0";
     const button = el("button", { type: "button", textContent: String(n), class: a === p ? "diag" : "",
       title: `actual ${cm.classes[a]}, predicted ${cm.classes[p]}: ${n}`, dataActual: String(a), dataPredicted: String(p),
       style: `background: rgba(${hue},${n ? 0.1 + 0.9 * t : 0}); color: ${t > 0.6 ? "#fff" : "inherit"}` });

@@ -2,7 +2,10 @@
 // hovering shows the image and prediction, clicking makes it the input.
 import { getJSON, setInput, apiUrl, showError, el } from "./api.js";
 
-const PALETTE = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf"];
+// Paul Tol's "muted" scheme (9 colours meant to stay distinct with colour-blind vision) and his
+// pale grey as a tenth; matplotlib's tab10 mixes reds and greens that many readers cannot tell apart.
+export const PALETTE = ["#332288", "#88ccee", "#44aa99", "#117733", "#999933", "#ddcc77", "#cc6677", "#882255",
+                        "#aa4499", "#bbbbbb"];
 let points = null;
 
 export function initEmbedding(info) {
@@ -35,6 +38,7 @@ async function load(method, info) {
     const r = await getJSON("embedding", { method });
     points = r.points;
     draw(r, info);
+    legend(info);
     document.getElementById("embed-caption").textContent = r.caption;
     document.getElementById("embedding-panel").dataset.ready = method;
   } catch (err) { showError("embed-error", err); document.getElementById("embed-caption").textContent = ""; }
@@ -51,6 +55,17 @@ function draw(r, info) {
     else { ctx.strokeStyle = ctx.fillStyle; ctx.lineWidth = 1.5; ctx.beginPath(); ctx.moveTo(x - 3, y - 3); ctx.lineTo(x + 3, y + 3);
            ctx.moveTo(x + 3, y - 3); ctx.lineTo(x - 3, y + 3); ctx.stroke(); }
   }
+}
+
+// Which colour is which class (classes past the palette's length reuse its colours, said so).
+function legend(info) {
+  const box = document.getElementById("embed-legend");
+  const items = info.classes.slice(0, 20).map((name, i) => el("li", {},
+    el("span", { class: "swatch", style: `background:${PALETTE[i % PALETTE.length]}` }), name));
+  if (info.classes.length > PALETTE.length) items.push(el("li", { class: "muted",
+    textContent: `${info.classes.length} classes share ${PALETTE.length} colours` }));
+  items.push(el("li", { class: "muted", textContent: "■ right · ✕ wrong" }));
+  box.replaceChildren(...items);
 }
 
 function nearest(e) {

@@ -38,9 +38,14 @@ async function run(fill) {
     document.getElementById("pg-caption").textContent =
       `${r.label}: ${r.input_shape.join("×")} → ${r.output_shape.join("×")}, values ${r.min.toFixed(3)} … ${r.max.toFixed(3)}`;
     document.getElementById("pg-output").src = pngSrc(r.png);
+    document.getElementById("pg-output").classList.remove("stale");
     document.getElementById("pg-input").src = apiUrl("input.png", { input: state.input });
     if ((fill || !document.getElementById("pg-numbers").value) && Array.isArray(r.kernel)) {
       document.getElementById("pg-numbers").value = r.kernel.map((row) => row.map((v) => +v.toFixed(4)).join(" ")).join("\n");
     }
-  } catch (err) { showError("pg-error", err); }
+  } catch (err) {
+    // The output shown is for the previous settings: greyed out beside the error, not passed off as current.
+    showError("pg-error", err);
+    document.getElementById("pg-output").classList.add("stale");
+  }
 }
