@@ -272,6 +272,45 @@ def test_colour_kernels_only_for_colour_inputs_and_filters_carry_their_scale(cli
     assert bar.shape == (1, 256) and bar[0, 0] == 0 and bar[0, -1] == 255 and f["min"] < 0 < f["max"]
 
 
+def test_each_operation_is_explained_with_the_models_numbers(client, reference):
+    run, model, images, _ = reference
+    x = run.preprocess(images[0:1])
+    outs = [x]
+    with torch.no_grad():
+        for module in model:
+            outs.append(module(outs[-1]))
+    body = client.get("/api/t/0/analyze", params={"input": "test:0"}).json()["softmax"]
+    np.testing.assert_allclose(body["probs"], torch.softmax(outs[-1], 1)[0].numpy(), atol=1e-7)
+    np.testing.assert_allclose(np.array(body["exp"]) / body["sum"], body["probs"], atol=1e-6)
+    conv = client.get("/api/t/0/conv", params={"input": "test:0", "layer": "0", "channel": 1, "y": 0, "x": 9}).json()
+    assert conv["reads_model_input"] and conv["detail"][0]["raw"][0] == [None, None, None]  # the top padding row
+    assert conv["detail"][0]["raw"][1] == images[0, 0, 8:11, 0].tolist()
+    np.testing.assert_allclose(conv["detail"][0]["products"],
+                               np.array(conv["detail"][0]["inputs"]) * np.array(conv["detail"][0]["weights"]))
+    assert conv["result"] == pytest.approx(float(outs[1][0, 1, 0, 9]), abs=1e-6)
+    deep = client.get("/api/t/0/conv", params={"input": "test:0", "layer": "3", "channel": 0, "y": 3, "x": 3}).json()
+    assert not deep["reads_model_input"] and "raw" not in deep["detail"][0]
+
+    def unit(**q):
+        return client.get("/api/t/0/unit", params={"input": "test:0", **q}).json()
+
+    relu = unit(layer="1", channel=4, y=9, x=12)
+    assert relu["kind"] == "relu" and relu["input"] == pytest.approx(float(outs[1][0, 4, 9, 12]), abs=1e-6)
+    assert relu["value"] == pytest.approx(max(0.0, relu["input"]), abs=1e-7)
+    pool = unit(layer="5", channel=7, y=3, x=2)
+    window = outs[5][0, 7, 6:8, 4:6]
+    assert pool["kind"] == "pool" and np.allclose(pool["window"], window.numpy())
+    assert pool["value"] == pytest.approx(float(window.max())) and window[tuple(pool["winner"])] == window.max()
+    dense = unit(layer="9", index=4)
+    assert dense["kind"] == "dense" and dense["sum"] == pytest.approx(float(outs[-1][0, 4]), abs=1e-5)
+    assert dense["sum"] == pytest.approx(sum(t["product"] for t in dense["top"]) + dense["rest"] + dense["bias"])
+    flat = unit(layer="6", index=100)
+    assert flat["kind"] == "flatten" and flat["from"] == [2, 0, 2]
+    assert flat["value"] == pytest.approx(float(outs[6][0, 2, 0, 2]))
+    assert client.get("/api/t/0/unit", params={"input": "test:0", "layer": "9", "index": 10}).status_code == 404
+    assert client.get("/api/t/0/unit", params={"input": "test:0", "layer": "1"}).status_code == 400
+
+
 # --------------------------------------------------------------------------- safety
 
 
@@ -332,6 +371,39 @@ def test_uploads_are_capped(client):
     cut = client.post("/api/t/0/upload", content=truncated.getvalue()[:200])
     assert cut.status_code == 400
     assert client.post("/api/t/0/upload", content=b"").status_code == 400
+
+
+def test_decodes_are_capped_and_large_photos_reduced(monkeypatch):
+    import threading
+    import time as clock
+
+    from cnnlab.lab import imaging
+
+    buf = io.BytesIO()
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (2000, 3000, 3), dtype=np.uint8)).save(
+        buf, format="PNG", compress_level=0)
+    data = buf.getvalue()
+    real, active, most, lock = imaging._decode, [0], [0], threading.Lock()
+
+    def spy(*args):  # the real decode, counted while it runs
+        with lock:
+            active[0] += 1
+            most[0] = max(most[0], active[0])
+        try:
+            clock.sleep(0.05)  # hold the slot long enough for the other threads to queue on it
+            return real(*args)
+        finally:
+            with lock:
+                active[0] -= 1
+
+    monkeypatch.setattr(imaging, "_decode", spy)
+    sizes = []
+    threads = [threading.Thread(target=lambda: sizes.append(imaging.decode_upload(data).size)) for _ in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert most[0] == imaging.DECODE_SLOTS and sizes == [(1500, 1000)] * 6  # short side 2000 -> 1000
 
 
 def test_upload_of_a_light_photo_is_inverted_and_predicted(client):
@@ -426,7 +498,20 @@ def test_cli_serves_discovered_runs_and_warns_off_loopback(tiny_run, tmp_path, m
     assert served[-1].host == "127.0.0.1" and served[-1].app.allowed_hosts is not None
     assert main(["lab", "runs/demo/run", "--host", "0.0.0.0"]) == 0
     assert "warning: listening on 0.0.0.0" in capsys.readouterr().err
-    assert served[-1].app.allowed_hosts is None
+    assert served[-1].app.allowed_hosts == ("127.0.0.1", "localhost", "[::1]", "::1")  # still no DNS rebinding
+    threads = torch.get_num_threads()
+    assert main(["lab", "runs/demo/run", "--host", "0.0.0.0", "--allow-host", "Lab.Local", "--threads", "1"]) == 0
+    assert "lab.local" in capsys.readouterr().err
+    app = served[-1].app
+    assert app.allowed_hosts[-1] == "lab.local" and torch.get_num_threads() == 1
+    torch.set_num_threads(threads)
+    with TestClient(app, base_url="http://lab.local:8765") as c:
+        assert c.get("/api/targets").status_code == 200
+        assert c.get("/api/targets", headers={"host": "rebound.example:8765"}).status_code == 403
+    assert main(["lab", "runs/demo/run", "--host", "192.168.1.5"]) == 0
+    assert served[-1].app.allowed_hosts[-1] == "192.168.1.5"
+    assert main(["lab", "runs/demo/run", "--allow-host", "a/b"]) == 2
+    assert main(["lab", "runs/demo/run", "--threads", "0"]) == 2
 
 
 # --------------------------------------------------------------------------- the Why panel

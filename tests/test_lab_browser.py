@@ -218,7 +218,7 @@ def test_feature_map_pixel_shows_the_dot_product_of_the_model(page, lab_url, run
     box = page.locator("#enlarged").bounding_box()
     page.mouse.click(box["x"] + box["width"] * 0.55, box["y"] + box["height"] * 0.4)  # 14x14 map: row 5, col 7
     result = page.get_by_test_id("dot-result")
-    result.wait_for()
+    result.wait_for(state="attached")  # kept for scripts; the page shows the same number as conv-sum
     _, model, x = model_and_input(lab_url, run_dir, "test:0")
     expected = float(activations(model, x, "3")[0, 5, 5, 7])
     assert float(result.get_attribute("data-value")) == pytest.approx(expected, rel=1e-5, abs=1e-5)
@@ -414,3 +414,117 @@ def test_panels_that_do_not_apply_say_why(page, lab_url):
     wait_js(page, "document.getElementById('pg-error').textContent.includes('stride')")
     assert "stale" in page.locator("#pg-output").get_attribute("class")
     page.lab_errors[:] = [e for e in page.lab_errors if "status of 400" not in e]  # the refused stride
+
+
+def layer_io(model, x) -> list:
+    """Every layer's output of the Sequential mnist-cnn, computed here with plain PyTorch: [x, out0, out1, ...]."""
+    import torch
+
+    outs = [x]
+    with torch.no_grad():
+        for module in model:
+            outs.append(module(outs[-1]))
+    return outs
+
+
+def enlarge_and_click(page, layer: str, channel: int, fy: float, fx: float) -> None:
+    page.locator(f".column[data-layer='{layer}'] canvas[data-channel='{channel}']").click()
+    wait_js(page, f"document.getElementById('enlarged').dataset.ready === '1' && "
+                  f"document.getElementById('enlarged').dataset.layer === '{layer}'")
+    box = page.locator("#enlarged").bounding_box()
+    page.mouse.click(box["x"] + box["width"] * fx, box["y"] + box["height"] * fy)
+
+
+def test_convolution_step_by_step_equals_conv2d(page, lab_url, run_dir):
+    import torch.nn.functional as F
+
+    open_lab(page, lab_url)
+    run, model, x = model_and_input(lab_url, run_dir, "test:0")
+    outs = layer_io(model, x)
+    conv = model[3]
+    expected = F.conv2d(outs[3], conv.weight, conv.bias, stride=conv.stride, padding=conv.padding)[0, 5].detach()
+    enlarge_and_click(page, "3", 5, 0.4, 0.55)  # the 14x14 map: row 5, col 7
+    total = page.get_by_test_id("conv-sum")
+    wait_js(page, "document.querySelector('[data-testid=conv-sum]')?.dataset.x === '7'")
+    assert float(total.get_attribute("data-value")) == pytest.approx(float(expected[5, 7]), abs=1e-5)
+    for col in (8, 9, 10):  # each step slides the window one position along the row
+        page.get_by_test_id("conv-step").click()
+        wait_js(page, f"document.querySelector('[data-testid=conv-sum]').dataset.x === '{col}'")
+        assert total.get_attribute("data-y") == "5"
+        assert float(total.get_attribute("data-value")) == pytest.approx(float(expected[5, col]), abs=1e-5)
+    page.locator("#enlarged").focus()
+    page.keyboard.press("ArrowDown")  # the arrow keys move the window too
+    wait_js(page, "document.querySelector('[data-testid=conv-sum]').dataset.y === '6'")
+    assert float(total.get_attribute("data-value")) == pytest.approx(float(expected[6, 10]), abs=1e-5)
+    # the running sum over the 32 input channels ends at the result less the bias
+    sums = page.locator("#dot-product .sums").inner_text().strip().splitlines()
+    assert len(sums) == 1 + 32
+    assert float(sums[-1].split("→")[1]) == pytest.approx(float(expected[6, 10] - conv.bias.detach()[5]), abs=2e-4)
+    page.get_by_test_id("conv-step").click()
+    wait_js(page, "document.querySelector('[data-testid=conv-sum]').dataset.x === '11'")
+    shoot(page, "dot-product")
+
+
+def test_first_layer_shows_raw_pixels_and_every_product(page, lab_url, run_dir):
+    open_lab(page, lab_url)
+    run, model, x = model_and_input(lab_url, run_dir, "test:0")
+    image = np.asarray(Image.open(io.BytesIO(page.request.get(f"{lab_url}/api/t/0/input.png?input=test:0").body())))
+    ys, xs = np.nonzero(image[1:-1, 1:-1] > 100)  # a window with ink in its middle: numbers worth reading
+    cy, cx = int(ys[len(ys) // 2]) + 1, int(xs[len(xs) // 2]) + 1
+    enlarge_and_click(page, "0", 2, (cy + 0.5) / 28, (cx + 0.5) / 28)
+    wait_js(page, f"document.querySelector('[data-testid=conv-sum]')?.dataset.x === '{cx}'")
+    assert page.get_by_test_id("conv-sum").get_attribute("data-y") == str(cy)
+    tables = page.locator("#dot-product .channel table")
+    assert tables.count() == 4  # raw pixels, normalised input, kernel, products: each labelled
+    captions = [tables.nth(i).locator("caption").inner_text() for i in range(4)]
+    assert captions == ["raw pixels 0–255", "normalised input", "kernel weights", "products"]
+
+    def cells(i):
+        return np.array([[float(v) for v in row.split("\t")] for row in tables.nth(i).locator("tr").all_inner_texts()])
+
+    window = x[0, 0, cy - 1:cy + 2, cx - 1:cx + 2].numpy()
+    np.testing.assert_array_equal(cells(0), image[cy - 1:cy + 2, cx - 1:cx + 2])
+    assert cells(0).max() > 100
+    np.testing.assert_allclose(cells(1), window, atol=1e-3)
+    w = model[0].weight[2, 0].detach().numpy()
+    np.testing.assert_allclose(cells(2), w, atol=1e-3)
+    np.testing.assert_allclose(cells(3), window * w, atol=1e-4)
+    assert "normalised = raw ÷ 255" in page.get_by_test_id("dot-product").inner_text()
+
+
+def test_relu_pool_dense_and_softmax_views_equal_the_model(page, lab_url, run_dir):
+    import torch
+
+    open_lab(page, lab_url)
+    run, model, x = model_and_input(lab_url, run_dir, "test:0")
+    outs = layer_io(model, x)
+    enlarge_and_click(page, "1", 2, 0.5, 0.5)  # ReLU after conv 0, 28x28: row 14, col 14
+    relu = page.get_by_test_id("relu-view")
+    relu.wait_for()
+    pre = float(outs[1][0, 2, 14, 14])
+    assert float(relu.get_attribute("data-input")) == pytest.approx(pre, abs=1e-6)
+    assert float(relu.get_attribute("data-value")) == pytest.approx(max(0.0, pre), abs=1e-6)
+    assert "max(0, x)" in relu.inner_text()
+    enlarge_and_click(page, "2", 2, 0.4, 0.4)  # max-pool, 14x14: row 5, col 5
+    pool = page.get_by_test_id("pool-view")
+    pool.wait_for()
+    window = outs[2][0, 2, 10:12, 10:12]
+    assert float(pool.get_attribute("data-value")) == pytest.approx(float(window.max()), abs=1e-6)
+    wy, wx = (int(v) for v in pool.get_attribute("data-winner").split(","))
+    assert float(window[wy, wx]) == float(window.max()) and "★" in pool.locator("td.winner").inner_text()
+    column = page.locator(".column[data-layer='9'] canvas.vector")
+    box = column.bounding_box()
+    column.click(position={"x": box["width"] / 2, "y": box["height"] * 0.35})  # 10 values: #3
+    dense = page.get_by_test_id("dense-view")
+    dense.wait_for()
+    assert float(dense.get_attribute("data-value")) == pytest.approx(float(outs[-1][0, 3]), abs=1e-5)
+    assert float(dense.get_attribute("data-sum")) == pytest.approx(float(outs[-1][0, 3]), abs=1e-5)
+    rows = page.get_by_test_id("softmax-row")
+    assert rows.count() == 10
+    probs = torch.softmax(outs[-1], dim=1)[0]
+    for i in range(10):
+        cls = int(rows.nth(i).get_attribute("data-class"))
+        assert float(rows.nth(i).get_attribute("data-prob")) == pytest.approx(float(probs[cls]), abs=1e-6)
+        assert float(rows.nth(i).get_attribute("data-logit")) == pytest.approx(float(outs[-1][0, cls]), abs=1e-5)
+    assert page.get_by_test_id("softmax-view").is_visible()
+    shoot(page, "prediction", "dot-product")
