@@ -528,3 +528,26 @@ def test_relu_pool_dense_and_softmax_views_equal_the_model(page, lab_url, run_di
         assert float(rows.nth(i).get_attribute("data-logit")) == pytest.approx(float(outs[-1][0, cls]), abs=1e-5)
     assert page.get_by_test_id("softmax-view").is_visible()
     shoot(page, "prediction", "dot-product")
+
+
+def test_a_stroke_sends_only_debounced_draw_requests(page, lab_url):
+    open_lab(page, lab_url)
+    wait_js(page, "document.getElementById('attribution-panel').dataset.ready === 'test:0'")
+    requests = []
+    page.on("request", lambda r: requests.append((r.method, r.url.split("?")[0].rsplit("/", 1)[-1])))
+    box = page.get_by_test_id("draw-canvas").bounding_box()
+    page.mouse.move(box["x"] + box["width"] * 0.5, box["y"] + box["height"] * 0.15)
+    page.mouse.down()
+    moves = 20
+    for t in np.linspace(0, 1, moves):
+        page.mouse.move(box["x"] + box["width"] * (0.5 - 0.05 * t), box["y"] + box["height"] * (0.15 + 0.7 * t))
+        page.wait_for_timeout(15)  # a hand's pace: a move every ~16 ms
+    wait_js(page, "document.body.dataset.drawing === 'idle'")
+    during = list(requests)
+    assert during and set(during) == {("POST", "draw")}  # mid-stroke: the prediction only, nothing else
+    assert len(during) < moves  # debounced: fewer requests than moves
+    page.mouse.up()
+    wait_js(page, "document.body.dataset.drawing === 'idle' && "
+                  "(document.getElementById('attribution-panel').dataset.ready || '') === document.body.dataset.input")
+    after = requests[len(during):]
+    assert after[0] == ("POST", "draw") and ("GET", "attribution") in after  # the stroke's end: every panel follows

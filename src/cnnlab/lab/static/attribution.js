@@ -14,7 +14,7 @@ export function initAttribution(info) {
   opacity.oninput = () => { heat.style.opacity = opacity.value; };
   heat.style.opacity = opacity.value;
   for (const id of ["attr-method", "attr-class", "attr-layer"]) document.getElementById(id).onchange = run;
-  onInput(run);
+  onInput((ref, result, live) => { if (!live) run(); });
 }
 
 let busy = false, again = false;

@@ -31,7 +31,7 @@ function explainPixel(y, x) {
 }
 
 export function initOverview() {
-  onInput((ref, result) => render(result.layers));
+  onInput((ref, result, live) => render(result.layers, live));
   const canvas = document.getElementById("enlarged");
   canvas.addEventListener("click", (e) => {
     if (!selected) return;
@@ -53,7 +53,7 @@ export function initOverview() {
   });
 }
 
-function render(layers) {
+function render(layers, live = false) {
   if (!explainAgain) {  // nothing to recompute: no numbers of the previous input stay on show
     stopConv();
     const box = document.getElementById("dot-product");
@@ -62,6 +62,7 @@ function render(layers) {
   }
   const columns = document.getElementById("columns");
   columns.replaceChildren(...layers.map(column));
+  if (live) return;  // mid-stroke: the enlarged map and its explanation follow the stroke's last update
   if (selected) {  // keep the enlarged map, now for the new input
     const view = layers.find((l) => l.name === selected.layer);
     if (view && view.kind === "maps" && selected.channel < view.shown) { enlarge(view, selected.channel, true); return; }

@@ -14,7 +14,7 @@ export function initPlayground(info) {
   select.onchange = () => run(true);
   for (const id of ["pg-padding", "pg-stride", "pg-dilation"]) document.getElementById(id).oninput = () => later(false);
   document.getElementById("pg-numbers").oninput = () => { select.value = "custom"; later(false); };
-  onInput(() => run(false));
+  onInput((ref, result, live) => { if (!live) run(false); });
 }
 
 function later(fill) { clearTimeout(timer); timer = setTimeout(() => run(fill), 250); }
