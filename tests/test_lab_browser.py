@@ -199,7 +199,7 @@ def test_confusion_cell_lists_its_images_and_one_becomes_the_input(page, lab_url
     best = int(np.argmax(counts))
     assert counts[best] > 0
     cells.nth(best).click()
-    figures = page.locator("#cell-images figure")
+    figures = page.locator("#cell-images button.thumb")
     figures.first.wait_for()
     assert figures.count() == min(counts[best], 60)
     ref = figures.first.get_attribute("data-input")
@@ -551,3 +551,120 @@ def test_a_stroke_sends_only_debounced_draw_requests(page, lab_url):
                   "(document.getElementById('attribution-panel').dataset.ready || '') === document.body.dataset.input")
     after = requests[len(during):]
     assert after[0] == ("POST", "draw") and ("GET", "attribution") in after  # the stroke's end: every panel follows
+
+
+# --------------------------------------------------------------------------- reach: keyboard, axe-core, a phone
+
+AXE_VERSION = "4"
+
+
+def axe_script() -> str:
+    """axe-core's axe.min.js: $CNNLAB_AXE, else a cache folder, filled once with npm.
+
+    Skips (with the reason) where neither is there and npm cannot fetch it: the page itself
+    has no build step and never loads axe; only this test does."""
+    import subprocess
+
+    if os.environ.get("CNNLAB_AXE"):
+        return Path(os.environ["CNNLAB_AXE"]).read_text()
+    cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "cnnlab-test" / "axe-core"
+    script = cache / "node_modules" / "axe-core" / "axe.min.js"
+    if not script.is_file():
+        npm = shutil.which("npm")
+        if npm is None:
+            pytest.skip("axe-core is not cached and npm is absent: install Node's npm, or set CNNLAB_AXE=path/axe.min.js")
+        cache.mkdir(parents=True, exist_ok=True)
+        done = subprocess.run([npm, "install", "--prefix", str(cache), f"axe-core@{AXE_VERSION}", "--no-audit",
+                               "--no-fund", "--silent"], capture_output=True, text=True, timeout=300)
+        if done.returncode != 0 or not script.is_file():
+            pytest.skip(f"npm could not fetch axe-core (offline?): {done.stderr.strip()[-200:]}")
+    return script.read_text()
+
+
+def test_axe_core_finds_no_serious_or_critical_violation(browser, lab_url):
+    source = axe_script()
+    # axe is injected as an inline script, which the lab's CSP rightly forbids: only this context lets it in.
+    context = browser.new_context(viewport={"width": 1400, "height": 1800}, bypass_csp=True)
+    page = context.new_page()
+    try:
+        for target in (0, 1) if len(page.request.get(f"{lab_url}/api/targets").json()) > 1 else (0,):
+            open_lab(page, lab_url, target)
+            if target == 0:
+                page.wait_for_selector("#confusion-matrix button")
+                page.wait_for_selector("#embedding-panel[data-ready='pca']", timeout=60_000)
+                enlarge_and_click(page, "3", 1, 0.5, 0.5)
+                page.get_by_test_id("conv-sum").wait_for()
+            page.add_script_tag(content=source)
+            found = page.evaluate("""async () => {
+              const r = await axe.run(document, { resultTypes: ["violations"] });
+              return r.violations.filter((v) => v.impact === "serious" || v.impact === "critical")
+                .map((v) => `${v.id} (${v.impact}): ${v.nodes.slice(0, 3).map((n) => n.target.join(" ")).join(" | ")}`);
+            }""")
+            assert found == [], f"target {target}: {found}"
+    finally:
+        context.close()
+
+
+def focus_by_tab(page, predicate: str, limit: int = 400, key: str = "Tab") -> None:
+    """Press Tab (or ``key``) until the focused element satisfies the JavaScript ``predicate`` (on ``e``)."""
+    for _ in range(limit):
+        page.keyboard.press(key)
+        if page.evaluate(f"(() => {{ const e = document.activeElement; return !!(e && ({predicate})); }})()"):
+            return
+    raise AssertionError(f"Tab never reached an element with {predicate}")
+
+
+def test_keyboard_alone_reaches_an_upload_and_a_confusion_cell(page, lab_url, tmp_path):
+    digit = tmp_path / "seven.png"
+    canvas = np.zeros((28, 28), dtype=np.uint8)
+    canvas[6:9, 6:22] = 255
+    canvas[9:24, 18:21] = 255
+    Image.fromarray(canvas).save(digit)
+    open_lab(page, lab_url)
+    page.wait_for_selector("#confusion-matrix button")
+    focus_by_tab(page, "e.id === 'upload'")
+    outline = page.evaluate("getComputedStyle(document.querySelector('label.upload')).outlineStyle")
+    assert outline != "none"  # the focus is visible on the label around the picker
+    with page.expect_file_chooser() as chooser:
+        page.keyboard.press("Space")
+    chooser.value.set_files(str(digit))
+    wait_js(page, "document.getElementById('input-caption').textContent.startsWith('seven.png')")
+    # the skip link jumps past the matrix's hundred buttons
+    focus_by_tab(page, "e.classList.contains('skip') && e.closest('#confusion-panel')")
+    page.keyboard.press("Enter")
+    wait_js(page, "document.activeElement.id === 'cell-caption'")
+    # back into the matrix: a cell of wrong answers opens with Enter, and one of its images with Enter
+    focus_by_tab(page, "e.closest && e.closest('#confusion-matrix') && e.dataset.actual !== e.dataset.predicted "
+                       "&& e.textContent !== '0'", key="Shift+Tab")
+    page.keyboard.press("Enter")
+    page.wait_for_selector("#cell-images button.thumb")
+    focus_by_tab(page, "e.classList.contains('thumb')", limit=150)
+    ref = page.evaluate("document.activeElement.dataset.input")
+    page.keyboard.press("Enter")
+    wait_js(page, f"document.body.dataset.input === '{ref}'")
+    # a map thumbnail and the enlarged map work from the keyboard too
+    page.locator(".column[data-layer='3'] canvas[data-channel='0']").focus()
+    page.keyboard.press("Enter")
+    wait_js(page, "document.getElementById('enlarged').dataset.layer === '3'")
+    page.locator("#enlarged").focus()
+    page.keyboard.press("Enter")
+    page.get_by_test_id("conv-sum").wait_for()
+
+
+def test_no_sideways_scroll_on_a_390_pixel_phone(browser, lab_url):
+    context = browser.new_context(viewport={"width": 390, "height": 844})
+    page = context.new_page()
+    try:
+        open_lab(page, lab_url)
+        page.wait_for_selector("#confusion-matrix button")
+        page.wait_for_selector("#embedding-panel[data-ready='pca']", timeout=60_000)
+        enlarge_and_click(page, "3", 1, 0.5, 0.5)
+        page.get_by_test_id("conv-sum").wait_for()
+        wide = page.evaluate("""() => [document.documentElement.scrollWidth,
+          [...document.querySelectorAll('body *')].filter((e) => e.getBoundingClientRect().right > 391
+            && !e.closest('.scroll-x, .columns, .softmax-wrap, .sums, .filter-scroll'))
+            .slice(0, 5).map((e) => e.id || e.className || e.tagName)]""")
+        assert wide[0] <= 390, wide
+        page.screenshot(path=str(ARTIFACTS / "phone-390.png"), full_page=False)
+    finally:
+        context.close()

@@ -138,7 +138,7 @@ function render(d) {
         d.reads_model_input ? el("p", { class: "muted", textContent: `this layer reads the image: ${normalisationNote(d)}; "pad" is the zero padding` }) : "",
         d.in_channels > d.detail.length
           ? el("p", { class: "muted", textContent: `showing the ${d.detail.length} channels that contribute most of ${d.in_channels}` }) : "")),
-    el("div", { class: "sums", textContent: `running sum over the input channels:\n${lines.join("\n")}` }),
+    el("div", { class: "sums", tabIndex: 0, textContent: `running sum over the input channels:\n${lines.join("\n")}` }),
     el("p", { class: "total" },
       `running sum ${fmt(d.result - d.bias)} + bias ${fmt(d.bias)} = `,
       el("b", { dataTestid: "conv-sum", dataValue: String(d.result), dataY: String(d.y), dataX: String(d.x),
