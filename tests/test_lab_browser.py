@@ -668,3 +668,51 @@ def test_no_sideways_scroll_on_a_390_pixel_phone(browser, lab_url):
         page.screenshot(path=str(ARTIFACTS / "phone-390.png"), full_page=False)
     finally:
         context.close()
+
+
+def test_the_overview_fits_the_screen_with_class_names_and_edges(page, lab_url):
+    open_lab(page, lab_url)
+    assert page.evaluate("(() => { const c = document.getElementById('columns'); "
+                         "return c.classList.contains('fit') && c.scrollWidth <= c.clientWidth + 1; })()")
+    named = page.locator(".column[data-layer='9'] canvas.named")
+    assert named.get_attribute("data-classes") == "|".join(map(str, range(10)))
+    enlarge_and_click(page, "3", 5, 0.4, 0.55)
+    page.get_by_test_id("conv-sum").wait_for()
+    wait_js(page, "document.getElementById('columns').dataset.edges === '8'")  # the 8 largest of 32 input channels
+    assert page.locator(".column[data-layer='2'] canvas.contrib").count() == 8
+    assert page.locator("svg.edges line").count() == 8
+    shoot(page, "overview")
+
+
+def test_a_cifar_network_fits_the_screen_too(browser, datasets_root, tmp_path):
+    import json
+
+    import torch
+
+    from cnnlab.lab.targets import RunTarget
+    from cnnlab.models import build
+
+    if not (datasets_root / "cifar10").is_dir():
+        pytest.skip("the shared CIFAR-10 test set is absent")
+    run = tmp_path / "cifar"  # cifar-cnn with untrained weights: the layout does not depend on them
+    run.mkdir()
+    torch.manual_seed(0)
+    classes = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
+    (run / "config.json").write_text(json.dumps({"data": "cifar10", "model": "cifar-cnn", "input_shape": [32, 32, 3],
+                                                 "num_classes": 10, "classes": classes, "mean": None, "std": None,
+                                                 "train": {"epochs": 1, "seed": 0}}))
+    torch.save(build("cifar-cnn", input_shape=(32, 32, 3), num_classes=10).state_dict(), run / "best.pt")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("CNNLAB_DATA", str(datasets_root))
+        with Server([RunTarget(run, max_test=20)]) as url:
+            context = browser.new_context(viewport={"width": 1280, "height": 900})
+            page = context.new_page()
+            try:
+                open_lab(page, url)
+                assert page.evaluate("(() => { const c = document.getElementById('columns'); "
+                                     "return c.classList.contains('fit') && c.scrollWidth <= c.clientWidth + 1; })()")
+                assert page.locator("canvas.named").get_attribute("data-classes") == "|".join(classes)
+                assert page.get_by_test_id("draw-canvas").is_hidden()  # a photo model: no digit drawing
+                page.get_by_test_id("overview").screenshot(path=str(ARTIFACTS / "overview-cifar.png"))
+            finally:
+                context.close()

@@ -150,4 +150,5 @@ function render(d) {
                                                                 : `  ✗ differ by ${d.abs_diff}` })));
   box.dataset.ready = "1";
   box.dataset.kind = "conv";
+  document.dispatchEvent(new CustomEvent("conv-shown", { detail: d }));  // the overview draws its edges
 }

@@ -6,6 +6,8 @@ import { state, onInput, el, apiUrl, showError } from "./api.js";
 import { showDot, arrowMove, stopConv, refreshConv } from "./dot.js";
 import { showUnit } from "./steps.js";
 
+const FIT_UNITS = 12;
+let shownLayers = [];
 const HINT = "click a value of an enlarged map, or of a vector column, to see how it was computed";
 let selected = null;  // {layer, channel, view, image}
 let cursor = null;  // the explained value of the enlarged map: {y, x}
@@ -30,7 +32,41 @@ function explainPixel(y, x) {
   return explainAgain();
 }
 
+// CNN Explainer's edges: from the explained convolution value's map to the input channels that
+// contribute most to it (outlined) in the column before, when that column is the conv's input.
+function drawEdges(d) {
+  const columns = document.getElementById("columns");
+  columns.querySelectorAll("svg.edges").forEach((s) => s.remove());
+  columns.querySelectorAll("canvas.contrib").forEach((c) => c.classList.remove("contrib"));
+  const at = shownLayers.findIndex((l) => l.name === d.layer);
+  const prev = shownLayers[at - 1];
+  const target = columns.querySelector(`.column[data-layer="${CSS.escape(d.layer)}"] canvas[data-channel="${d.channel}"]`);
+  if (at < 1 || !target || !prev || prev.kind !== "maps" || prev.shape.join() !== d.input_shape.join()) return;
+  const box = columns.getBoundingClientRect();
+  const ns = "http://www.w3.org/2000/svg";
+  const svg = document.createElementNS(ns, "svg");
+  svg.setAttribute("class", "edges");
+  svg.setAttribute("aria-hidden", "true");
+  svg.setAttribute("width", columns.scrollWidth); svg.setAttribute("height", columns.scrollHeight);
+  const t = target.getBoundingClientRect();
+  for (const c of d.detail) {
+    const src = columns.querySelector(`.column[data-layer="${CSS.escape(prev.name)}"] canvas[data-channel="${c.in_channel}"]`);
+    if (!src) continue;  // a channel past the thumbnails shown
+    src.classList.add("contrib");
+    const s = src.getBoundingClientRect();
+    const line = document.createElementNS(ns, "line");
+    line.setAttribute("x1", s.right - box.left + columns.scrollLeft); line.setAttribute("y1", s.top + s.height / 2 - box.top + columns.scrollTop);
+    line.setAttribute("x2", t.left - box.left + columns.scrollLeft); line.setAttribute("y2", t.top + t.height / 2 - box.top + columns.scrollTop);
+    line.setAttribute("stroke", c.sum >= 0 ? "#d55e00" : "#0072b2");
+    line.setAttribute("stroke-width", "1.5");
+    svg.append(line);
+  }
+  columns.append(svg);
+  columns.dataset.edges = String(svg.childElementCount);
+}
+
 export function initOverview() {
+  document.addEventListener("conv-shown", (e) => drawEdges(e.detail));
   onInput((ref, result, live) => render(result.layers, live));
   const canvas = document.getElementById("enlarged");
   canvas.addEventListener("click", (e) => {
@@ -61,7 +97,11 @@ function render(layers, live = false) {
     box.dataset.ready = "";
   }
   const columns = document.getElementById("columns");
-  columns.replaceChildren(...layers.map(column));
+  // Up to FIT_UNITS layers share the screen's width (CNN Explainer's single-screen flow);
+  // a deeper network keeps fixed-size columns and scrolls sideways.
+  columns.classList.toggle("fit", layers.length <= FIT_UNITS);
+  shownLayers = layers;
+  columns.replaceChildren(...layers.map((view, i) => column(view, i === layers.length - 1)));
   if (live) return;  // mid-stroke: the enlarged map and its explanation follow the stroke's last update
   if (selected) {  // keep the enlarged map, now for the new input
     const view = layers.find((l) => l.name === selected.layer);
@@ -70,18 +110,18 @@ function render(layers, live = false) {
   if (explainAgain) explainAgain().catch((err) => showError("status", err));  // a vector value, for the new input
 }
 
-function column(view) {
+function column(view, last) {
   const shape = view.shape.join("×");
   const col = el("div", { class: "column", dataLayer: view.name },
     el("h3", { textContent: `${view.name} · ${view.type}` }),
     el("span", { class: "shape", textContent: shape + (view.kind === "maps" && view.shown < view.shape[0] ? ` (first ${view.shown})` : "") }));
   if (view.kind === "maps") col.append(maps(view));
-  else col.append(vector(view));
+  else col.append(vector(view, last));
   return col;
 }
 
 function maps(view) {
-  const grid = el("div", { class: "maps", style: `grid-template-columns: repeat(${Math.min(view.cols, 4)}, auto)` });
+  const grid = el("div", { class: "maps" });
   const [th, tw] = view.tile;
   const atlas = new Image();
   const canvases = [];
@@ -104,18 +144,29 @@ function maps(view) {
   return grid;
 }
 
-function vector(view) {
+function vector(view, last) {
   const values = view.values;
   const n = values.length;
-  const canvas = el("canvas", { class: "vector", width: 120, height: Math.min(400, Math.max(40, n * 4)) });
+  // The output layer of a classifier: each value beside its class name (a few classes only).
+  const classes = state.info ? state.info.classes : [];
+  const named = last && n === classes.length && n <= 20;
+  const W = named ? 170 : 120, mid = named ? 115 : 60, half = named ? 53 : 58;
+  const canvas = el("canvas", { class: "vector" + (named ? " named" : ""), width: W,
+                                height: named ? n * 16 : Math.min(400, Math.max(40, n * 4)) });
   const ctx = canvas.getContext("2d");
   const m = Math.max(1e-12, ...values.map(Math.abs));
   const rowH = canvas.height / n;
+  ctx.font = "11px system-ui, sans-serif"; ctx.textBaseline = "middle";
   values.forEach((v, i) => {
-    const len = Math.abs(v) / m * 58;
+    const len = Math.abs(v) / m * half;
     ctx.fillStyle = v >= 0 ? "#d55e00" : "#0072b2";
-    ctx.fillRect(v >= 0 ? 60 : 60 - len, i * rowH, len, Math.max(rowH - (rowH > 3 ? 1 : 0), 0.5));
+    ctx.fillRect(v >= 0 ? mid : mid - len, i * rowH, len, Math.max(rowH - (rowH > 3 ? 1 : 0), 0.5));
+    if (named) {
+      ctx.fillStyle = "#1d2330";
+      ctx.fillText(classes[i].length > 9 ? classes[i].slice(0, 8) + "…" : classes[i], 2, i * rowH + rowH / 2);
+    }
   });
+  if (named) canvas.dataset.classes = classes.join("|");
   canvas.title = `${n} values, largest |value| ${m.toFixed(3)} · click one to see how it was computed`;
   canvas.tabIndex = 0;
   canvas.setAttribute("role", "button");
