@@ -312,6 +312,13 @@ def test_map_hover_and_click_and_feature_visualisation(page, lab_url, monkeypatc
     chosen = int(page.evaluate("document.body.dataset.input")[5:])
     near = [q for q in points if (q["x"] - p["x"]) ** 2 + (q["y"] - p["y"]) ** 2 < (8 / 400) ** 2]
     assert chosen in {q["index"] for q in near}
+    canvas.focus()  # the keyboard: arrows walk between points, Enter makes one the input
+    page.keyboard.press("ArrowRight")
+    page.keyboard.press("ArrowDown")
+    chosen = canvas.get_attribute("data-focused")
+    assert tip.is_visible() and f"#{chosen}:" in tip.inner_text()
+    page.keyboard.press("Enter")
+    wait_js(page, f"document.body.dataset.input === 'test:{chosen}'")
     page.locator("#filter-layer").select_option("3")
     page.locator("#featvis-go").click()
     page.wait_for_selector("#filters-panel[data-featvis='3:0']", timeout=60_000)
