@@ -265,6 +265,25 @@ def test_proc_locks_lines_are_read_right(tmp_path):
     assert not _held_in_proc_locks(lock, f"1: FLOCK  ADVISORY  WRITE 42 {dev}9 0 EOF")
 
 
+def test_the_lock_probe_without_proc_locks(tmp_path, monkeypatch):
+    import os
+
+    from cnnlab.lab import runstate
+    from cnnlab.train import runlock
+
+    monkeypatch.setattr(runstate, "PROC_LOCKS", tmp_path / "no-proc-locks")  # as on a system without /proc/locks
+    (tmp_path / "config.json").write_text("{}")
+    runlock.acquire(tmp_path)
+    try:
+        assert runstate.writer(tmp_path) == str(os.getpid())
+        assert runstate.run_state(tmp_path, 0, 3)["state"] == "training"
+    finally:
+        runlock.release(tmp_path)
+    assert runstate.writer(tmp_path) is None and runstate.run_state(tmp_path, 0, 3)["state"] == "interrupted"
+    runlock.acquire(tmp_path)  # the probe took nothing: the writer's lock is free to take again
+    runlock.release(tmp_path)
+
+
 def test_colour_kernels_only_for_colour_inputs_and_filters_carry_their_scale(client):
     assert "brown" not in client.get("/api/t/0/info").json()["kernels"]  # MNIST is grey
     f = client.get("/api/t/0/filters", params={"layer": "0"}).json()

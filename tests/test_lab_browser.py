@@ -165,11 +165,16 @@ def test_drawing_updates_the_prediction_live(page, lab_url, run_dir):
     assert after[0][1] == pytest.approx(float(probs.max()), abs=1e-5)
     shoot(page, "input", "prediction")
     if os.environ.get("CNNLAB_DOCS_SCREENSHOT") == "1":  # the README's picture, written once and committed
+        # One digit from pixels to probability: the drawing, the softmax written out, every layer's
+        # maps with a convolution value explained step by step and its edges to its inputs.
         DOCS.mkdir(exist_ok=True)
-        page.set_viewport_size({"width": 1200, "height": 760})
+        page.set_viewport_size({"width": 1400, "height": 1500})
+        enlarge_and_click(page, "3", 5, 0.4, 0.55)
+        page.get_by_test_id("conv-sum").wait_for()
+        wait_js(page, "document.getElementById('columns').dataset.edges === '8'")
         page.evaluate("window.scrollTo(0, 0)")
         shot = Image.open(io.BytesIO(page.screenshot())).convert("RGB")
-        shot.resize((900, 570), Image.Resampling.LANCZOS).quantize(colors=256).save(DOCS / "lab.png", optimize=True)
+        shot.resize((1050, 1125), Image.Resampling.LANCZOS).quantize(colors=256).save(DOCS / "lab.png", optimize=True)
 
 
 def test_a_dropped_photo_becomes_the_input(page, lab_url):
