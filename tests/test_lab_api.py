@@ -486,6 +486,17 @@ def test_cat_photo_on_squeezenet(shared_dir, squeeze_weights):
         where = {"input": up["input"], "layer": "features.0", "channel": 7, "y": 50, "x": 60}
         d = c.get("/api/t/0/dot", params=where).json()
         assert d["result"] == pytest.approx(d["torch"], abs=1e-4) and d["stride"] == [2, 2]
+        # the first conv reads the photo: its raw pixels beside the normalised values it multiplies
+        from cnnlab.models.pretrained import IMAGENET_MEAN, IMAGENET_STD
+
+        step = c.get("/api/t/0/conv", params=where).json()
+        assert step["reads_model_input"] and step["normalisation"] == {"mean": pytest.approx(list(IMAGENET_MEAN)),
+                                                                       "std": pytest.approx(list(IMAGENET_STD))}
+        for ch in step["detail"]:
+            k = ch["in_channel"]
+            expected = (np.array(ch["raw"], dtype=float) / 255 - IMAGENET_MEAN[k]) / IMAGENET_STD[k]
+            np.testing.assert_allclose(ch["inputs"], expected, atol=1e-5)
+        assert len(c.get("/api/t/0/analyze", params={"input": up["input"]}).json()["softmax"]["probs"]) == 1000
 
 
 # --------------------------------------------------------------------------- the command
