@@ -244,7 +244,7 @@ def test_training_states_are_told_apart(tiny_run, tmp_path):
         kind, message = state()  # the writer is gone and metrics.json was never written
         assert kind == "interrupted" and f"cnnlab train --resume {path.resolve()}" in message
         shutil.copy(tiny_run / "metrics.json", path)
-        assert state() == ("finished", "finished: 1 epochs")
+        assert state() == ("finished", "finished: 1 epoch")
         shutil.rmtree(path)
         kind, message = state()
         assert kind == "deleted" and "run directory deleted" in message

@@ -474,6 +474,16 @@ def test_convolution_step_by_step_equals_conv2d(page, lab_url, run_dir):
     assert float(sums[-1].split("→")[1]) == pytest.approx(float(expected[6, 10] - conv.bias.detach()[5]), abs=2e-4)
     page.get_by_test_id("conv-step").click()
     wait_js(page, "document.querySelector('[data-testid=conv-sum]').dataset.x === '11'")
+    page.locator("#conv-play").click()  # play: the window slides on by itself ...
+    wait_js(page, "['12', '13'].includes(document.querySelector('[data-testid=conv-sum]').dataset.x)")
+    page.locator("#conv-play").click()  # ... until paused
+    wait_js(page, "document.getElementById('conv-play').getAttribute('aria-pressed') === 'false'")
+    page.wait_for_timeout(300)  # a step already asked for may still land
+    stopped = total.get_attribute("data-x")
+    page.wait_for_timeout(1500)  # two ticks of the animation's clock
+    assert total.get_attribute("data-x") == stopped
+    row, col = int(total.get_attribute("data-y")), int(stopped)  # past col 13 the window wraps to the next row
+    assert float(total.get_attribute("data-value")) == pytest.approx(float(expected[row, col]), abs=1e-5)
     shoot(page, "dot-product")
 
 

@@ -82,19 +82,23 @@ def writer(path: Path) -> str | None:
 def run_state(path: Path, epochs_done: int, total: int | None) -> dict:
     """{state, message, writer} of the run at ``path`` with ``epochs_done`` epochs in its history."""
     path = Path(path)
+
+    def epochs(n: int, of: str = "") -> str:
+        return f"{n}{of} epoch{'' if n == 1 and not of else 's'}"
+
     if not (path / "config.json").is_file():
         return {"state": "deleted", "writer": None,
                 "message": f"run directory deleted: {path} is gone (or has no config.json); nothing more will come"}
     if (path / "metrics.json").is_file():
-        return {"state": "finished", "writer": None, "message": f"finished: {epochs_done} epochs"}
+        return {"state": "finished", "writer": None, "message": f"finished: {epochs(epochs_done)}"}
     pid = writer(path)
     of = f" of {total}" if total else ""
     if pid is not None:
         if epochs_done == 0:
             message = f"training, no epoch finished yet (cnnlab train, PID {pid}, writes this run)"
         else:
-            message = f"training: {epochs_done}{of} epochs finished (PID {pid} writes; updates as epochs finish)"
+            message = f"training: {epochs(epochs_done, of)} finished (PID {pid} writes; updates as epochs finish)"
         return {"state": "training", "writer": pid, "message": message}
     return {"state": "interrupted", "writer": None,
-            "message": f"interrupted after {epochs_done}{of} epochs: nobody writes this run now; "
+            "message": f"interrupted after {epochs(epochs_done, of)}: nobody writes this run now; "
                        f"resume with `cnnlab train --resume {path}`"}
