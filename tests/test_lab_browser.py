@@ -566,12 +566,16 @@ def test_a_stroke_sends_only_debounced_draw_requests(page, lab_url):
         page.wait_for_timeout(15)  # a hand's pace: a move every ~16 ms
     wait_js(page, "document.body.dataset.drawing === 'idle'")
     during = list(requests)
+    # what is not recomputed mid-stroke is greyed out, not passed off as the drawing's
+    assert "stale" in page.locator("#attr-heat").get_attribute("class")
+    assert "stale" in page.locator("#pg-output").get_attribute("class")
     assert during and set(during) == {("POST", "draw")}  # mid-stroke: the prediction only, nothing else
     assert len(during) < moves  # debounced: fewer requests than moves
     page.mouse.up()
     wait_js(page, "document.body.dataset.drawing === 'idle' && "
                   "(document.getElementById('attribution-panel').dataset.ready || '') === document.body.dataset.input")
     after = requests[len(during):]
+    wait_js(page, "!document.getElementById('attr-heat').classList.contains('stale')")
     assert after[0] == ("POST", "draw") and ("GET", "attribution") in after  # the stroke's end: every panel follows
 
 

@@ -14,7 +14,11 @@ export function initAttribution(info) {
   opacity.oninput = () => { heat.style.opacity = opacity.value; };
   heat.style.opacity = opacity.value;
   for (const id of ["attr-method", "attr-class", "attr-layer"]) document.getElementById(id).onchange = run;
-  onInput((ref, result, live) => { if (!live) run(); });
+  // Mid-stroke the map is of the previous input: greyed out until the stroke's end brings the new one.
+  onInput((ref, result, live) => {
+    if (live) for (const id of ["attr-base", "attr-heat"]) document.getElementById(id).classList.add("stale");
+    else run();
+  });
 }
 
 let busy = false, again = false;
@@ -41,6 +45,7 @@ async function explain() {
     const base = document.getElementById("attr-base"), heat = document.getElementById("attr-heat");
     base.src = apiUrl("input.png", { input: state.input });
     base.hidden = false;
+    base.classList.remove("stale"); heat.classList.remove("stale");
     // An all-zero (or undefined) map has nothing to draw: it stays transparent and the note
     // says why, rather than a min-max-scaled wash of colour that would look like evidence.
     const note = document.getElementById("attr-note");

@@ -50,6 +50,7 @@ export function initInput(info) {
   initDrawing(info);
   onInput((ref, result, live) => {
     if (!live) document.getElementById("current-input").src = apiUrl("input.png", { input: ref });
+    document.getElementById("current-input").classList.toggle("stale", live);  // the canvas shows the stroke meanwhile
     const caption = document.getElementById("input-caption");
     if (ref.startsWith("test:")) {
       caption.textContent = `test image ${ref.slice(5)}` + (result.label ? ` · true class ${result.label.name}` : "");
