@@ -456,6 +456,11 @@ def test_convolution_step_by_step_equals_conv2d(page, lab_url, run_dir):
     conv = model[3]
     expected = F.conv2d(outs[3], conv.weight, conv.bias, stride=conv.stride, padding=conv.padding)[0, 5].detach()
     enlarge_and_click(page, "3", 5, 0.4, 0.55)  # the 14x14 map: row 5, col 7
+    import re
+
+    caption = page.locator("#enlarged-caption").inner_text()  # the map's grey scale, in numbers
+    black, white = (float(v) for v in re.search(r"black (\S+), white (\S+) ", caption).groups())
+    assert (black, white) == pytest.approx((float(expected.min()), float(expected.max())), abs=1e-3)
     total = page.get_by_test_id("conv-sum")
     wait_js(page, "document.querySelector('[data-testid=conv-sum]')?.dataset.x === '7'")
     assert float(total.get_attribute("data-value")) == pytest.approx(float(expected[5, 7]), abs=1e-5)

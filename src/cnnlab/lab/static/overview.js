@@ -2,7 +2,7 @@
 // PNG per layer), a click (or Enter) enlarges a map, and a click on a value, or the arrow keys on
 // the enlarged map, explains it: a convolution step by step (dot.js), a ReLU, a max-pool, a
 // Linear output or a Flatten value (steps.js).
-import { state, onInput, el, apiUrl, showError } from "./api.js";
+import { state, onInput, el, apiUrl, showError, fmt } from "./api.js";
 import { showDot, arrowMove, stopConv, refreshConv } from "./dot.js";
 import { showUnit } from "./steps.js";
 
@@ -210,6 +210,9 @@ function enlarge(view, channel, again = false) {
     document.getElementById("enlarged-figure").hidden = false;
     document.getElementById("enlarged-caption").textContent =
       `${view.name} (${view.type}) channel ${channel}, ${image.height}×${image.width}` +
+      // The thumbnails' range is the map's own unless they were shrunk (averaging changes the extremes).
+      (view.tile[0] === image.height && view.tile[1] === image.width
+        ? ` · black ${fmt(view.min[channel], 3)}, white ${fmt(view.max[channel], 3)}` : " · black its minimum, white its maximum") +
       " · click a value (or focus the map: Enter, arrow keys)";
     canvas.dataset.layer = view.name; canvas.dataset.channel = String(channel);
     canvas.dataset.ready = "1";
