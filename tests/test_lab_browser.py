@@ -333,7 +333,8 @@ def test_map_hover_and_click_and_feature_visualisation(page, lab_url, monkeypatc
 
 def test_training_states_while_a_real_cnnlab_train_writes(browser, datasets_root, tmp_path):
     """`cnnlab train` in a subprocess: the panel says training (no epoch yet, then epochs),
-    interrupted with the resume command once it is stopped, and deleted once the folder is gone."""
+    interrupted with the resume command once it is stopped, and deleted once the folder is gone.
+    (50 epochs asked for, so that even a fast machine is still training when it is stopped.)"""
     import signal
     import subprocess
     import sys
@@ -345,7 +346,7 @@ def test_training_states_while_a_real_cnnlab_train_writes(browser, datasets_root
     log = tmp_path / "train.log"
     with log.open("wb") as sink:  # the child keeps its own descriptor; ours closes here
         proc = subprocess.Popen([sys.executable, "-m", "cnnlab", "train", "--data", "mnist", "--model", "mnist-cnn",
-                                 "--train-size", "6000", "--val-size", "100", "--epochs", "3", "--batch-size", "64",
+                                 "--train-size", "6000", "--val-size", "100", "--epochs", "50", "--batch-size", "64",
                                  "--out", str(out), "--quiet", "--offline", "--no-report"], env=env,
                                 stdout=subprocess.DEVNULL, stderr=sink)
     try:
@@ -365,7 +366,7 @@ def test_training_states_while_a_real_cnnlab_train_writes(browser, datasets_root
             if not (out / "history.csv").is_file():  # the first epoch had not ended when the page looked
                 assert "training, no epoch finished yet" in first and f"PID {proc.pid}" in first
             page.wait_for_selector("body[data-ready='1']", timeout=120_000)  # weights: the page reloaded itself
-            wait_js(page, "/training: [0-9]+ of 3 epochs finished/.test("
+            wait_js(page, "/training: [0-9]+ of 50 epochs finished/.test("
                           "document.getElementById('training-status').textContent)", timeout=60)
             proc.send_signal(signal.SIGINT)  # Ctrl-C: finished epochs are kept, the lock is dropped
             proc.wait(timeout=60)
