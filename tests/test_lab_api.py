@@ -604,6 +604,16 @@ def test_an_all_zero_map_is_transparent_and_says_why(client, reference):
     assert other["png"] and other["note"] == ""
 
 
+def test_a_constant_map_is_black_not_mid_grey():
+    from cnnlab.lab.imaging import atlas, to_uint8
+
+    maps = np.stack([np.zeros((3, 3)), np.arange(9.0).reshape(3, 3)]).astype(np.float32)  # a dead ReLU map, a ramp
+    grid, cols, lo, hi = atlas(maps)
+    assert cols == 2 and lo == [0.0, 0.0] and hi == [0.0, 8.0]
+    assert not grid[:, :3].any() and grid[2, 5] == 255
+    assert not to_uint8(np.full((2, 2), 0.7)).any()
+
+
 def test_heat_overlay_of_undefined_and_signed_maps():
     from cnnlab.lab.imaging import heat_overlay
 

@@ -143,17 +143,19 @@ def png_b64(array: np.ndarray) -> str:
 
 
 def to_uint8(values: np.ndarray, *, lo: float | None = None, hi: float | None = None) -> np.ndarray:
-    """Min-max scale to 0..255 (a constant array becomes mid grey)."""
+    """Min-max scale to 0..255. A constant array is black, its minimum: mid grey would suggest a
+    value in the middle of a range it does not have (a dead ReLU map is all 0)."""
     v = np.asarray(values, dtype=np.float32)
     lo = float(v.min()) if lo is None else lo
     hi = float(v.max()) if hi is None else hi
     if not hi > lo:
-        return np.full(v.shape, 128, dtype=np.uint8)
+        return np.zeros(v.shape, dtype=np.uint8)
     return np.clip((v - lo) * (255.0 / (hi - lo)), 0, 255).astype(np.uint8)
 
 
 def atlas(maps: np.ndarray) -> tuple[np.ndarray, int, list[float], list[float]]:
-    """Maps (n, h, w) -> one grey uint8 image tiling them (each scaled to its own range).
+    """Maps (n, h, w) -> one grey uint8 image tiling them (each scaled to its own range; a
+    constant map is black, as ``to_uint8``).
 
     Returns (image (rows*h, cols*w), cols, per-map minima, per-map maxima). One PNG per
     layer instead of one per channel keeps a whole overview to a single request.
@@ -164,7 +166,7 @@ def atlas(maps: np.ndarray) -> tuple[np.ndarray, int, list[float], list[float]]:
     flat = maps.reshape(n, -1)
     lo, hi = flat.min(axis=1), flat.max(axis=1)
     span = np.where(hi > lo, hi - lo, 1.0)
-    scaled = np.where((hi > lo)[:, None], (flat - lo[:, None]) * (255.0 / span)[:, None], 128.0)
+    scaled = np.where((hi > lo)[:, None], (flat - lo[:, None]) * (255.0 / span)[:, None], 0.0)  # constant: black
     tiles = np.zeros((rows * cols, h, w), dtype=np.uint8)
     tiles[:n] = np.clip(scaled, 0, 255).astype(np.uint8).reshape(n, h, w)
     grid = tiles.reshape(rows, cols, h, w).transpose(0, 2, 1, 3).reshape(rows * h, cols * w)

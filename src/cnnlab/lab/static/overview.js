@@ -211,8 +211,9 @@ function enlarge(view, channel, again = false) {
     document.getElementById("enlarged-caption").textContent =
       `${view.name} (${view.type}) channel ${channel}, ${image.height}×${image.width}` +
       // The thumbnails' range is the map's own unless they were shrunk (averaging changes the extremes).
-      (view.tile[0] === image.height && view.tile[1] === image.width
-        ? ` · black ${fmt(view.min[channel], 3)}, white ${fmt(view.max[channel], 3)}` : " · black its minimum, white its maximum") +
+      (view.min[channel] === view.max[channel] ? ` · every value is ${fmt(view.min[channel], 3)} (drawn black)`
+        : view.tile[0] === image.height && view.tile[1] === image.width
+          ? ` · black ${fmt(view.min[channel], 3)}, white ${fmt(view.max[channel], 3)}` : " · black its minimum, white its maximum") +
       " · click a value (or focus the map: Enter, arrow keys)";
     canvas.dataset.layer = view.name; canvas.dataset.channel = String(channel);
     canvas.dataset.ready = "1";
