@@ -292,6 +292,12 @@ def test_cat_photo_upload_on_squeezenet(page, lab_url, shared_dir):
     wait_js(page, "(document.getElementById('attribution-panel').dataset.ready || '') === document.body.dataset.input")
     assert page.locator("#attr-caption").inner_text().startswith("Grad-CAM for class Egyptian_cat at layer ")
     shoot(page, "prediction")
+    # a deep network scrolls, its value-by-value layers collapsed until asked for
+    relu = page.locator(".column.collapsed[data-layer='features.1']")
+    assert relu.count() == 1 and relu.locator("canvas").count() == 0
+    relu.locator("button").click()
+    assert page.locator(".column[data-layer='features.1'] .maps canvas").count() == 64
+    assert page.locator(".column.collapsed[data-layer='features.1']").count() == 0
     page.get_by_test_id("attribution").screenshot(path=str(ARTIFACTS / "attribution-squeezenet.png"))
     page.get_by_test_id("input").screenshot(path=str(ARTIFACTS / "input-squeezenet.png"))
     page.get_by_test_id("overview").screenshot(path=str(ARTIFACTS / "overview-squeezenet.png"))

@@ -7,6 +7,11 @@ import { showDot, arrowMove, stopConv, refreshConv } from "./dot.js";
 import { showUnit } from "./steps.js";
 
 const FIT_UNITS = 12;
+// In a deep network, layers that act value by value (their maps look like their input's) start
+// collapsed to a narrow column with a button, so the stages that change the picture fit more of the screen.
+const ELEMENTWISE = new Set(["ReLU", "ReLU6", "LeakyReLU", "GELU", "SiLU", "Dropout", "Dropout2d", "BatchNorm2d",
+                             "BatchNorm1d", "Identity", "Hardswish", "Sigmoid", "Tanh"]);
+const expanded = new Set();
 let shownLayers = [];
 const HINT = "click a value of an enlarged map, or of a vector column, to see how it was computed";
 let selected = null;  // {layer, channel, view, image}
@@ -101,7 +106,8 @@ function render(layers, live = false) {
   // a deeper network keeps fixed-size columns and scrolls sideways.
   columns.classList.toggle("fit", layers.length <= FIT_UNITS);
   shownLayers = layers;
-  columns.replaceChildren(...layers.map((view, i) => column(view, i === layers.length - 1)));
+  const deep = layers.length > FIT_UNITS;
+  columns.replaceChildren(...layers.map((view, i) => column(view, i === layers.length - 1, deep)));
   if (live) return;  // mid-stroke: the enlarged map and its explanation follow the stroke's last update
   if (selected) {  // keep the enlarged map, now for the new input
     const view = layers.find((l) => l.name === selected.layer);
@@ -110,8 +116,17 @@ function render(layers, live = false) {
   if (explainAgain) explainAgain().catch((err) => showError("status", err));  // a vector value, for the new input
 }
 
-function column(view, last) {
+function column(view, last, deep = false) {
   const shape = view.shape.join("×");
+  if (deep && ELEMENTWISE.has(view.type) && !expanded.has(view.name)) {
+    const col = el("div", { class: "column collapsed", dataLayer: view.name },
+      el("h3", { textContent: view.name }), el("span", { class: "shape", textContent: view.type }));
+    const button = el("button", { type: "button", textContent: "▸", title: `show ${view.name} (${view.type}, ${shape})`,
+                                  ariaLabel: `show ${view.name}, ${view.type}, ${shape}`, ariaExpanded: "false" });
+    button.onclick = () => { expanded.add(view.name); col.replaceWith(column(view, last, deep)); };
+    col.append(button);
+    return col;
+  }
   const col = el("div", { class: "column", dataLayer: view.name },
     el("h3", { textContent: `${view.name} · ${view.type}` }),
     el("span", { class: "shape", textContent: shape + (view.kind === "maps" && view.shown < view.shape[0] ? ` (first ${view.shown})` : "") }));
