@@ -8,7 +8,12 @@ Three figures, each p50 and p95 (targets from the lab's issue in brackets):
    /attribution), 100 rounds [p95 < 300 ms]; peer: ``cnnlab.insight.attribution.gradcam``
    of a ready tensor, called in this process;
 3. the page's first load in headless Chromium (a fresh browser context each time, so no
-   cache) until every panel has drawn its first input [< 1 s]; peer: fetching index.html alone.
+   cache) until every panel has drawn its first input [< 1 s]; peer: fetching index.html alone;
+4. (issue 26) the drawing's latency for each ``--threads`` count, on an idle machine and with
+   another process spinning on one core [p95 < 50 ms busy]; ``cnnlab lab --threads`` defaults
+   to the count that wins here;
+5. (issue 26) memory: 16 concurrent uploads of a PNG just under the 40 MP cap, the server's
+   resident memory before, at its peak and after [peak < +1 GB].
 
 The server is uvicorn in a thread of this process, as `cnnlab lab` runs it; requests come
 from one keep-alive HTTP client. The lab's request and its peer are timed in turns, so both
@@ -17,11 +22,13 @@ mnist-cnn run is written with untrained weights (its test set is found through
 $CNNLAB_DATA), and without the shared SqueezeNet weights random ones are used.
 
 Usage: python benchmarks/bench_lab.py [--requests 100] [--page-loads 30] [--run RUN_DIR] [--weights PATH]
+       [--only draw,gradcam,page,threads,memory] [--threads 1,2]
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import io
 import json
 import os
@@ -209,13 +216,96 @@ def bench_page(url: str, n: int) -> None:
     row(f"page first load, cold browser cache ({n} loads)", times, peer, 1000)
 
 
+class BusyCore:
+    """Another process spinning on one core, as another user's job on a shared machine."""
+
+    def __enter__(self):
+        import subprocess
+
+        self.proc = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+        time.sleep(0.5)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.proc.kill()
+        self.proc.wait()
+
+
+def bench_threads(client, counts: list[int], n: int) -> None:
+    """The drawing's latency per torch thread count, idle and with one core busy."""
+    pixels = digit_pixels()
+    before = torch.get_num_threads()
+
+    def draw():
+        client.post("/api/t/0/draw", json={"pixels": pixels}).raise_for_status()
+    try:
+        for busy in (False, True):
+            with BusyCore() if busy else contextlib.nullcontext():
+                for k in counts:
+                    torch.set_num_threads(k)  # what `cnnlab lab --threads k` sets
+                    draw()
+                    row(f"draw, {k} thread(s), {'one core busy' if busy else 'idle'}", timed(draw, n), None,
+                        50 if busy else 100)
+    finally:
+        torch.set_num_threads(before)
+
+
+def rss_mb() -> float:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+def bench_memory(client, uploads: int = 16) -> None:
+    """``uploads`` concurrent uploads of a PNG just under the lab's pixel cap; resident memory
+    of this process (the server runs in it) sampled every 10 ms."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from PIL import Image
+
+    from cnnlab.lab.imaging import MAX_UPLOAD_PIXELS
+
+    w = 7300
+    h = MAX_UPLOAD_PIXELS // w - 1  # 39.99 MP
+    yy, xx = np.mgrid[0:h, 0:w]
+    img = np.dstack([(xx * 255 // w), (yy * 255 // h), ((xx + yy) % 256)]).astype(np.uint8)  # compresses to a few MB
+    buf = io.BytesIO()
+    Image.fromarray(img).save(buf, format="PNG", compress_level=6)
+    data = buf.getvalue()
+    del img, yy, xx
+    import gc
+
+    gc.collect()
+    base, peak, stop = rss_mb(), [0.0], threading.Event()
+
+    def sample():
+        while not stop.is_set():
+            peak[0] = max(peak[0], rss_mb())
+            time.sleep(0.01)
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    t = time.perf_counter()
+    with ThreadPoolExecutor(uploads) as pool:
+        codes = list(pool.map(lambda _: client.post("/api/t/0/upload", content=data).status_code, range(uploads)))
+    elapsed = time.perf_counter() - t
+    time.sleep(2)
+    stop.set()
+    sampler.join()
+    after = rss_mb()
+    print(f"{uploads} concurrent uploads of a {w}x{h} PNG ({len(data) / 2**20:.1f} MB, statuses {sorted(set(codes))}) "
+          f"in {elapsed:.1f} s: RSS {base:.0f} MB before, peak {peak[0]:.0f} MB (+{peak[0] - base:.0f} MB; "
+          f"target < +1024: {'met' if peak[0] - base < 1024 else 'MISSED'}), {after:.0f} MB 2 s after", flush=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--requests", type=int, default=100)
     p.add_argument("--page-loads", type=int, default=30)
     p.add_argument("--run", help="an mnist-cnn run directory (default: one with untrained weights)")
     p.add_argument("--weights", help="SqueezeNet 1.1 weights (default: the shared file, else random)")
+    p.add_argument("--only", default="page,draw,gradcam,threads,memory", help="which figures, comma-separated")
+    p.add_argument("--threads", default="1,2", help="torch thread counts for the threads figure")
     args = p.parse_args(argv)
+    only = set(args.only.split(","))
     import httpx
 
     from cnnlab.lab.targets import PretrainedTarget, RunTarget
@@ -226,10 +316,17 @@ def main(argv: list[str] | None = None) -> int:
         run = Path(args.run) if args.run else make_run(Path(tmp))
         targets = [RunTarget(run), PretrainedTarget("squeezenet1_1", weights=squeezenet_weights(args.weights, Path(tmp)))]
         with Server(targets) as url:
-            bench_page(url, args.page_loads)
-            with httpx.Client(base_url=url, timeout=60) as client:
-                bench_draw(client, targets[0], args.requests)
-                bench_gradcam(client, targets[1], args.requests)
+            if "page" in only:
+                bench_page(url, args.page_loads)
+            with httpx.Client(base_url=url, timeout=120) as client:
+                if "draw" in only:
+                    bench_draw(client, targets[0], args.requests)
+                if "gradcam" in only:
+                    bench_gradcam(client, targets[1], args.requests)
+                if "threads" in only:
+                    bench_threads(client, [int(k) for k in args.threads.split(",")], args.requests)
+                if "memory" in only:
+                    bench_memory(client)
     print(f"load average {os.getloadavg()[0]:.1f} at the end")
     return 0
 

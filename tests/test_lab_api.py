@@ -219,6 +219,117 @@ def test_history_grows_and_model_follows_new_weights(tiny_run, tmp_path):
         assert after != before and after[0]["prob"] == pytest.approx(0.1)  # zero logits: uniform
 
 
+def test_training_states_are_told_apart(tiny_run, tmp_path):
+    import shutil
+
+    from cnnlab.runs import lock as runlock
+
+    path = tmp_path / "states"
+    path.mkdir()
+    shutil.copy(tiny_run / "config.json", path)
+    with TestClient(create_app([RunTarget(path)]), base_url="http://127.0.0.1") as c:
+        def state():
+            h = c.get("/api/t/0/history").json()
+            return h["state"], h["message"]
+
+        runlock.acquire(path)  # what `cnnlab train` holds for its whole life
+        try:
+            assert state()[0] == "training" and "no epoch finished yet" in state()[1]
+            assert "training, no epoch finished yet" in c.get("/api/t/0/info").json()["waiting"]
+            for name in ("best.pt", "last.pt", "history.csv"):
+                shutil.copy(tiny_run / name, path)
+            assert state() == ("training", state()[1]) and "1 of 1 epochs finished" in state()[1]
+        finally:
+            runlock.release(path)
+        kind, message = state()  # the writer is gone and metrics.json was never written
+        assert kind == "interrupted" and f"cnnlab train --resume {path.resolve()}" in message
+        shutil.copy(tiny_run / "metrics.json", path)
+        assert state() == ("finished", "finished: 1 epoch")
+        shutil.rmtree(path)
+        kind, message = state()
+        assert kind == "deleted" and "run directory deleted" in message
+
+
+def test_proc_locks_lines_are_read_right(tmp_path):
+    import os
+
+    from cnnlab.lab.runstate import _held_in_proc_locks
+
+    lock = tmp_path / ".cnnlab.lock"
+    lock.write_text("42\n")
+    st = lock.stat()
+    dev = f"{os.major(st.st_dev):02x}:{os.minor(st.st_dev):02x}:{st.st_ino}"
+    assert _held_in_proc_locks(lock, f"1: FLOCK  ADVISORY  WRITE 42 {dev} 0 EOF")
+    assert not _held_in_proc_locks(lock, f"1: POSIX  ADVISORY  WRITE 42 {dev} 0 EOF")
+    assert not _held_in_proc_locks(lock, f"1: -> FLOCK  ADVISORY  WRITE 42 {dev} 0 EOF")
+    assert not _held_in_proc_locks(lock, f"1: FLOCK  ADVISORY  WRITE 42 {dev}9 0 EOF")
+
+
+def test_the_lock_probe_without_proc_locks(tmp_path, monkeypatch):
+    import os
+
+    from cnnlab.lab import runstate
+    from cnnlab.runs import lock as runlock
+
+    monkeypatch.setattr(runstate, "PROC_LOCKS", tmp_path / "no-proc-locks")  # as on a system without /proc/locks
+    (tmp_path / "config.json").write_text("{}")
+    runlock.acquire(tmp_path)
+    try:
+        assert runstate.writer(tmp_path) == str(os.getpid())
+        assert runstate.run_state(tmp_path, 0, 3)["state"] == "training"
+    finally:
+        runlock.release(tmp_path)
+    assert runstate.writer(tmp_path) is None and runstate.run_state(tmp_path, 0, 3)["state"] == "interrupted"
+    runlock.acquire(tmp_path)  # the probe took nothing: the writer's lock is free to take again
+    runlock.release(tmp_path)
+
+
+def test_colour_kernels_only_for_colour_inputs_and_filters_carry_their_scale(client):
+    assert "brown" not in client.get("/api/t/0/info").json()["kernels"]  # MNIST is grey
+    f = client.get("/api/t/0/filters", params={"layer": "0"}).json()
+    bar = np.asarray(Image.open(io.BytesIO(base64.b64decode(f["colorbar"]))))
+    assert bar.shape == (1, 256) and bar[0, 0] == 0 and bar[0, -1] == 255 and f["min"] < 0 < f["max"]
+
+
+def test_each_operation_is_explained_with_the_models_numbers(client, reference):
+    run, model, images, _ = reference
+    x = run.preprocess(images[0:1])
+    outs = [x]
+    with torch.no_grad():
+        for module in model:
+            outs.append(module(outs[-1]))
+    body = client.get("/api/t/0/analyze", params={"input": "test:0"}).json()["softmax"]
+    np.testing.assert_allclose(body["probs"], torch.softmax(outs[-1], 1)[0].numpy(), atol=1e-7)
+    np.testing.assert_allclose(np.array(body["exp"]) / body["sum"], body["probs"], atol=1e-6)
+    conv = client.get("/api/t/0/conv", params={"input": "test:0", "layer": "0", "channel": 1, "y": 0, "x": 9}).json()
+    assert conv["reads_model_input"] and conv["detail"][0]["raw"][0] == [None, None, None]  # the top padding row
+    assert conv["detail"][0]["raw"][1] == images[0, 0, 8:11, 0].tolist()
+    np.testing.assert_allclose(conv["detail"][0]["products"],
+                               np.array(conv["detail"][0]["inputs"]) * np.array(conv["detail"][0]["weights"]))
+    assert conv["result"] == pytest.approx(float(outs[1][0, 1, 0, 9]), abs=1e-6)
+    deep = client.get("/api/t/0/conv", params={"input": "test:0", "layer": "3", "channel": 0, "y": 3, "x": 3}).json()
+    assert not deep["reads_model_input"] and "raw" not in deep["detail"][0]
+
+    def unit(**q):
+        return client.get("/api/t/0/unit", params={"input": "test:0", **q}).json()
+
+    relu = unit(layer="1", channel=4, y=9, x=12)
+    assert relu["kind"] == "relu" and relu["input"] == pytest.approx(float(outs[1][0, 4, 9, 12]), abs=1e-6)
+    assert relu["value"] == pytest.approx(max(0.0, relu["input"]), abs=1e-7)
+    pool = unit(layer="5", channel=7, y=3, x=2)
+    window = outs[5][0, 7, 6:8, 4:6]
+    assert pool["kind"] == "pool" and np.allclose(pool["window"], window.numpy())
+    assert pool["value"] == pytest.approx(float(window.max())) and window[tuple(pool["winner"])] == window.max()
+    dense = unit(layer="9", index=4)
+    assert dense["kind"] == "dense" and dense["sum"] == pytest.approx(float(outs[-1][0, 4]), abs=1e-5)
+    assert dense["sum"] == pytest.approx(sum(t["product"] for t in dense["top"]) + dense["rest"] + dense["bias"])
+    flat = unit(layer="6", index=100)
+    assert flat["kind"] == "flatten" and flat["from"] == [2, 0, 2]
+    assert flat["value"] == pytest.approx(float(outs[6][0, 2, 0, 2]))
+    assert client.get("/api/t/0/unit", params={"input": "test:0", "layer": "9", "index": 10}).status_code == 404
+    assert client.get("/api/t/0/unit", params={"input": "test:0", "layer": "1"}).status_code == 400
+
+
 # --------------------------------------------------------------------------- safety
 
 
@@ -281,6 +392,39 @@ def test_uploads_are_capped(client):
     assert client.post("/api/t/0/upload", content=b"").status_code == 400
 
 
+def test_decodes_are_capped_and_large_photos_reduced(monkeypatch):
+    import threading
+    import time as clock
+
+    from cnnlab.lab import imaging
+
+    buf = io.BytesIO()
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (2000, 3000, 3), dtype=np.uint8)).save(
+        buf, format="PNG", compress_level=0)
+    data = buf.getvalue()
+    real, active, most, lock = imaging._decode, [0], [0], threading.Lock()
+
+    def spy(*args):  # the real decode, counted while it runs
+        with lock:
+            active[0] += 1
+            most[0] = max(most[0], active[0])
+        try:
+            clock.sleep(0.05)  # hold the slot long enough for the other threads to queue on it
+            return real(*args)
+        finally:
+            with lock:
+                active[0] -= 1
+
+    monkeypatch.setattr(imaging, "_decode", spy)
+    sizes = []
+    threads = [threading.Thread(target=lambda: sizes.append(imaging.decode_upload(data).size)) for _ in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert most[0] == imaging.DECODE_SLOTS and sizes == [(1500, 1000)] * 6  # short side 2000 -> 1000
+
+
 def test_upload_of_a_light_photo_is_inverted_and_predicted(client):
     buf = io.BytesIO()
     digit = np.full((120, 90), 250, np.uint8)
@@ -300,7 +444,7 @@ def test_a_run_before_its_first_epoch_says_it_is_waiting(tiny_run, tmp_path):
     shutil.copy(tiny_run / "config.json", path)
     with TestClient(create_app([RunTarget(path)]), base_url="http://127.0.0.1") as c:
         info = c.get("/api/t/0/info").json()
-        assert "no weights" in info["waiting"] and info["layers"] == [] and info["classes"][3] == "3"
+        assert "interrupted after 0" in info["waiting"] and info["layers"] == [] and info["classes"][3] == "3"
         assert c.get("/api/t/0/history").json()["epochs"] == []
         r = c.get("/api/t/0/analyze", params={"input": "test:0"})
         assert r.status_code == 409 and "no weights" in r.json()["error"]
@@ -342,6 +486,17 @@ def test_cat_photo_on_squeezenet(shared_dir, squeeze_weights):
         where = {"input": up["input"], "layer": "features.0", "channel": 7, "y": 50, "x": 60}
         d = c.get("/api/t/0/dot", params=where).json()
         assert d["result"] == pytest.approx(d["torch"], abs=1e-4) and d["stride"] == [2, 2]
+        # the first conv reads the photo: its raw pixels beside the normalised values it multiplies
+        from cnnlab.models.pretrained import IMAGENET_MEAN, IMAGENET_STD
+
+        step = c.get("/api/t/0/conv", params=where).json()
+        assert step["reads_model_input"] and step["normalisation"] == {"mean": pytest.approx(list(IMAGENET_MEAN)),
+                                                                       "std": pytest.approx(list(IMAGENET_STD))}
+        for ch in step["detail"]:
+            k = ch["in_channel"]
+            expected = (np.array(ch["raw"], dtype=float) / 255 - IMAGENET_MEAN[k]) / IMAGENET_STD[k]
+            np.testing.assert_allclose(ch["inputs"], expected, atol=1e-5)
+        assert len(c.get("/api/t/0/analyze", params={"input": up["input"]}).json()["softmax"]["probs"]) == 1000
 
 
 # --------------------------------------------------------------------------- the command
@@ -373,7 +528,20 @@ def test_cli_serves_discovered_runs_and_warns_off_loopback(tiny_run, tmp_path, m
     assert served[-1].host == "127.0.0.1" and served[-1].app.allowed_hosts is not None
     assert main(["lab", "runs/demo/run", "--host", "0.0.0.0", "--port", "0"]) == 0  # the CLI binds the port itself
     assert "warning: listening on 0.0.0.0" in capsys.readouterr().err
-    assert served[-1].app.allowed_hosts is None
+    assert served[-1].app.allowed_hosts == ("127.0.0.1", "localhost", "[::1]", "::1")  # still no DNS rebinding
+    threads = torch.get_num_threads()
+    assert main(["lab", "runs/demo/run", "--host", "0.0.0.0", "--allow-host", "Lab.Local", "--threads", "1"]) == 0
+    assert "lab.local" in capsys.readouterr().err
+    app = served[-1].app
+    assert app.allowed_hosts[-1] == "lab.local" and torch.get_num_threads() == 1
+    torch.set_num_threads(threads)
+    with TestClient(app, base_url="http://lab.local:8765") as c:
+        assert c.get("/api/targets").status_code == 200
+        assert c.get("/api/targets", headers={"host": "rebound.example:8765"}).status_code == 403
+    assert main(["lab", "runs/demo/run", "--host", "192.168.1.5"]) == 0
+    assert served[-1].app.allowed_hosts[-1] == "192.168.1.5"
+    assert main(["lab", "runs/demo/run", "--allow-host", "a/b"]) == 2
+    assert main(["lab", "runs/demo/run", "--threads", "0"]) == 2
 
 
 # --------------------------------------------------------------------------- the Why panel
@@ -397,10 +565,65 @@ def test_attribution_is_cnnlab_insights_map(client, reference, method, layer):
         expected = attribute(model, x, [3], method=method)[0]
     rgba = np.asarray(Image.open(io.BytesIO(base64.b64decode(body["png"]))))
     assert rgba.shape == (28, 28, 4)
-    lo, hi = expected.min(), expected.max()
-    np.testing.assert_allclose(rgba[:, :, 3], np.clip((expected - lo) * 255 / (hi - lo), 0, 255).astype(np.uint8), atol=1)
+    # Opacity is |value| over the map's largest |value|: 0 is transparent, whatever the map's minimum.
+    m = np.abs(expected).max()
+    np.testing.assert_allclose(rgba[:, :, 3], np.clip(np.abs(expected) * 255 / m, 0, 255).astype(np.uint8), atol=1)
+    signed = bool(expected.min() < 0)
+    assert body["signed"] is signed and body["cmap"] == ("RdBu_r" if signed else "cividis")
+    assert (body["lo"], body["hi"]) == pytest.approx((-m, m) if signed else (0.0, m), rel=1e-5)
+    bar = np.asarray(Image.open(io.BytesIO(base64.b64decode(body["colorbar"]))))
+    top = np.unravel_index(np.argmax(expected), expected.shape)
+    np.testing.assert_array_equal(rgba[top][:3], bar[0, -1])  # the largest value wears the bar's top colour
+    assert body["note"] == ""
     predicted = client.get("/api/t/0/attribution", params={"input": "test:4", "method": method}).json()
     assert predicted["class"] == int(predict(model, x, precision="fp32")[0].argmax())
+
+
+def zero_gradcam(model, run, images) -> tuple[int, str, int]:
+    """(test image, layer, class) whose Grad-CAM is 0 everywhere: no positive evidence there."""
+    from cnnlab.insight.attribution import gradcam_maps
+
+    for i in range(len(images)):
+        x = run.preprocess(images[i:i + 1])
+        for layer in ("3", "0"):
+            for c in range(10):
+                maps, _, used, _ = gradcam_maps(model, x, [c], layers=[layer])
+                if not maps[used[0]][0].any():
+                    return i, layer, c
+    pytest.fail("no all-zero Grad-CAM map among the tiny run's test images (the search found none)")
+
+
+def test_an_all_zero_map_is_transparent_and_says_why(client, reference):
+    run, model, images, _ = reference
+    i, layer, c = zero_gradcam(model, run, images[:40])
+    body = client.get("/api/t/0/attribution",
+                      params={"input": f"test:{i}", "method": "gradcam", "layer": layer, "target": c}).json()
+    assert body["png"] is None and body["max"] == 0 and "no positive evidence" in body["note"]
+    # and a map with evidence has no note
+    other = client.get("/api/t/0/attribution", params={"input": f"test:{i}", "method": "saliency", "target": c}).json()
+    assert other["png"] and other["note"] == ""
+
+
+def test_a_constant_map_is_black_not_mid_grey():
+    from cnnlab.lab.imaging import atlas, to_uint8
+
+    maps = np.stack([np.zeros((3, 3)), np.arange(9.0).reshape(3, 3)]).astype(np.float32)  # a dead ReLU map, a ramp
+    grid, cols, lo, hi = atlas(maps)
+    assert cols == 2 and lo == [0.0, 0.0] and hi == [0.0, 8.0]
+    assert not grid[:, :3].any() and grid[2, 5] == 255
+    assert not to_uint8(np.full((2, 2), 0.7)).any()
+
+
+def test_heat_overlay_of_undefined_and_signed_maps():
+    from cnnlab.lab.imaging import heat_overlay
+
+    nan = heat_overlay(np.full((4, 4), np.nan, dtype=np.float32))
+    assert nan["png"] is None and "not defined" in nan["note"]
+    signed = heat_overlay(np.array([[-2.0, 0.0], [1.0, 2.0]]))
+    rgba = np.asarray(Image.open(io.BytesIO(base64.b64decode(signed["png"]))))
+    assert signed["signed"] and (signed["lo"], signed["hi"]) == (-2.0, 2.0)
+    assert rgba[0, 1, 3] == 0 and rgba[0, 0, 3] == rgba[1, 1, 3] == 255  # 0 transparent, |2| opaque
+    assert rgba[0, 0, 2] > rgba[0, 0, 0] and rgba[1, 1, 0] > rgba[1, 1, 2]  # negative blue, positive red
 
 
 @pytest.mark.parametrize(("params", "status", "words"), [

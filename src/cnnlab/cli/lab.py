@@ -12,6 +12,11 @@ from cnnlab.cli import options
 from cnnlab.errors import CnnlabError
 
 PRETRAINED = ("squeezenet1_1", "vgg16")
+# Measured with benchmarks/bench_lab.py (BENCHMARKS.md, "Issue 26: the lab"): a mnist-cnn forward for
+# a drawing takes a few ms on one thread, and with another process busy on a core two threads
+# wait for each other (one forward took 54 ms with 2 threads, 7.8 ms with 1).
+DEFAULT_THREADS = 1
+WILDCARD_HOSTS = ("0.0.0.0", "::", "")
 
 
 def register(sub) -> None:
@@ -29,8 +34,16 @@ def register(sub) -> None:
                    help="its state-dict file (default: download torchvision's official weights once)")
     p.add_argument("--host", default="127.0.0.1",
                    help="address to listen on (default 127.0.0.1: only this computer can connect)")
+    p.add_argument("--allow-host", action="append", default=[], metavar="NAME",
+                   help="also answer requests whose Host header names NAME (this machine's name or address as "
+                        "others type it; repeatable). Other names are refused even with --host 0.0.0.0, so a web "
+                        "page elsewhere cannot reach the lab through DNS rebinding")
     p.add_argument("--port", type=options.bounded(int, options.PORT),
                    default=8765, help="port (default 8765; 0 picks a free one)")
+    p.add_argument("--threads", type=int, default=DEFAULT_THREADS, metavar="N",
+                   help=f"CPU threads for each computation (default {DEFAULT_THREADS}: on a shared or busy machine "
+                        "one thread answers a drawing several times faster than two that wait for each other; "
+                        "see BENCHMARKS.md)")
     p.add_argument("--open", action="store_true", help="open the page in the web browser")
     options.add_offline(p)
     options.add_device(p, default="cpu")
@@ -62,6 +75,22 @@ def build_targets(args: argparse.Namespace) -> list:
     return targets
 
 
+def allowed_hosts(host: str, extra: list[str]) -> tuple[str, ...]:
+    """The Host header names the lab answers: loopback, the address it listens on (unless a
+    wildcard), and each --allow-host. Never "any": that would let DNS rebinding through."""
+    from cnnlab.lab.server import LOOPBACK_HOSTS
+
+    names = list(LOOPBACK_HOSTS)
+    for name in ([] if host in WILDCARD_HOSTS else [host]) + list(extra):
+        name = name.strip().lower()
+        if not name or any(c in name for c in "/ @?#"):
+            raise CnnlabError(f"--allow-host {name!r} is not a host name or address; give one like lab.local or 192.168.1.5")
+        if ":" in name and not name.startswith("["):
+            names.append(f"[{name}]")  # an IPv6 address as a Host header writes it
+        names.append(name)
+    return tuple(dict.fromkeys(names))
+
+
 def run(args: argparse.Namespace) -> int:
     try:
         import uvicorn
@@ -69,13 +98,21 @@ def run(args: argparse.Namespace) -> int:
         from cnnlab.lab.server import LOOPBACK_HOSTS, create_app
     except ModuleNotFoundError as exc:
         raise CnnlabError(f"the lab needs {exc.name}; install it with: pip install 'cnnlab[lab]'") from exc
+    if args.threads < 1:
+        raise CnnlabError(f"--threads must be an integer >= 1; got {args.threads}")
     targets = build_targets(args)
     loopback = args.host in LOOPBACK_HOSTS
+    allowed = allowed_hosts(args.host, args.allow_host)
     if not loopback:
+        names = ", ".join(n for n in allowed if n not in LOOPBACK_HOSTS) or "none but loopback"
         print(f"warning: listening on {args.host}: anyone who can reach this machine can use the lab "
-              "and see your runs; there is no password", file=sys.stderr)
+              f"and see your runs; there is no password. Host names answered: {names} "
+              "(add the name others type with --allow-host NAME)", file=sys.stderr)
+    import torch
+
+    torch.set_num_threads(args.threads)  # every request's forward and gradient computes on this many threads
     sock = bind(args.host, args.port)  # before uvicorn: a busy port is one line, not uvicorn's ERROR and exit 3
-    app = create_app(targets, allowed_hosts=LOOPBACK_HOSTS if loopback else None)
+    app = create_app(targets, allowed_hosts=allowed)
     verbose = args.verbosity == options.VERBOSE
     config = uvicorn.Config(app, host=args.host, port=args.port, log_level="info" if verbose else "warning",
                             access_log=verbose)

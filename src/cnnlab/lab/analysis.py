@@ -30,14 +30,17 @@ def info(target) -> dict:
     except LabError as exc:
         if exc.status != 409:
             raise
-        model, waiting = nn.Module(), exc.message
+        # A run without weights: training with no epoch done yet, interrupted, or deleted (runstate).
+        model, waiting = nn.Module(), (target.waiting() if hasattr(target, "waiting") else None) or exc.message
     layers = [{"name": n, "type": layer_type(m), "conv": isinstance(m, nn.Conv2d)} for n, m in units(model)]
     return {
         "name": target.name, "kind": target.kind, "model": target.model_name, "waiting": waiting,
         "classes": list(target.classes), "input_shape": list(target.input_shape),
         "layers": layers,
         "conv_layers": [n for n, m in model.named_modules() if isinstance(m, nn.Conv2d)],
-        "kernels": {name: k.description for name, k in KERNELS.items()},
+        # A colour kernel (3-D weights) needs an RGB image: not offered for a grey model's inputs.
+        "kernels": {name: k.description for name, k in KERNELS.items()
+                    if np.ndim(k.weights) == 2 or int(target.input_shape[2]) == 3},
         "has_test": target.kind == "run",  # a pretrained network has no test set: no errors, no map
         "umap": available("umap"),
     }
@@ -106,4 +109,6 @@ def filters_view(target, layer: str | None) -> dict:
         r, c = divmod(i, cols)
         grid[r * (kh + pad):r * (kh + pad) + kh, c * (kw + pad):c * (kw + pad) + kw] = patch
     return {"layer": name, "layers": convs, "shape": list(weights.shape), "shown": int(n), "cols": cols,
-            "png": png_b64(grid), "min": float(weights.min()), "max": float(weights.max())}
+            "png": png_b64(grid), "min": float(weights.min()), "max": float(weights.max()),
+            # filter_images scales every patch by the layer's global min and max: this bar is that scale.
+            "colorbar": png_b64(np.arange(256, dtype=np.uint8)[None])}

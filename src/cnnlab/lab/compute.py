@@ -93,7 +93,17 @@ def overview(model: nn.Module, x: torch.Tensor, classes: list[str]) -> dict:
     logits, outputs, _ = forward_with_outputs(model, x, layers)
     probs = torch.softmax(logits.float(), dim=1)[0].numpy()
     views = [_layer_view(name, module, outputs[name]) for name, module in layers if name in outputs]
-    return {"prediction": prediction(probs, classes), "layers": views}
+    return {"prediction": prediction(probs, classes), "layers": views, "softmax": softmax_steps(logits, probs)}
+
+
+def softmax_steps(logits: torch.Tensor, probs: np.ndarray) -> dict:
+    """The output layer's softmax written out: logits, exp(logit - max logit), their sum, and the
+    probabilities the Prediction panel shows (torch.softmax's). Subtracting the largest logit
+    changes no probability and keeps exp from overflowing: the page says so."""
+    z = logits[0].double()
+    shifted = torch.exp(z - z.max())
+    return {"logits": z.tolist(), "max": float(z.max()), "exp": shifted.tolist(), "sum": float(shifted.sum()),
+            "probs": [float(p) for p in probs]}
 
 
 def feature_map(model: nn.Module, x: torch.Tensor, layer: str, channel: int) -> np.ndarray:

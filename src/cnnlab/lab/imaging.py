@@ -12,6 +12,7 @@ import base64
 import io
 import math
 import re
+import threading
 import warnings
 from functools import lru_cache
 
@@ -22,6 +23,14 @@ from cnnlab.scratch.images import to_8bit
 
 MAX_UPLOAD_BYTES = 10 * 1024 * 1024  # a phone photo is 2-6 MB
 MAX_UPLOAD_PIXELS = 40_000_000  # 40 MP: the largest phone cameras; decoded RGB that is 120 MB
+# Decodes at once: each holds up to a few hundred MB while it runs (a 40 MP PNG), so 16 uploads
+# at once took the server from 262 MB to 5.2 GB. The others wait their turn in the thread pool.
+DECODE_SLOTS = 2
+_decode_slots = threading.BoundedSemaphore(DECODE_SLOTS)
+# No model input is larger than 224 and the lab's largest resize reads a 256-pixel short side:
+# a decoded photo is reduced to a short side of at most this (and at least half of it) before
+# it leaves its slot, as libjpeg's draft mode already does for JPEGs.
+KEEP_SIDE = 1024
 
 
 class LabError(Exception):
@@ -33,11 +42,36 @@ class LabError(Exception):
         self.message = message
 
 
+def _give_memory_back() -> None:
+    """Return freed heap pages to the operating system (glibc keeps them otherwise, so the
+    server's memory would stay at its highest point); a no-op elsewhere."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+
+
 def decode_upload(data: bytes, *, max_pixels: int = MAX_UPLOAD_PIXELS) -> Image.Image:
     """Bytes of an image file -> an RGB PIL image, refusing bombs and non-images.
 
+    At most ``DECODE_SLOTS`` decodes run at once; the image returned has a short side of at
+    most ``KEEP_SIDE`` (a larger one is reduced by a whole factor), and the memory of the
+    decode is handed back to the system afterwards.
+
     Raises LabError 413 for too many pixels, 400 for bytes Pillow cannot read.
     """
+    with _decode_slots:
+        try:
+            img = _decode(data, max_pixels)
+            factor = min(img.size) // KEEP_SIDE + (min(img.size) % KEEP_SIDE > 0) if min(img.size) > KEEP_SIDE else 1
+            return img.reduce(factor) if factor > 1 else img
+        finally:
+            _give_memory_back()
+
+
+def _decode(data: bytes, max_pixels: int) -> Image.Image:
     if not data:
         raise LabError(400, "the upload is empty; choose an image file (PNG, JPEG, BMP, GIF, WebP)")
     try:
@@ -109,8 +143,10 @@ def png_b64(array: np.ndarray) -> str:
 
 
 def to_uint8(values: np.ndarray, *, lo: float | None = None, hi: float | None = None) -> np.ndarray:
-    """Min-max scale to 0..255 (a constant array becomes mid grey). Values that overflowed (inf, NaN)
-    do not spoil the rest: the range is that of the finite values, +inf is white, -inf and NaN black."""
+    """Min-max scale to 0..255. A constant array is black, its minimum: mid grey would suggest a
+    value in the middle of a range it does not have (a dead ReLU map is all 0). Values that
+    overflowed (inf, NaN) do not spoil the rest: the range is that of the finite values, +inf is
+    white, -inf and NaN black."""
     v = np.asarray(values, dtype=np.float32)
     finite = np.isfinite(v)
     if not finite.all():
@@ -118,7 +154,7 @@ def to_uint8(values: np.ndarray, *, lo: float | None = None, hi: float | None = 
     lo = float(v.min()) if lo is None else lo
     hi = float(v.max()) if hi is None else hi
     if not hi > lo:
-        return np.full(v.shape, 128, dtype=np.uint8)
+        return np.zeros(v.shape, dtype=np.uint8)
     return np.clip((v - lo) * (255.0 / (hi - lo)), 0, 255).astype(np.uint8)
 
 
@@ -128,13 +164,14 @@ def _nonfinite_to_uint8(v: np.ndarray, finite: np.ndarray, lo, hi) -> np.ndarray
     hi = hi if hi is not None and math.isfinite(hi) else (float(some.max()) if some.size else 0.0)
     wide = v.astype(np.float64)
     with np.errstate(invalid="ignore", over="ignore"):
-        scaled = (wide - lo) * (255.0 / (hi - lo)) if hi > lo else np.where(finite, 128.0, wide)
+        scaled = (wide - lo) * (255.0 / (hi - lo)) if hi > lo else np.where(finite, 0.0, wide)
         scaled = np.clip(np.nan_to_num(scaled, nan=0.0, posinf=255.0, neginf=0.0), 0, 255)
     return scaled.astype(np.uint8)
 
 
 def atlas(maps: np.ndarray) -> tuple[np.ndarray, int, list[float], list[float]]:
-    """Maps (n, h, w) -> one grey uint8 image tiling them (each scaled to its own range).
+    """Maps (n, h, w) -> one grey uint8 image tiling them (each scaled to its own range; a
+    constant map is black, as ``to_uint8``).
 
     Returns (image (rows*h, cols*w), cols, per-map minima, per-map maxima). One PNG per
     layer instead of one per channel keeps a whole overview to a single request.
@@ -147,7 +184,7 @@ def atlas(maps: np.ndarray) -> tuple[np.ndarray, int, list[float], list[float]]:
     tiles = np.zeros((rows * cols, h, w), dtype=np.uint8)
     if np.isfinite(flat).all():
         span = np.where(hi > lo, hi - lo, 1.0)
-        scaled = np.where((hi > lo)[:, None], (flat - lo[:, None]) * (255.0 / span)[:, None], 128.0)
+        scaled = np.where((hi > lo)[:, None], (flat - lo[:, None]) * (255.0 / span)[:, None], 0.0)  # constant: black
         tiles[:n] = np.clip(scaled, 0, 255).astype(np.uint8).reshape(n, h, w)
     else:
         tiles[:n] = [to_uint8(m) for m in maps]
@@ -171,6 +208,37 @@ def colorize(values: np.ndarray, *, cmap: str = "inferno", alpha: bool = False) 
     u8 = to_uint8(values)
     rgb = _lut(cmap)[u8]
     return np.dstack([rgb, u8]) if alpha else rgb
+
+
+def heat_overlay(values: np.ndarray) -> dict:
+    """An attribution map as an RGBA overlay that does not lie about its numbers.
+
+    A magnitude map (every value >= 0) goes through cividis (perceptually even and readable
+    with any colour vision) from 0 at its maximum; a signed map (some value < 0) through a
+    diverging map centred on 0 (blue negative, white 0, red positive) scaled by the largest
+    |value|. Alpha follows the value's size, so a pixel worth 0 lets the photo show through.
+    A map with no non-zero finite value has nothing to draw: ``png`` is None and ``note``
+    says why, instead of min-max scaling it into a uniform wash of colour.
+
+    Returns {png, signed, lo, hi, cmap, colorbar (a 256x1 PNG of the scale), note}.
+    """
+    v = np.nan_to_num(np.asarray(values, dtype=np.float32), nan=0.0, posinf=0.0, neginf=0.0)
+    finite = bool(np.isfinite(np.asarray(values, dtype=np.float32)).all())
+    m = float(np.abs(v).max()) if v.size else 0.0
+    signed = bool(v.size and v.min() < 0)
+    cmap = "RdBu_r" if signed else "cividis"
+    lo, hi = (-m, m) if signed else (0.0, m)
+    bar = png_b64(_lut(cmap)[np.arange(256, dtype=np.uint8)][None])
+    if m == 0.0:
+        note = ("every value of this map is 0: no positive evidence for this class at this layer"
+                if finite else "this map is not defined here (it holds no finite value)")
+        return {"png": None, "signed": signed, "lo": 0.0, "hi": 0.0, "cmap": cmap, "colorbar": bar, "note": note}
+    # Rounded, not truncated: the map's extreme must wear the colour bar's end colour exactly.
+    u8 = np.clip(np.round((v - lo) * (255.0 / (hi - lo))), 0, 255).astype(np.uint8)
+    alpha = np.clip(np.round(np.abs(v) * (255.0 / m)), 0, 255).astype(np.uint8)
+    rgba = np.dstack([_lut(cmap)[u8], alpha])
+    note = "" if finite else "some values were not finite and are drawn as 0"
+    return {"png": png_b64(rgba), "signed": signed, "lo": lo, "hi": hi, "cmap": cmap, "colorbar": bar, "note": note}
 
 
 def diverging(values: np.ndarray) -> np.ndarray:

@@ -32,7 +32,7 @@ def _class_index(class_param: str | None, n_classes: int) -> int | None:
 def attribution_view(target, item, method: str, class_param: str | None, layer: str) -> dict:
     """One attribution map of the input, as an RGBA heat map PNG to lay over it."""
     from cnnlab.insight import attribution
-    from cnnlab.lab.imaging import colorize, png_b64
+    from cnnlab.lab.imaging import heat_overlay
 
     if method not in attribution.METHODS:
         raise LabError(400, f"unknown method {method[:40]!r}; choose one of {', '.join(attribution.METHODS)}")
@@ -49,8 +49,10 @@ def attribution_view(target, item, method: str, class_param: str | None, layer: 
         if cls is None:
             cls = int(attribution.scores(model, item.x).argmax(1)[0])
         heat = attribution.attribute(model, item.x, [cls], method=method)[0]
-    return {"png": png_b64(colorize(heat, cmap="jet", alpha=True)), "class": cls, "class_name": classes[cls],
-            "min": float(heat.min()), "max": float(heat.max()),
+    overlay = heat_overlay(heat)
+    finite = heat[np.isfinite(heat)]
+    return {**overlay, "class": cls, "class_name": classes[cls],
+            "min": float(finite.min()) if finite.size else None, "max": float(finite.max()) if finite.size else None,
             "caption": f"{ATTRIBUTION_LABELS[method]} for class {classes[cls]}{where}"}
 
 

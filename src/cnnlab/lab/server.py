@@ -30,7 +30,7 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from cnnlab.errors import CnnlabError
-from cnnlab.lab import analysis, insight_views
+from cnnlab.lab import analysis, insight_views, steps
 from cnnlab.lab.compute import overview
 from cnnlab.lab.imaging import MAX_UPLOAD_BYTES, LabError, decode_upload, png_bytes
 from cnnlab.lab.responses import JSONResponse
@@ -298,6 +298,7 @@ def build_routes() -> list:
         Route(f"{api}/history", history),
         Route(f"{api}/filters", filters),
         *insight_views.routes(api),
+        *steps.routes(api),
         Mount("/static", StaticFiles(directory=STATIC), name="static"),
     ]
 

@@ -159,12 +159,24 @@ class RunTarget:
             return self._probs[1]
 
     def history(self) -> dict:
+        from cnnlab.lab.runstate import run_state
         from cnnlab.runs.directory import read_history
 
         rows = read_history(self.path / "history.csv")
         clean = [{k: (None if v != v else v) for k, v in row.items()} for row in rows]  # NaN -> null
         total = self.run.config.get("train", {}).get("epochs")
-        return {"epochs": clean, "total_epochs": total, "finished": (self.path / "metrics.json").is_file()}
+        state = run_state(self.path, len(clean), total)
+        return {"epochs": clean, "total_epochs": total, "finished": state["state"] == "finished", **state}
+
+    def waiting(self) -> str | None:
+        """Why there is no network to look at yet (None when there is one): the run's state in words."""
+        from cnnlab.lab.runstate import run_state
+
+        try:
+            self.run.weights_path()
+            return None
+        except CnnlabError:
+            return run_state(self.path, 0, self.run.config.get("train", {}).get("epochs"))["message"]
 
 
 class PretrainedTarget:
@@ -215,5 +227,6 @@ class PretrainedTarget:
         return self.test
 
     def history(self) -> dict:
-        return {"epochs": [], "total_epochs": None, "finished": True,
+        return {"epochs": [], "total_epochs": None, "finished": True, "state": "pretrained", "writer": None,
+                "message": "",
                 "note": f"{self.name} was trained elsewhere (ImageNet); the lab has no training curves for it"}

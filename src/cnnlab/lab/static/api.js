@@ -7,14 +7,17 @@ const listeners = new Set();
 export function onInput(fn) { listeners.add(fn); }
 
 // A new current input: `result` is its overview when the caller already has it (drawing).
-export async function setInput(ref, result = null) {
+// `live`: an update in the middle of a stroke; panels whose answer costs a request of its own
+// (attribution, playground, the input's PNG, an enlarged map) wait for the stroke's last update,
+// so each drawing update is one request.
+export async function setInput(ref, result = null, live = false) {
   state.input = ref;
   if (!result) result = await getJSON("analyze", { input: ref });
   if (state.input !== ref) return;  // a newer input arrived meanwhile
   state.result = result;
   document.body.dataset.input = ref;  // for scripts and tests: which input the panels show
   for (const fn of listeners) {
-    try { fn(ref, result); } catch (err) { showError("status", err); }
+    try { fn(ref, result, live); } catch (err) { showError("status", err); }
   }
 }
 

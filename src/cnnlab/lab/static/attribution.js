@@ -1,6 +1,6 @@
 // The Why panel: Grad-CAM, saliency or integrated gradients for any class and conv layer,
 // overlaid on the input with an opacity slider.
-import { state, onInput, getJSON, apiUrl, pngSrc, showError } from "./api.js";
+import { state, onInput, getJSON, apiUrl, pngSrc, showError, fmt } from "./api.js";
 
 export function initAttribution(info) {
   const cls = document.getElementById("attr-class");
@@ -14,7 +14,11 @@ export function initAttribution(info) {
   opacity.oninput = () => { heat.style.opacity = opacity.value; };
   heat.style.opacity = opacity.value;
   for (const id of ["attr-method", "attr-class", "attr-layer"]) document.getElementById(id).onchange = run;
-  onInput(run);
+  // Mid-stroke the map is of the previous input: greyed out until the stroke's end brings the new one.
+  onInput((ref, result, live) => {
+    if (live) for (const id of ["attr-base", "attr-heat"]) document.getElementById(id).classList.add("stale");
+    else run();
+  });
 }
 
 let busy = false, again = false;
@@ -40,8 +44,22 @@ async function explain() {
     if (ref !== state.input) return;  // a newer input arrived meanwhile
     const base = document.getElementById("attr-base"), heat = document.getElementById("attr-heat");
     base.src = apiUrl("input.png", { input: state.input });
-    heat.src = pngSrc(r.png);
-    base.hidden = heat.hidden = false;
+    base.hidden = false;
+    base.classList.remove("stale"); heat.classList.remove("stale");
+    // An all-zero (or undefined) map has nothing to draw: it stays transparent and the note
+    // says why, rather than a min-max-scaled wash of colour that would look like evidence.
+    const note = document.getElementById("attr-note");
+    note.textContent = r.note || "";
+    note.hidden = !r.note;
+    if (r.png) { heat.src = pngSrc(r.png); heat.hidden = false; } else { heat.removeAttribute("src"); heat.hidden = true; }
+    document.getElementById("attr-scale").hidden = !r.png;
+    if (r.png) {
+      document.getElementById("attr-bar").src = pngSrc(r.colorbar);
+      document.getElementById("attr-lo").textContent = fmt(r.lo, 3);
+      document.getElementById("attr-hi").textContent = fmt(r.hi, 3);
+      document.getElementById("attr-scale-kind").textContent = r.signed
+        ? "signed: blue against the class, red for it, white 0" : "magnitude (cividis): 0 transparent, the map's largest value opaque";
+    }
     // Grad-CAM is a coarse map: the layer choice matters only to it.
     document.getElementById("attr-layer").disabled = !params.method.startsWith("gradcam");
     document.getElementById("attr-caption").textContent = r.caption;

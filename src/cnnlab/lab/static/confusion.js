@@ -19,15 +19,27 @@ function render(cm) {
   const head = el("tr", {}, el("th", { textContent: "" }), ...cm.classes.map((c) => el("th", { textContent: c })));
   const rows = cm.matrix.map((row, a) => el("tr", {}, el("th", { textContent: cm.classes[a] }), ...row.map((n, p) => {
     const t = Math.sqrt(n / max);
-    const hue = a === p ? "31,157,85" : "214,69,69";
+    // Blue for correct, orange for wrong (Okabe-Ito): told apart with any colour vision, and
+    // the diagonal is also bold, so colour is never the only cue.
+    const hue = a === p ? "0,114,178" : "213,94,0";
     const button = el("button", { type: "button", textContent: String(n), class: a === p ? "diag" : "",
       title: `actual ${cm.classes[a]}, predicted ${cm.classes[p]}: ${n}`, dataActual: String(a), dataPredicted: String(p),
-      style: `background: rgba(${hue},${n ? 0.1 + 0.9 * t : 0}); color: ${t > 0.6 ? "#fff" : "inherit"}` });
+      style: `background: rgba(${hue},${n ? 0.1 + 0.9 * t : 0}); color: ${ink(hue, n ? 0.1 + 0.9 * t : 0)}` });
     button.onclick = () => openCell(a, p, cm.classes).catch((err) => showError("cell-caption", err));
     return el("td", {}, button);
   })));
   document.getElementById("confusion-matrix").replaceChildren(el("table", {}, head, ...rows));
   if (k > 30) document.getElementById("confusion-summary").textContent += " (scroll)";
+}
+
+// Black or white text, whichever reads better on the cell's colour blended over white (WCAG contrast).
+function ink(rgb, alpha) {
+  const lin = rgb.split(",").map((c) => {
+    const v = (255 * (1 - alpha) + Number(c) * alpha) / 255;
+    return v <= 0.03928 ? v / 12.92 : ((v + 0.055) / 1.055) ** 2.4;
+  });
+  const L = 0.2126 * lin[0] + 0.7152 * lin[1] + 0.0722 * lin[2];
+  return (L + 0.05) / 0.05 >= 1.05 / (L + 0.05) ? "#000" : "#fff";
 }
 
 async function openCell(actual, predicted, classes) {
@@ -36,10 +48,13 @@ async function openCell(actual, predicted, classes) {
     `${cell.count} test images of ${cell.actual} predicted as ${cell.predicted}` +
     (cell.count > cell.items.length ? ` (the ${cell.items.length} most confident shown)` : "") + " · click one to make it the input";
   const figures = cell.items.map((item) => {
-    const fig = el("figure", { dataInput: item.input, title: `test image ${item.index}` },
-      el("img", { src: apiUrl(`test/${item.index}.png`), alt: `test image ${item.index}` }),
-      el("figcaption", { textContent: `${classes[predicted]} ${(100 * item.predicted_prob).toFixed(0)}%` }),
-      el("figcaption", { textContent: `${classes[actual]} ${(100 * item.actual_prob).toFixed(0)}%` }));
+    // A button holding the picture: reachable with Tab, chosen with Enter or Space.
+    const fig = el("button", { type: "button", class: "thumb", dataInput: item.input, title: `test image ${item.index}`,
+                               ariaLabel: `test image ${item.index}: ${classes[predicted]} ${(100 * item.predicted_prob).toFixed(0)}%, ` +
+                                          `${classes[actual]} ${(100 * item.actual_prob).toFixed(0)}%; make it the input` },
+      el("img", { src: apiUrl(`test/${item.index}.png`), alt: "" }),
+      el("span", { class: "cap", textContent: `${classes[predicted]} ${(100 * item.predicted_prob).toFixed(0)}%` }),
+      el("span", { class: "cap", textContent: `${classes[actual]} ${(100 * item.actual_prob).toFixed(0)}%` }));
     fig.onclick = () => setInput(item.input).catch((err) => showError("cell-caption", err));
     return fig;
   });

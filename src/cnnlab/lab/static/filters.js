@@ -26,6 +26,10 @@ async function load(layer) {
   try {
     const f = await getJSON("filters", { layer });
     document.getElementById("filter-grid").src = pngSrc(f.png);
+    document.getElementById("filter-bar").src = pngSrc(f.colorbar);
+    document.getElementById("filter-lo").textContent = f.min.toFixed(3);
+    document.getElementById("filter-hi").textContent = f.max.toFixed(3);
+    document.getElementById("filter-scale").hidden = false;
     document.getElementById("filter-caption").textContent =
       `weights ${f.shape.join("×")} (out, in, kh, kw), ${f.shown} patches shown, scaled from ${f.min.toFixed(3)} to ${f.max.toFixed(3)}`;
   } catch (err) { showError("filters-error", err); }

@@ -4,6 +4,7 @@
 import { state, getJSON, postJSON, postBytes, setInput, showError, onInput, apiUrl } from "./api.js";
 
 let seed = 1;
+const DEBOUNCE_MS = 40;  // a pointer moves every ~16 ms: about one update per 2-3 moves, well under the eye's lag
 
 async function pick(kind) {
   const { input } = await getJSON("pick", { kind, seed: seed++ });
@@ -47,8 +48,9 @@ export function initInput(info) {
     await upload(e.dataTransfer.files[0]);
   }));
   initDrawing(info);
-  onInput((ref, result) => {
-    document.getElementById("current-input").src = apiUrl("input.png", { input: ref });
+  onInput((ref, result, live) => {
+    if (!live) document.getElementById("current-input").src = apiUrl("input.png", { input: ref });
+    document.getElementById("current-input").classList.toggle("stale", live);  // the canvas shows the stroke meanwhile
     const caption = document.getElementById("input-caption");
     if (ref.startsWith("test:")) {
       caption.textContent = `test image ${ref.slice(5)}` + (result.label ? ` · true class ${result.label.name}` : "");
@@ -66,22 +68,28 @@ function initDrawing(info) {
   const clear = () => { ctx.fillStyle = "#000"; ctx.fillRect(0, 0, canvas.width, canvas.height); };
   clear();
   document.getElementById("clear-canvas").onclick = clear;
-  let last = null, busy = false, pending = false;
+  let last = null, busy = false, pending = false, timer = null, pendingFinal = false;
 
-  const send = async () => {
+  // One request per drawing update: moves within DEBOUNCE_MS of each other make one update,
+  // never two requests in flight; the stroke's end sends the final update that every panel follows.
+  const send = async (final = false) => {
+    pendingFinal = pendingFinal || final;
     if (busy) { pending = true; return; }
     busy = true;
+    const isFinal = pendingFinal;
+    pendingFinal = false;
     document.body.dataset.drawing = "sending";  // for tests: the page is waiting for a prediction
     try {
       const pixels = toModelPixels(canvas, h, w);
       if (pixels) {
         const result = await postJSON("draw", { pixels });
-        await setInput(result.input, result);
+        await setInput(result.input, result, !isFinal);
       }
     } catch (err) { showError("input-error", err); }
     busy = false;
-    if (pending) { pending = false; send(); } else document.body.dataset.drawing = "idle";
+    if (pending || pendingFinal) { pending = false; send(); } else document.body.dataset.drawing = "idle";
   };
+  const later = () => { clearTimeout(timer); timer = setTimeout(() => send(false), DEBOUNCE_MS); };
 
   const point = (e) => {
     const r = canvas.getBoundingClientRect();
@@ -91,16 +99,16 @@ function initDrawing(info) {
     canvas.setPointerCapture(e.pointerId);
     last = point(e);
     stroke(ctx, last, last);
-    send();
+    later();
   });
   canvas.addEventListener("pointermove", (e) => {
     if (!last) return;
     const p = point(e);
     stroke(ctx, last, p);
     last = p;
-    send();
+    later();
   });
-  const end = () => { if (last) { last = null; send(); } };
+  const end = () => { if (last) { last = null; clearTimeout(timer); send(true); } };
   canvas.addEventListener("pointerup", end);
   canvas.addEventListener("pointercancel", end);
 }

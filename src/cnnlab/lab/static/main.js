@@ -1,5 +1,5 @@
 // The page's entry point: choose the target, load its description, start every panel.
-import { state, getJSON, setInput, showError } from "./api.js";
+import { state, getJSON, setInput, showError, el } from "./api.js";
 import { initInput, loadSample } from "./input.js";
 import { initPrediction } from "./prediction.js";
 import { initOverview } from "./overview.js";
@@ -21,6 +21,16 @@ async function boot() {
 
   state.info = info;
   document.body.classList.add(info.kind);
+  // A photo model (three input channels) is not for drawing digits: the canvas is not offered.
+  if (info.input_shape[2] === 3) document.body.classList.add("photo");
+  if (!info.has_test) {
+    notApplicable("confusion-panel", `${info.name} is a pretrained network: the lab has no test set for it, ` +
+      "so there is no confusion matrix; upload photos to see its answers one by one.");
+    notApplicable("embedding-panel", "No test set for a pretrained network, so no map of one.");
+  }
+  if (info.kind === "pretrained") {
+    notApplicable("training-panel", `${info.name} was trained elsewhere (ImageNet): there are no training curves here.`);
+  }
   document.getElementById("model-name").textContent =
     `${info.model} · input ${info.input_shape.join("×")} · ${info.classes.length} classes`;
 
@@ -33,7 +43,18 @@ async function boot() {
   document.body.dataset.ready = "1";  // tests wait for this
   // The panels below the first screen start once the first input is drawn: on two CPU cores
   // their requests would otherwise queue in front of the overview's.
-  initConfusion(info); initEmbedding(info); initFilters(info); initTraining(info);
+  if (info.has_test) { initConfusion(info); initEmbedding(info); }
+  initFilters(info);
+  if (info.kind !== "pretrained") initTraining(info);
+}
+
+// A panel that does not apply to this target: its controls are hidden and one line says why,
+// rather than empty boxes.
+function notApplicable(id, reason) {
+  const panel = document.getElementById(id);
+  panel.classList.add("na");
+  panel.dataset.na = "1";
+  panel.querySelector("h2").after(el("p", { class: "na-note muted", textContent: reason }));
 }
 
 // A run started moments ago has no weights until its first epoch ends: show the curves, and

@@ -14,7 +14,10 @@ export function initPlayground(info) {
   select.onchange = () => run(true);
   for (const id of ["pg-padding", "pg-stride", "pg-dilation"]) document.getElementById(id).oninput = () => later(false);
   document.getElementById("pg-numbers").oninput = () => { select.value = "custom"; later(false); };
-  onInput(() => run(false));
+  onInput((ref, result, live) => {
+    if (live) for (const id of ["pg-input", "pg-output"]) document.getElementById(id).classList.add("stale");
+    else run(false);
+  });
 }
 
 function later(fill) { clearTimeout(timer); timer = setTimeout(() => run(fill), 250); }
@@ -38,9 +41,15 @@ async function run(fill) {
     document.getElementById("pg-caption").textContent =
       `${r.label}: ${r.input_shape.join("×")} → ${r.output_shape.join("×")}, values ${r.min.toFixed(3)} … ${r.max.toFixed(3)}`;
     document.getElementById("pg-output").src = pngSrc(r.png);
+    document.getElementById("pg-output").classList.remove("stale");
+    document.getElementById("pg-input").classList.remove("stale");
     document.getElementById("pg-input").src = apiUrl("input.png", { input: state.input });
     if ((fill || !document.getElementById("pg-numbers").value) && Array.isArray(r.kernel)) {
       document.getElementById("pg-numbers").value = r.kernel.map((row) => row.map((v) => +v.toFixed(4)).join(" ")).join("\n");
     }
-  } catch (err) { showError("pg-error", err); }
+  } catch (err) {
+    // The output shown is for the previous settings: greyed out beside the error, not passed off as current.
+    showError("pg-error", err);
+    document.getElementById("pg-output").classList.add("stale");
+  }
 }

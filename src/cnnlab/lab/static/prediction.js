@@ -1,8 +1,14 @@
 // The Prediction panel: top-k probability bars, redrawn for every new input (live while drawing).
 import { onInput, el } from "./api.js";
+import { renderSoftmax } from "./steps.js";
 
-export function initPrediction() {
-  onInput((ref, result) => render(result.prediction, result.label));
+export function initPrediction(info) {
+  // A few classes: the softmax's table is short, open it; ImageNet's 1000 rows wait for a click.
+  if (info.classes.length <= 20) document.getElementById("softmax-details").open = true;
+  onInput((ref, result) => {
+    render(result.prediction, result.label);
+    renderSoftmax(result.softmax, info.classes);
+  });
 }
 
 function render(prediction, label) {

@@ -10,17 +10,21 @@ export function initTraining(info) {
   const poll = async () => {
     let h;
     try { h = await getJSON("history"); } catch (err) { status.textContent = err.message; setTimeout(poll, 5 * POLL_MS); return; }
-    if (h.note) { status.textContent = h.note; return; }
+    if (h.note) { status.textContent = h.note; status.dataset.state = h.state; return; }
     const n = h.epochs.length;
-    status.textContent = `${n}${h.total_epochs ? " of " + h.total_epochs : ""} epochs` +
-      (h.finished ? " · finished" : " · training… (updates as epochs finish)");
+    // The server tells the states apart (the run's lock, metrics.json, the folder itself):
+    // training, interrupted (with the resume command), finished, or deleted.
+    status.textContent = h.message;
+    status.dataset.state = h.state;
     status.dataset.epochs = String(n);
     if (n !== seen) {
       seen = n;
       chart("loss-chart", "loss", h.epochs, ["loss", "val_loss"]);
       chart("acc-chart", "accuracy", h.epochs, ["accuracy", "val_accuracy"]);
     }
-    if (!h.finished) setTimeout(poll, POLL_MS);
+    // A finished run changes no more; an interrupted or deleted one may be resumed or restored: look again, slowly.
+    if (h.state === "training") setTimeout(poll, POLL_MS);
+    else if (h.state !== "finished") setTimeout(poll, 5 * POLL_MS);
   };
   poll();
 }
