@@ -358,6 +358,7 @@ def test_unknown_layers_are_refused(client, layer):
 
 def test_foreign_hosts_and_origins_are_refused_and_no_cors(client):
     assert client.get("/api/targets", headers={"host": "evil.example:8765"}).status_code == 403
+    assert client.get("/api/targets", headers={"host": "LocalHost:8765"}).status_code == 200  # names ignore case
     r = client.get("/api/targets", headers={"origin": "http://evil.example"})
     assert r.status_code == 403
     ok = client.get("/api/targets", headers={"origin": "http://127.0.0.1"})
@@ -529,6 +530,8 @@ def test_cli_serves_discovered_runs_and_warns_off_loopback(tiny_run, tmp_path, m
     assert main(["lab", "runs/demo/run", "--host", "0.0.0.0", "--port", "0"]) == 0  # the CLI binds the port itself
     assert "warning: listening on 0.0.0.0" in capsys.readouterr().err
     assert served[-1].app.allowed_hosts == ("127.0.0.1", "localhost", "[::1]", "::1")  # still no DNS rebinding
+    # Below, addresses this machine may not have (and port 8765, maybe taken): binding is tested above.
+    monkeypatch.setattr("cnnlab.cli.lab.bind", lambda host, port: __import__("io").BytesIO())  # has close()
     threads = torch.get_num_threads()
     assert main(["lab", "runs/demo/run", "--host", "0.0.0.0", "--allow-host", "Lab.Local", "--threads", "1"]) == 0
     assert "lab.local" in capsys.readouterr().err
@@ -703,3 +706,18 @@ def test_lab_device_option_places_the_models(tiny_run):
     assert next(target.model.parameters()).device.type == "cpu"
     with pytest.raises(CnnlabError, match="unknown device 'nope'"):
         build_targets(argparse.Namespace(**{**vars(args), "device": "nope"}))
+
+
+def test_a_pretrained_target_has_no_test_set_and_says_so_in_one_answer():
+    # Typed targets (cnnlab.lab.targets.Target / EvaluatedTarget): a pretrained network does not
+    # pretend to have test-set methods that raise; the lab asks and answers 409 with the reason.
+    from cnnlab.lab.imaging import LabError
+    from cnnlab.lab.targets import PretrainedTarget, RunTarget, evaluated
+
+    assert all(callable(getattr(RunTarget, m, None)) for m in ("evaluated_labels", "probs", "test_input"))
+    assert not any(hasattr(PretrainedTarget, m) for m in ("evaluated_labels", "probs", "test_input", "test"))
+    fake = PretrainedTarget.__new__(PretrainedTarget)
+    fake.name = "squeezenet1_1"
+    with pytest.raises(LabError, match="pretrained ImageNet network: the lab has no test set") as info:
+        evaluated(fake)
+    assert info.value.status == 409

@@ -14,6 +14,7 @@ from cnnlab.insight.evaluate import confusion_matrix
 from cnnlab.insight.inspect import filter_images, layer_type
 from cnnlab.lab.compute import feature_map, units
 from cnnlab.lab.imaging import LabError, png_b64, to_uint8
+from cnnlab.lab.targets import evaluated
 from cnnlab.scratch.kernels import KERNELS
 
 
@@ -52,6 +53,7 @@ def map_image(target, item, layer: str, channel: int) -> np.ndarray:
 
 def pick(target, kind: str, seed: int) -> dict:
     """A test image: ``random`` or ``wrong`` (one the model gets wrong), seeded by the page."""
+    target = evaluated(target)
     labels = target.evaluated_labels()
     rng = np.random.default_rng(seed)
     if kind == "random":
@@ -65,6 +67,7 @@ def pick(target, kind: str, seed: int) -> dict:
 
 
 def confusion(target) -> dict:
+    target = evaluated(target)
     probs = target.probs()
     labels = target.evaluated_labels()
     preds = probs.argmax(1)
@@ -75,6 +78,7 @@ def confusion(target) -> dict:
 
 def cell(target, actual: int, predicted: int, limit: int) -> dict:
     """The test images of one confusion cell, most confident first, with both probabilities."""
+    target = evaluated(target)
     k = len(target.classes)
     if not (0 <= actual < k and 0 <= predicted < k):
         raise LabError(404, f"no cell ({actual}, {predicted}); classes are 0..{k - 1}")

@@ -10,6 +10,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.routing import Route
 
+from cnnlab.lab.context import int_param, lab_of, locked
 from cnnlab.lab.imaging import LabError
 from cnnlab.lab.responses import JSONResponse
 
@@ -140,7 +141,6 @@ def target_normalisation(target) -> dict:
 
 
 async def attribution(request: Request):
-    from cnnlab.lab.server import lab_of, locked
 
     target, item = lab_of(request).input_of(request)
     q = request.query_params
@@ -154,7 +154,6 @@ async def attribution(request: Request):
 
 
 async def embedding(request: Request):
-    from cnnlab.lab.server import lab_of
 
     _, target = lab_of(request).target(request)
     method = request.query_params.get("method", "pca")
@@ -162,7 +161,6 @@ async def embedding(request: Request):
 
 
 async def featurevis(request: Request):
-    from cnnlab.lab.server import int_param, lab_of
 
     _, target = lab_of(request).target(request)
     layer, start = request.query_params.get("layer", ""), int_param(request, "start", 0)

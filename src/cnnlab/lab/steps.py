@@ -16,13 +16,14 @@ from __future__ import annotations
 import numpy as np
 import torch
 from starlette.requests import Request
-from starlette.responses import JSONResponse
 from starlette.routing import Route
 from torch import nn
 
 from cnnlab.insight.inspect import layer_type
 from cnnlab.lab.compute import forward_with_outputs, units
+from cnnlab.lab.context import int_param, lab_of, locked
 from cnnlab.lab.imaging import LabError
+from cnnlab.lab.responses import JSONResponse  # finite JSON: inf/NaN reported, never sent
 
 TOP_CONTRIBUTORS = 10  # inputs listed for one Linear output, largest |input x weight| first
 
@@ -139,13 +140,11 @@ def _pool_window(pool: nn.MaxPool2d, inp: torch.Tensor, channel: int, y: int, x:
 
 
 def _optional_int(request: Request, name: str) -> int | None:
-    from cnnlab.lab.server import int_param
 
     return int_param(request, name) if request.query_params.get(name) is not None else None
 
 
 async def conv(request: Request):
-    from cnnlab.lab.server import int_param, lab_of, locked
 
     target, item = lab_of(request).input_of(request)
     args = [int_param(request, k) for k in ("channel", "y", "x")]
@@ -153,7 +152,6 @@ async def conv(request: Request):
 
 
 async def unit(request: Request):
-    from cnnlab.lab.server import lab_of, locked
 
     target, item = lab_of(request).input_of(request)
     args = [_optional_int(request, k) for k in ("channel", "y", "x", "index")]

@@ -13,7 +13,7 @@ import threading
 from collections import OrderedDict
 
 from cnnlab.lab.imaging import LabError
-from cnnlab.lab.targets import Input
+from cnnlab.lab.targets import Input, evaluated
 
 _TOKEN = re.compile(r"[0-9a-f]{16}")
 _TEST = re.compile(r"test:(\d{1,7})")
@@ -38,7 +38,7 @@ class InputStore:
         if not ref:
             raise LabError(400, "no input given; pick a test image, draw, or upload a photo first")
         if m := _TEST.fullmatch(ref):
-            return target.test_input(int(m.group(1)))
+            return evaluated(target).test_input(int(m.group(1)))
         if _TOKEN.fullmatch(ref):
             with self._lock:
                 found = self._items.get(ref)

@@ -12,6 +12,7 @@ import copy
 import threading
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 import torch
@@ -28,6 +29,46 @@ class Input:
     x: torch.Tensor
     label: int | None = None  # the true class, for test images
     note: str = ""
+
+
+class Target(Protocol):
+    """Anything the lab serves: a network, its classes and input shape, and how an image becomes
+    its input. ``kind`` is "run" (a run directory) or "pretrained" (an ImageNet network)."""
+
+    name: str
+    kind: str
+    model_name: str
+    classes: list[str]
+    input_shape: tuple[int, int, int]
+    lock: threading.RLock
+
+    @property
+    def model(self) -> torch.nn.Module: ...
+
+    def preprocess(self, image: np.ndarray) -> torch.Tensor: ...
+
+    def from_pil(self, img) -> Input: ...
+
+    def history(self) -> dict: ...
+
+
+class EvaluatedTarget(Target, Protocol):
+    """A target with a test set the lab has evaluated (a run): errors, confusion, test images."""
+
+    def evaluated_labels(self) -> np.ndarray: ...
+
+    def probs(self) -> np.ndarray: ...
+
+    def test_input(self, index: int) -> Input: ...
+
+
+def evaluated(target: Target) -> EvaluatedTarget:
+    """``target`` where it has a test set; a 409 saying why not (a pretrained network) otherwise."""
+    # The class is asked, not the object: a run's properties load its weights and test set.
+    if not all(callable(getattr(type(target), m, None)) for m in ("evaluated_labels", "probs", "test_input")):
+        raise LabError(409, f"{target.name} is a pretrained ImageNet network: the lab has no test set for it; "
+                            "upload photos instead")
+    return target
 
 
 def discover_runs(root: Path, *, depth: int = 3) -> list[Path]:
@@ -211,20 +252,6 @@ class PretrainedTarget:
 
         x = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).float() / 255  # (3, H, W)
         return ((x - torch.tensor(IMAGENET_MEAN).view(3, 1, 1)) / torch.tensor(IMAGENET_STD).view(3, 1, 1))[None]
-
-    @property
-    def test(self):
-        raise LabError(409, f"{self.name} is a pretrained ImageNet network: the lab has no test set for it; "
-                            "upload photos instead")
-
-    def test_input(self, index: int) -> Input:
-        return self.test
-
-    def probs(self) -> np.ndarray:
-        return self.test
-
-    def evaluated_labels(self) -> np.ndarray:
-        return self.test
 
     def history(self) -> dict:
         return {"epochs": [], "total_epochs": None, "finished": True, "state": "pretrained", "writer": None,
