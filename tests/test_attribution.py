@@ -456,7 +456,7 @@ def test_overlay_blends_a_colour_blind_safe_colormap():
 
 def test_explain_decisions_maps_the_actual_and_the_predicted_class(model, images):
     from cnnlab.insight.decisions import explain_decisions
-    from cnnlab.insight.evaluate import TopLoss
+    from cnnlab.insight.predictions import TopLoss
 
     uint8 = (np.arange(5 * 12 * 12 * 3) % 256).astype(np.uint8).reshape(5, 12, 12, 3)
 

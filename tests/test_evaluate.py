@@ -1,4 +1,4 @@
-"""cnnlab.insight.evaluate: metrics against hand-computed cases, top losses, predict, image files."""
+"""cnnlab.insight.predictions: metrics against hand-computed cases, top losses, predict, image files."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from PIL import Image
 from torch import nn
 
 from cnnlab.errors import CnnlabError
-from cnnlab.insight.evaluate import (
+from cnnlab.insight.predictions import (
     Evaluation,
     TopLoss,
     accuracy,

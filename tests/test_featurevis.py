@@ -13,7 +13,7 @@ from cnnlab.errors import CnnlabError
 from cnnlab.insight import featurevis as fv
 from cnnlab.insight import featurevis_image as fvi
 from cnnlab.insight.featurevis import top_examples, visualize_channels, visualize_class
-from cnnlab.insight.inspect import activations
+from cnnlab.insight.internals import activations
 
 
 def _grey_net() -> nn.Sequential:

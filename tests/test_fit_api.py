@@ -160,7 +160,7 @@ def test_a_model_object_no_import_rebuilds_is_kept_as_a_torch_export_program(tmp
 
     from cnnlab.cli import main
     from cnnlab.errors import CnnlabError
-    from cnnlab.insight.evaluate import evaluate_images
+    from cnnlab.insight.predictions import evaluate_images
     from cnnlab.runs.directory import load_checkpoint, load_run
     from cnnlab.runs.experiment import RunConfig, resume_run, train_run
     from cnnlab.runs.program import check_archive

@@ -1,4 +1,4 @@
-"""cnnlab.insight.inspect: activations equal a manual forward; hooks never outlive the call; filters."""
+"""cnnlab.insight.internals: activations equal a manual forward; hooks never outlive the call; filters."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from cnnlab.errors import CnnlabError
-from cnnlab.insight.inspect import (
+from cnnlab.insight.internals import (
     activations,
     activations_of,
     conv_layers,

@@ -2,7 +2,7 @@
 
 Every number the lab shows is checked against an independent computation: the model's own
 forward pass (predictions, activations, the conv output behind the dot product),
-cnnlab.insight.evaluate (confusion), torch's conv2d (the playground). The safety tests try
+cnnlab.insight.predictions (confusion), torch's conv2d (the playground). The safety tests try
 path traversal, foreign hosts and origins, oversize uploads, a decompression bomb and a
 checkpoint that would run code.
 """
@@ -27,8 +27,8 @@ from torch import nn
 pytest.importorskip("starlette", reason="the lab needs the 'lab' extra: pip install 'cnnlab[lab]'")
 pytest.importorskip("httpx", reason="Starlette's test client needs httpx (the 'lab-test' extra)")
 
-from cnnlab.insight.evaluate import confusion_matrix, predict  # noqa: E402
-from cnnlab.insight.inspect import activations  # noqa: E402
+from cnnlab.insight.internals import activations  # noqa: E402
+from cnnlab.insight.predictions import confusion_matrix, predict  # noqa: E402
 from cnnlab.lab import arithmetic  # noqa: E402
 from cnnlab.lab.server import create_app  # noqa: E402
 from cnnlab.lab.targets import PretrainedTarget, RunTarget  # noqa: E402

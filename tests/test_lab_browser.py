@@ -143,7 +143,7 @@ def model_and_input(url: str, run_dir: Path, ref: str):
 
 
 def test_drawing_updates_the_prediction_live(page, lab_url, run_dir):
-    from cnnlab.insight.evaluate import predict
+    from cnnlab.insight.predictions import predict
 
     open_lab(page, lab_url)
     before = bars(page)
@@ -215,7 +215,7 @@ def test_confusion_cell_lists_its_images_and_one_becomes_the_input(page, lab_url
 
 
 def test_feature_map_pixel_shows_the_dot_product_of_the_model(page, lab_url, run_dir):
-    from cnnlab.insight.inspect import activations
+    from cnnlab.insight.internals import activations
 
     open_lab(page, lab_url)
     page.locator(".column[data-layer='3'] canvas[data-channel='5']").click()

@@ -52,7 +52,7 @@ FORBIDDEN = {
 MAY_IMPORT_CLI_OR_LAB = {"cli", "lab", "demo", "reporting", "__main__"}
 
 # report may call these insight functions: pure NumPy display transforms, no model, no torch.
-REPORT_MAY_USE = {("cnnlab.insight.inspect", "filter_images")}
+REPORT_MAY_USE = {("cnnlab.insight.internals", "filter_images")}
 
 
 
@@ -217,9 +217,9 @@ def test_the_cycle_finder_finds_cycles():
     ("cnnlab.runs.experiment", "cnnlab.insight.results", None, "runs may not import insight"),
     ("cnnlab.report.html", "cnnlab.insight.results", "Results", None),
     ("cnnlab.report.html", "cnnlab.insight.results", "collect_results", "plain result types"),
-    ("cnnlab.report.plots", "cnnlab.insight.evaluate", "evaluate_images", "plain result types"),
+    ("cnnlab.report.plots", "cnnlab.insight.predictions", "evaluate_images", "plain result types"),
     ("cnnlab.report.plots", "torch", None, "no torch"),
-    ("cnnlab.insight.evaluate", "cnnlab.cli.options", None, "only cli, lab"),
+    ("cnnlab.insight.predictions", "cnnlab.cli.options", None, "only cli, lab"),
     ("cnnlab.demo", "cnnlab.cli.options", None, None),
     ("cnnlab.files", "cnnlab.runs.directory", None, "helper below every layer"),
     ("cnnlab.train.session", "cnnlab.fast.view", None, "only the package itself"),

@@ -9,7 +9,7 @@ import pytest
 from matplotlib.figure import Figure
 
 from cnnlab.errors import CnnlabError
-from cnnlab.insight.evaluate import confusion_matrix, top_losses
+from cnnlab.insight.predictions import confusion_matrix, top_losses
 from cnnlab.report import plots
 
 RNG = np.random.default_rng(0)

@@ -67,7 +67,7 @@ def test_bf16_inference_agrees_with_fp32_on_real_mnist(mnist_dir, monkeypatch):
     # Issue 18: bf16 inference must keep the top-1 of >= 99.9% of the images.
     from cnnlab.data import load
     from cnnlab.data.transforms import to_tensor
-    from cnnlab.insight.evaluate import predict
+    from cnnlab.insight.predictions import predict
     from cnnlab.models import build
     from cnnlab.train import TrainConfig, fit
 

@@ -51,7 +51,7 @@ def test_a_program_run_has_the_original_layers_and_their_views(program_run):
     from cnnlab.insight.attribution import gradcam_maps
     from cnnlab.insight.embedding import embed
     from cnnlab.insight.featurevis import visualize_channels
-    from cnnlab.insight.inspect import activations_of, conv_layers, filters, layer_type
+    from cnnlab.insight.internals import activations_of, conv_layers, filters, layer_type
     from cnnlab.runs.directory import load_run
 
     net, out = program_run
@@ -119,7 +119,7 @@ def test_the_commands_work_on_a_program_run(program_run, tmp_path, capsys):
 
 
 def test_layer_attributes_are_read_from_the_graph():
-    from cnnlab.insight.inspect import layer_type
+    from cnnlab.insight.internals import layer_type
 
     class Odd(nn.Module):
         def __init__(self):

@@ -104,7 +104,7 @@ def test_report_has_every_section_and_images_decode(tiny_run):
 
 
 def test_report_given_evaluation_and_out(tiny_run, tmp_path):
-    from cnnlab.insight.evaluate import evaluate_run
+    from cnnlab.insight.predictions import evaluate_run
 
     run = runs.load_run(tiny_run)
     ev = evaluate_run(run)
@@ -219,16 +219,16 @@ def test_report_package_imports_nothing_that_trains_or_evaluates():
     bad = {name: sorted(m for m in found if FORBIDDEN.search(m) or m.split(".")[0] == "torch")
            for name, found in modules.items()}
     assert bad == {name: [] for name in modules}
-    assert FORBIDDEN.search("cnnlab.insight.evaluate") and FORBIDDEN.search("cnnlab.runs.directory")  # the check bites
+    assert FORBIDDEN.search("cnnlab.insight.predictions") and FORBIDDEN.search("cnnlab.runs.directory")  # the check bites
 
 
 def hand_built_results(tmp_path: Path, *, with_images: bool = True):
     """Results made by hand, as another tool (or a test) would: no run directory, no model."""
     from cnnlab.insight.decisions import DecisionMaps
     from cnnlab.insight.embedding import Embedding
-    from cnnlab.insight.evaluate import compute_metrics, top_losses
     from cnnlab.insight.featurevis import ChannelVisuals
-    from cnnlab.insight.inspect import filter_images
+    from cnnlab.insight.internals import filter_images
+    from cnnlab.insight.predictions import compute_metrics, top_losses
     from cnnlab.insight.results import ActivationExample, FilterResults, Predictions, Results
 
     rng = np.random.default_rng(1)

@@ -162,7 +162,7 @@ def test_evaluating_a_streamed_run_matches_in_memory_evaluation_and_decodes_batc
                                                                                            monkeypatch):
     from cnnlab.cli import main
     from cnnlab.data import stream
-    from cnnlab.insight.evaluate import evaluate_images, evaluate_run
+    from cnnlab.insight.predictions import evaluate_images, evaluate_run
     from cnnlab.insight.results import ResultsOptions, collect_results
     from cnnlab.runs.directory import Run, load_run
 

@@ -127,7 +127,7 @@ def test_embedding_of_a_streamed_run_goes_batch_by_batch_and_samples_before_deco
 
 
 def test_the_lab_shows_a_streamed_runs_test_images_one_at_a_time(streamed, decoded):
-    from cnnlab.insight.evaluate import predict
+    from cnnlab.insight.predictions import predict
     from cnnlab.lab.analysis import cell, confusion
     from cnnlab.lab.targets import RunTarget
 

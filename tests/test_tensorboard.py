@@ -70,7 +70,7 @@ def test_histograms_of_weights_and_gradients(run):
 def test_first_filters_image(run):
     import io
 
-    from cnnlab.insight.inspect import normalize_filters
+    from cnnlab.insight.internals import normalize_filters
     from cnnlab.runs.directory import load_run
 
     out, events = run

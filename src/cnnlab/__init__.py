@@ -65,9 +65,9 @@ _API = {
     "RECIPES": ("cnnlab.train.config", "RECIPES"),
     "load_run": ("cnnlab.runs.directory", "load_run"),
     # insight
-    "evaluate_run": ("cnnlab.insight.evaluate", "evaluate_run"),
-    "activations": ("cnnlab.insight.inspect", "activations"),
-    "filters": ("cnnlab.insight.inspect", "filters"),
+    "evaluate_run": ("cnnlab.insight.predictions", "evaluate_run"),
+    "activations": ("cnnlab.insight.internals", "activations"),
+    "filters": ("cnnlab.insight.internals", "filters"),
     "visualize_channels": ("cnnlab.insight.featurevis", "visualize_channels"),
     "visualize_class": ("cnnlab.insight.featurevis", "visualize_class"),
     "top_examples": ("cnnlab.insight.featurevis", "top_examples"),

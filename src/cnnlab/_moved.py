@@ -34,8 +34,11 @@ MOVED = {
     "cnnlab.train.config_file": "cnnlab.runs.config_file",
     "cnnlab.train.program": "cnnlab.runs.program",
     "cnnlab.train.experiment": "cnnlab.runs.experiment",
-    "cnnlab.evaluate": "cnnlab.insight.evaluate",
-    "cnnlab.inspect": "cnnlab.insight.inspect",
+    "cnnlab.evaluate": "cnnlab.insight.predictions",
+    "cnnlab.inspect": "cnnlab.insight.internals",
+    # Renamed: "inspect" shadowed the standard library's, "evaluate" named four things.
+    "cnnlab.insight.inspect": "cnnlab.insight.internals",
+    "cnnlab.insight.evaluate": "cnnlab.insight.predictions",
     "cnnlab.plots": "cnnlab.report.plots",
 }
 

@@ -82,7 +82,7 @@ def register(sub) -> None:
 
 
 def run_evaluate(args: argparse.Namespace) -> int:
-    from cnnlab.insight.evaluate import evaluate_run, merged_metrics
+    from cnnlab.insight.predictions import evaluate_run, merged_metrics
     from cnnlab.runs.directory import load_run, save_metrics
 
     run = load_run(args.run_dir)
@@ -130,7 +130,7 @@ def format_most_confused(pairs: list, top: int) -> str:
 
 def _read_images(run, paths: list[Path], invert: bool):
     """uint8 (N, H, W, C) images matching the run's input, with one note per image."""
-    from cnnlab.insight.evaluate import read_image
+    from cnnlab.insight.predictions import read_image
 
     for path in paths:
         if not path.is_file():
@@ -157,7 +157,7 @@ def _polarity_hint(run, images, invert: bool) -> str | None:
 
 def run_predict(args: argparse.Namespace) -> int:
     from cnnlab.export.weights import open_model
-    from cnnlab.insight.evaluate import predict
+    from cnnlab.insight.predictions import predict
     from cnnlab.train.device import resolve_device
 
     if args.top < 1:
@@ -189,7 +189,7 @@ def run_predict(args: argparse.Namespace) -> int:
 
 def run_activations(args: argparse.Namespace) -> int:
     from cnnlab.export.weights import open_model
-    from cnnlab.insight.inspect import activations, activations_of, get_layer, layer_names
+    from cnnlab.insight.internals import activations, activations_of, get_layer, layer_names
     from cnnlab.train.device import resolve_device
 
     run = open_model(args.run_dir, model=args.model)  # a run directory or exported .safetensors weights

@@ -72,7 +72,7 @@ def run(args: argparse.Namespace) -> int:
 
 def _run_images(run, specs: list[str], invert: bool):
     """uint8 (N, H, W, C) images, their labels (-1 for files) and names, from files or test:INDEX."""
-    from cnnlab.insight.evaluate import read_image
+    from cnnlab.insight.predictions import read_image
     from cnnlab.insight.stream_images import load_test_images
 
     images, labels, test = [], [], None
@@ -110,7 +110,7 @@ def _class_index(target: str, classes: list[str]) -> int | str:
 
 def _run_trained(args) -> int:
     from cnnlab.insight import attribution
-    from cnnlab.insight.inspect import conv_layers
+    from cnnlab.insight.internals import conv_layers
     from cnnlab.runs.directory import load_run
     from cnnlab.train.device import resolve_device
 

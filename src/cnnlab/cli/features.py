@@ -119,7 +119,7 @@ def _trained(args):
 
 def _pretrained(args):
     from cnnlab.insight.featurevis import last_conv_layer, visualize_channels, visualize_class
-    from cnnlab.insight.inspect import get_layer
+    from cnnlab.insight.internals import get_layer
     from cnnlab.models.pretrained import IMAGENET_MEAN, IMAGENET_STD, imagenet_classes, load_pretrained
     from cnnlab.train.device import resolve_device
 

@@ -14,7 +14,7 @@ from cnnlab.errors import CnnlabError
 PRETRAINED = ("squeezenet1_1", "vgg16")
 # Measured with benchmarks/bench_lab.py (BENCHMARKS.md, "Issue 26: the lab"): a mnist-cnn forward for
 # a drawing takes a few ms on one thread, and with another process busy on a core two threads
-# wait for each other (one forward took 54 ms with 2 threads, 7.8 ms with 1).
+# wait for each other, several times slower than one.
 DEFAULT_THREADS = 1
 WILDCARD_HOSTS = ("0.0.0.0", "::", "")
 

@@ -27,10 +27,9 @@ def to_float(images: np.ndarray) -> np.ndarray:
 
 # Exact integer sums, one block of images at a time: a uint16 copy holds a pixel's square
 # (255**2 = 65,025), and 1,024 rows of those sum to at most 66.6 million, inside uint32, so
-# each block reduces in uint32 and the running totals are uint64. About 0.12 s for CIFAR-10's
-# 50,000 training images on this 2-core machine, single-threaded (a float32 BLAS version ran
-# 0.07 s alone but 2-4 s when other processes competed for the cores), against 0.7 s for
-# reshape(-1, 3).sum(0) and 8 s for the float64 mean/std.
+# each block reduces in uint32 and the running totals are uint64: exact, single-threaded, and
+# unlike a float32 BLAS version not slowed down many times when other processes compete for
+# the cores; several times faster than reshape(-1, 3).sum(0) (figures: BENCHMARKS.md).
 _ROWS_PER_BLOCK = 1024
 
 

@@ -1,11 +1,11 @@
 """A cache of parsed arrays, so a dataset comes back in well under a second after its first load.
 
-Why: the first load parses (MNIST: gunzip 0.12 s + content MD5 0.06 s for the train images;
-CIFAR-10: 180 MB read and every pixel moved from R,G,B planes to channels-last, 0.3 s on this
-2-core machine; a folder of JPEGs: seconds to minutes). Afterwards ``np.load`` of uncompressed
-.npy files takes ~0.02 s for CIFAR-10's 150 MB of training images (from the page cache) and
-returns ordinary writable arrays (no memory map: read-only or copy-on-write memmaps surprise
-users and make ``torch.from_numpy`` warn).
+Why: the first load parses (MNIST: gunzip and a content MD5; CIFAR-10: 180 MB read and every
+pixel moved from R,G,B planes to channels-last; a folder of JPEGs: seconds to minutes).
+Afterwards ``np.load`` of uncompressed .npy files reads CIFAR-10's 150 MB of training images
+from the page cache an order of magnitude faster (BENCHMARKS.md) and returns ordinary writable
+arrays (no memory map: read-only or copy-on-write memmaps surprise users and make
+``torch.from_numpy`` warn).
 
 Where: ``<user cache>/parsed/<name>-<key>/``, with one .npy per array and ``meta.json``.
 The key hashes the cache version, the dataset name, each source file's resolved path, size and

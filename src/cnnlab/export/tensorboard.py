@@ -157,7 +157,7 @@ def _tsv(text: str) -> str:
 
 def first_filters_image(model: nn.Module) -> np.ndarray | None:
     """The first Conv2d's filters tiled into one (H, W, 3) float image in [0, 1]; None without one."""
-    from cnnlab.insight.inspect import conv_layers, filter_images, filters
+    from cnnlab.insight.internals import conv_layers, filter_images, filters
 
     if not conv_layers(model):
         return None

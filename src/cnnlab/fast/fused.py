@@ -12,10 +12,10 @@ everything falls back to them where it is missing or disagrees. It pays on VGG-1
 Each bf16 autocast context casts every convolution and linear weight from fp32 to bf16 (once
 per context: its cache keeps the casts until the context ends). A network kept and run again
 and again, each time in a new context, pays that every time: VGG-16's classifier (124 M
-weights) took 22.8 ms of a 281 ms batch of 8 that way, and 9.6 ms with its weights in bf16
-already. ``cast_weights`` does the cast once, on the layers autocast casts (Conv2d, Linear), so
-the results are autocast's own. (One classify call pays one cast either way; the lab, a loop
-over batches, or ``bench_pretrained.py`` keep the network.)
+weights) spent more than half its time casting that way (BENCHMARKS.md has the figures).
+``cast_weights`` does the cast once, on the layers autocast casts (Conv2d, Linear), so the
+results are autocast's own. (One classify call pays one cast either way; the lab, a loop over
+batches, or ``bench_pretrained.py`` keep the network.)
 
 Only for inference: the fused op has no gradient, so ``ConvReLU`` computes the plain layers
 whenever autograd is recording, and ``classify`` fuses only the networks it loaded itself

@@ -1,8 +1,8 @@
 """Hand-written CPU kernels for the training view (``native.c``), built on first use with the
 system's C compiler and called through ctypes.
 
-Why by hand: on mnist-cnn's first and second pooled layers PyTorch's CPU kernels ran at 10-14×
-their floors (BENCHMARKS.md, "Issue 18, fourth round"): oneDNN's convolution with one input
+Why by hand: on mnist-cnn's first and second pooled layers PyTorch's CPU kernels ran at an
+order of magnitude above their floors (BENCHMARKS.md has the op clock): oneDNN's convolution with one input
 channel, and the channels_last max-pool, each a separate pass over memory with its own
 backward. Here a one-channel convolution, its 2×2 max-pool and the ReLU after it are one pass
 that keeps the argmax as a byte, and the backward pass reads that byte instead of recomputing

@@ -17,12 +17,12 @@ Four rewrites, each measured on mnist-cnn (batch 256, bf16; the figures are in B
 - Where cnnlab's native kernels are built (``cnnlab.fast.native``: the system's C compiler,
   on first use), a one-channel convolution, its 2×2 max-pool and the ReLU after it are one
   pass (``PooledConv(relu=True)``), and so is a 2×2 max-pool and ReLU of a channels_last map
-  (``FusedPool``). The step went from 17.7 to 11.9 ms; without the kernels, the layers below
-  compute with PyTorch as before.
+  (``FusedPool``): a third of mnist-cnn's step went (BENCHMARKS.md); without the kernels, the
+  layers below compute with PyTorch as before.
 - Flatten → Linear after a channels_last map flattens in (H, W, C) order and reads the
   weight's columns in that order (``ChannelsLastLinear``): a view instead of a copy, and the
-  gradient comes back in the map's own layout (the ReLU backward before it took 0.5 ms on
-  the mixed layouts, 0.08 ms without).
+  gradient comes back in the map's own layout (the ReLU backward before it ran several times
+  slower on the mixed layouts).
 """
 
 from __future__ import annotations

@@ -166,9 +166,9 @@ def winograd_inference(model: nn.Module, *, min_in_channels: int = 128, min_out_
     Convolutions with 3×3 filters, stride 1, padding 1 and no groups are replaced when they
     have at least ``min_in_channels`` inputs (the batched product's inner dimension) and
     ``min_out_channels`` outputs; narrower ones spend more on the transforms than they save.
-    Measured on a 2-core EPYC at batch 8, against oneDNN's direct convolution + ReLU:
-    VGG-16's 64 → 128 and 128 → 128 layers ran 0.8–1.1× as fast this way, its 128 → 256
-    layer 1.3–1.5×, its 256- and 512-channel layers 1.5–2.3×. A ReLU right after a converted
+    Against oneDNN's direct convolution + ReLU, VGG-16's narrow layers gained nothing this way
+    and its 256- and 512-channel layers gained most (the per-layer figures, with the CPU they were
+    measured on, are in BENCHMARKS.md): hence the defaults. A ReLU right after a converted
     layer in an ``nn.Sequential`` is folded into it. Returns the model in eval mode: a
     converted copy, or ``model`` itself when ``inplace`` (sparing a copy of VGG-16's 528 MB).
     """

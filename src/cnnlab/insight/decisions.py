@@ -15,7 +15,7 @@ import numpy as np
 from torch import nn
 
 from cnnlab.insight.attribution import gradcam_maps
-from cnnlab.insight.inspect import conv_layers
+from cnnlab.insight.internals import conv_layers
 
 __all__ = ["DecisionMaps", "explain_decisions"]
 
@@ -42,7 +42,7 @@ class DecisionMaps:
 
 def explain_decisions(model: nn.Module, preprocess: Callable, images: np.ndarray, losses: Sequence, *,
                       n: int = 8) -> DecisionMaps | None:
-    """Grad-CAM of the first ``n`` top losses (``cnnlab.insight.evaluate.TopLoss``, their
+    """Grad-CAM of the first ``n`` top losses (``cnnlab.insight.predictions.TopLoss``, their
     images ``images`` uint8 (len(losses), H, W, C) in the same order) for their actual and
     predicted classes, and a layer sweep of the worst one. None when there is nothing to
     explain (no losses, or a model without a conv layer)."""

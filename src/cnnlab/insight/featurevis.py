@@ -37,7 +37,7 @@ from torch import nn
 
 from cnnlab.errors import CnnlabError
 from cnnlab.insight.featurevis_image import Setup, init_param, random_affine, spectrum_scale, to_image
-from cnnlab.insight.inspect import get_layer
+from cnnlab.insight.internals import get_layer
 from cnnlab.insight.stream_images import image_batches
 
 __all__ = ["ChannelVisuals", "frozen_model", "last_conv_layer", "run_channel_visuals", "top_examples",
@@ -231,7 +231,7 @@ def visualize_channels(model: nn.Module, *, layer: str | int, channels, steps: i
                        fourier: bool = True, jitter: int | None = None, progress: bool = False) -> np.ndarray:
     """What each channel of ``layer`` responds to: float32 ``(K, H, W, C)`` images in [0, 1].
 
-    ``layer``: a name (``"features.3"``) or index (see ``cnnlab.insight.inspect.get_layer``);
+    ``layer``: a name (``"features.3"``) or index (see ``cnnlab.insight.internals.get_layer``);
     ``channels``: an int or a list of K ints. The objective is the mean activation of the
     channel over its whole map (Lucid's ``channel`` objective), maximised with Adam (``lr``)
     for ``steps`` steps from seeded noise. ``size``: an int or ``(H, W)``: what the model

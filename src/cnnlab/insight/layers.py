@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from cnnlab.errors import CnnlabError
-from cnnlab.insight.inspect import conv_layers, layer_type
+from cnnlab.insight.internals import conv_layers, layer_type
 
 __all__ = ["check_cam_layer", "conv_layers", "explaining", "captured_outputs", "forward_logits"]
 

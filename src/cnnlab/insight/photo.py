@@ -20,7 +20,7 @@ from torch import nn
 
 from cnnlab.errors import CnnlabError
 from cnnlab.insight import attribution
-from cnnlab.insight.inspect import conv_layers
+from cnnlab.insight.internals import conv_layers
 from cnnlab.models.pretrained import URLS, imagenet_classes, load_pretrained, preprocess, top_k
 from cnnlab.scratch.images import to_8bit
 

@@ -67,7 +67,7 @@ class Predictions:
 @dataclass(frozen=True, eq=False)
 class FilterResults:
     """The weights of one conv layer, float32 ``(out, in, kh, kw)``, and their display patches
-    (``cnnlab.insight.inspect.filter_images``: global scaling to [0, 1])."""
+    (``cnnlab.insight.internals.filter_images``: global scaling to [0, 1])."""
 
     layer: str
     weights: np.ndarray
@@ -131,7 +131,7 @@ def collect_results(run_dir, *, evaluation=None, options: ResultsOptions = Resul
     (merged over what training wrote). When the dataset is absent now, the saved metrics
     and top losses are used and the per-example fields say why they are empty.
     """
-    from cnnlab.insight.evaluate import evaluate_images, evaluate_stream, merged_metrics
+    from cnnlab.insight.predictions import evaluate_images, evaluate_stream, merged_metrics
     from cnnlab.insight.stream_images import StreamImages
     from cnnlab.runs.directory import load_run, save_metrics
     from cnnlab.train.device import resolve_device
@@ -210,7 +210,7 @@ def _example_fields(ev, metrics: dict | None, images, opt: ResultsOptions) -> di
 
 
 def _first_filters(model) -> FilterResults | None:
-    from cnnlab.insight.inspect import conv_layers, filter_images, filters
+    from cnnlab.insight.internals import conv_layers, filter_images, filters
 
     convs = conv_layers(model)
     if not convs:
@@ -220,7 +220,7 @@ def _first_filters(model) -> FilterResults | None:
 
 
 def _activation_fields(run, model, ev, images, opt: ResultsOptions) -> dict[str, Any]:
-    from cnnlab.insight.inspect import activations_of, conv_layers
+    from cnnlab.insight.internals import activations_of, conv_layers
 
     convs = conv_layers(model)
     if images is None or not convs:
@@ -245,7 +245,7 @@ def _learned_fields(run, model, data, opt: ResultsOptions) -> dict[str, Any]:
     embedding map of the test split; a field left None has its reason beside it."""
     from cnnlab.insight.embedding import run_embedding
     from cnnlab.insight.featurevis import run_channel_visuals
-    from cnnlab.insight.inspect import conv_layers
+    from cnnlab.insight.internals import conv_layers
     from cnnlab.insight.stream_images import load_test_images
 
     out: dict[str, Any] = {}
@@ -285,7 +285,7 @@ def _decision_fields(run, model, images, losses: list, opt: ResultsOptions) -> d
 def collect_filters(run_dir, *, layer: str | int | None = None) -> FilterResults:
     """The filters of one conv layer (default: the first) of a run's best weights.
     CnnlabError listing the conv layers when ``layer`` is not one."""
-    from cnnlab.insight.inspect import conv_layers, filter_images, filters, get_layer
+    from cnnlab.insight.internals import conv_layers, filter_images, filters, get_layer
     from cnnlab.runs.directory import load_run
 
     run = load_run(run_dir)

@@ -10,8 +10,8 @@ import importlib.util
 import numpy as np
 from torch import nn
 
-from cnnlab.insight.evaluate import confusion_matrix
-from cnnlab.insight.inspect import filter_images, layer_type
+from cnnlab.insight.internals import filter_images, layer_type
+from cnnlab.insight.predictions import confusion_matrix
 from cnnlab.lab.compute import feature_map, units
 from cnnlab.lab.imaging import LabError, png_b64, to_uint8
 from cnnlab.lab.targets import evaluated
@@ -94,7 +94,7 @@ def cell(target, actual: int, predicted: int, limit: int) -> dict:
 
 def filters_view(target, layer: str | None) -> dict:
     """A conv layer's learned filters as one PNG grid (RGB for a colour first layer)."""
-    from cnnlab.insight.inspect import filters
+    from cnnlab.insight.internals import filters
 
     model = target.model
     convs = [n for n, m in model.named_modules() if isinstance(m, nn.Conv2d)]

@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from cnnlab.insight.inspect import layer_type
+from cnnlab.insight.internals import layer_type
 from cnnlab.lab.imaging import LabError, atlas, png_b64
 
 MAX_CHANNELS_SHOWN = 64  # thumbnails per layer in the overview

@@ -19,7 +19,7 @@ from starlette.requests import Request
 from starlette.routing import Route
 from torch import nn
 
-from cnnlab.insight.inspect import layer_type
+from cnnlab.insight.internals import layer_type
 from cnnlab.lab.compute import forward_with_outputs, units
 from cnnlab.lab.context import int_param, lab_of, locked
 from cnnlab.lab.imaging import LabError

@@ -180,7 +180,7 @@ class RunTarget:
         The evaluation (seconds for 10,000 images) runs on a copy of the network outside
         ``lock``, so the overview and the other panels keep answering meanwhile.
         """
-        from cnnlab.insight.evaluate import predict
+        from cnnlab.insight.predictions import predict
         from cnnlab.insight.stream_images import image_batches, take
 
         with self.lock:

@@ -55,8 +55,8 @@ STYLES = ("torchvision", "caffe")
 # What a weights download did (URL, verified digest), for a caller's logging; silent by default.
 log = logging.getLogger(__name__)
 
-# Networks that "auto" keeps in fp32 although the hardware has bf16, and why (issue 18 asks
-# bf16 inference to keep the top-1 of >= 99.9% of images). SqueezeNet 1.1, measured
+# Networks that "auto" keeps in fp32 although the hardware has bf16, and why (bf16 inference
+# must keep the top-1 of >= 99.9% of images). SqueezeNet 1.1, measured
 # (tests/test_pretrained.py): the reference pair and the cat keep their top-1, but
 # grace_hopper's flips (mortarboard 20.2% vs bow tie 19.1% in fp32, a tie in bf16) and so
 # does that of 61 of 1,000 CIFAR-10 test images upscaled to 224 (93.9% agreement): its

@@ -20,7 +20,7 @@ from matplotlib.ticker import MaxNLocator
 
 from cnnlab.data.preview import plot_dataset_grid  # noqa: F401  (one implementation, re-exported)
 from cnnlab.errors import CnnlabError
-from cnnlab.insight.inspect import filter_images
+from cnnlab.insight.internals import filter_images
 from cnnlab.scratch.figure import Figure
 from cnnlab.scratch.images import tile
 

@@ -22,7 +22,7 @@ from cnnlab.train.device import resolve_device
 from cnnlab.train.history import History
 from cnnlab.train.loop import fit
 from cnnlab.runs.program import PROGRAM, export_program, save_program
-from cnnlab.train.session import evaluate
+from cnnlab.train.session import score
 
 
 def keras_batch_size(n: int, steps: int) -> int:
@@ -168,7 +168,7 @@ def _train(data, model, meta: dict, cfg: TrainConfig, out: Path, resume: dict | 
     device = next(model.parameters()).device
     # The test metrics go through the one evaluation path fit's validation takes (its precision,
     # test-time views and fast setting), not a second call that could drift from it.
-    loss, acc = evaluate(model, (x_test.to(device), torch.as_tensor(data.test.labels).to(device)), cfg)
+    loss, acc = score(model, (x_test.to(device), torch.as_tensor(data.test.labels).to(device)), cfg)
     if dist.is_main():
         runs.save_metrics(out, {"test_loss": loss, "test_accuracy": acc, "epochs": len(history),
                                 "seconds": sum(e["seconds"] for e in history.epochs)})
@@ -188,7 +188,7 @@ def _train_streamed(data, model, meta: dict, cfg: TrainConfig, out: Path, resume
                   callbacks=[runs.checkpointer(out)], resume=resume, head=head)
     device = next(model.parameters()).device
     test = LoaderFeed(data.test, batch_size=cfg.eval_batch_size, seed=cfg.seed, device=device, shuffle=False)
-    loss, acc = evaluate(model, test, cfg)
+    loss, acc = score(model, test, cfg)
     if dist.is_main():
         runs.save_metrics(out, {"test_loss": loss, "test_accuracy": acc, "epochs": len(history),
                                 "seconds": sum(e["seconds"] for e in history.epochs),

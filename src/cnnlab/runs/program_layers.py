@@ -91,7 +91,7 @@ def restore_layer_types(module: nn.Module) -> list[str]:
         cls, ops = _TYPES[type_name]
         attrs = _attributes(m, cls, ops)
         if attrs is None:
-            object.__setattr__(m, "_cnnlab_unread", True)  # cnnlab.insight.inspect.layer_type says so
+            object.__setattr__(m, "_cnnlab_unread", True)  # cnnlab.insight.internals.layer_type says so
             untyped.append(name)
             continue
         key = (type(m), cls)

@@ -166,7 +166,7 @@ def _run_epochs(state: session.Session, val, events: CallbackList, loss_fn=None)
             break
         logs = _train_epoch(state, epoch, events)
         if val is not None:
-            logs["val_loss"], logs["val_accuracy"] = session.evaluate(state.model, val, cfg, loss_fn)
+            logs["val_loss"], logs["val_accuracy"] = session.score(state.model, val, cfg, loss_fn)
         logs["lr"] = state.opt.param_groups[-1]["lr"]
         logs["seconds"] = time.perf_counter() - t0
         state.history.epochs.append({"epoch": epoch + 1, **logs})

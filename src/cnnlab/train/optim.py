@@ -57,9 +57,8 @@ def make_optimizer(
         return Muon(muon_groups(params, lr=lr, batch_size=batch_size or 1, weight_decay=weight_decay),
                     lr=lr, momentum=momentum, nesterov=nesterov)
     # The fused kernel (the whole update in one pass over each tensor) where torch has one
-    # for these tensors' device, else one multi-tensor "foreach" kernel per operation. On a
-    # 2-core CPU fused Adam's step took 0.08 ms for mnist-cnn against foreach's 0.21 ms,
-    # and 34 ms for VGG-16 against 297 ms (benchmarks in BENCHMARKS.md).
+    # for these tensors' device, else one multi-tensor "foreach" kernel per operation. Fused
+    # Adam's step ran several times faster than foreach's on the CPU too (BENCHMARKS.md).
     if key == "adadelta":  # no fused kernel exists
         return torch.optim.Adadelta(params, lr=lr, weight_decay=weight_decay, foreach=True)
     cls = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW, "sgd": torch.optim.SGD}[key]

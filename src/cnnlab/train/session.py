@@ -31,8 +31,8 @@ log = logging.getLogger(__name__)
 
 def memory_format(model: nn.Module, device: torch.device) -> torch.memory_format:
     """channels_last, except for grouped (depthwise) convolutions on a CPU: there oneDNN's
-    channels_last backward ran MobileNetV3-Small's training step 14x slower (9.4 s vs 0.66 s
-    at batch 8, 32x32, 2-core EPYC) than the default layout."""
+    channels_last backward ran MobileNetV3-Small's training step an order of magnitude slower
+    than the default layout (BENCHMARKS.md has the measurement)."""
     grouped = any(isinstance(m, nn.Conv2d) and m.groups > 1 for m in model.modules())
     return torch.contiguous_format if grouped and device.type == "cpu" else torch.channels_last
 
@@ -190,7 +190,10 @@ class Session:
             self.step = graphed or step
 
 
-def evaluate(model: nn.Module, val, cfg: TrainConfig, loss=None) -> tuple[float, float]:
+def score(model: nn.Module, val, cfg: TrainConfig, loss=None) -> tuple[float, float]:
+    """(mean loss, accuracy) of ``model`` on ``val`` (tensors or a LoaderFeed) with the run's own
+    evaluation settings: its precision, test-time views, fast setting and loss. The one evaluation
+    path: fit's val_loss after each epoch and a run's test metrics both come from here."""
     if isinstance(val, LoaderFeed):
         was_training = model.training
         model.eval()
