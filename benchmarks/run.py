@@ -72,6 +72,7 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--quick", action="store_true", help="tiny runs of every row: a smoke test of the table")
     ap.add_argument("--cifar94", action="store_true", help="also time CIFAR-10 to 94%% (the cifar-94 recipe)")
     ap.add_argument("--keras-python", help="a Python with TensorFlow (default: this one, then ~/venvs/tf/bin/python)")
+    ap.add_argument("--no-cifar", action="store_true", help="leave out the CIFAR-10 rows (minutes each)")
     ap.add_argument("--isa", choices=("native", "avx2"), default="native",
                     help="avx2: run everything (cnnlab and its peers) as on an AVX2+FMA CPU")
     args = ap.parse_args(argv)
@@ -87,7 +88,8 @@ def main(argv: list[str]) -> int:
     if not args.names:
         from targets import targets_table
 
-        return targets_table(load, quick=args.quick, cifar94=args.cifar94, keras_python=args.keras_python)
+        return targets_table(load, quick=args.quick, cifar94=args.cifar94, keras_python=args.keras_python,
+                             cifar=not args.no_cifar)
     names = DEFAULT if args.names == ["all"] else args.names
     for name in names:
         print(f"\n=== {name} ===", flush=True)

@@ -19,7 +19,8 @@ def _s(seconds: float) -> str:
     return f"{seconds:.1f} s" if seconds < 600 else f"{seconds / 60:.1f} min"
 
 
-def targets_table(load, *, quick: bool = False, cifar94: bool = False, keras_python: str | None = None) -> int:
+def targets_table(load, *, quick: bool = False, cifar94: bool = False, keras_python: str | None = None,
+                  cifar: bool = True) -> int:
     """Run every target's benchmark (tiny versions with ``quick``), then print one table."""
     from cnnlab.train.config import RECIPES
 
@@ -48,6 +49,9 @@ def targets_table(load, *, quick: bool = False, cifar94: bool = False, keras_pyt
 
     tta = load("time_to_accuracy")
     for measure, recipe, acc, worst_ok, limit, seeds in ACCURACY_TARGETS:
+        if recipe.startswith("cifar") and not cifar:
+            rows.append((measure, "not run (--no-cifar)", "-", f"<= {_s(limit)}", "-", "-"))
+            continue
         if recipe == "cifar-94" and not cifar94:
             rows.append((measure, "not run (--cifar94)", "-", f"<= {_s(limit)}", "-", "-"))
             continue

@@ -39,7 +39,7 @@ def test_a_command_imports_only_its_own_module():
 
 
 @pytest.mark.parametrize("old, new", [("cnnlab.conv", "cnnlab.scratch.conv"), ("cnnlab.plots", "cnnlab.report.plots"),
-                                      ("cnnlab.runs", "cnnlab.runs.directory")])
+                                      ("cnnlab.inspect", "cnnlab.insight.internals")])
 def test_old_flat_import_paths_still_work_and_name_the_new_one(old, new):
     import importlib
     import sys

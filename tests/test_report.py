@@ -196,7 +196,7 @@ def test_bad_output_path_fails_before_any_work(tiny_run, tmp_path):
 # --------------------------------------------------------------------------- report computes nothing
 
 REPORT_DIR = Path(__file__).resolve().parents[1] / "src" / "cnnlab" / "report"
-FORBIDDEN = re.compile(r"cnnlab\.[a-z_.]*(train|runs|experiment|evaluate|step)\b")
+FORBIDDEN = re.compile(r"cnnlab\.[a-z_.]*(train|runs|experiment|evaluate|predictions|step)\b")
 
 
 def imported_modules(path: Path) -> set[str]:

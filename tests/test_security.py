@@ -8,6 +8,7 @@ import io
 import json
 import os
 import pickle
+import sys
 import zipfile
 from pathlib import Path
 
@@ -213,6 +214,7 @@ def user_package(tmp_path, monkeypatch) -> Path:
         f"    Path({str(tmp_path / 'called')!r}).touch()\n"
         f"    return build({SPEC!r}, input_shape=input_shape, num_classes=num_classes)\n")
     monkeypatch.syspath_prepend(str(pkg))
+    monkeypatch.delitem(sys.modules, "mynets", raising=False)  # not another test's mynets, cached
     return tmp_path
 
 

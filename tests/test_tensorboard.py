@@ -137,10 +137,18 @@ def test_projector_for_many_non_square_images(tmp_path):
     assert len((tmp_path / "train" / "projector" / "metadata.tsv").read_text().splitlines()) == 1201
 
 
+def test_the_training_loop_knows_only_callbacks(tmp_path):
+    from cnnlab.errors import CnnlabError
+    from cnnlab.train.loop import fit
+
+    with pytest.raises(CnnlabError, match=r"knows only callbacks: pass callbacks=\[cnnlab.TensorBoardLog\(DIR\)\]"):
+        fit(None, np.zeros((2, 4, 4, 1), np.uint8), np.zeros(2, int), tensorboard=tmp_path)
+
+
 def test_fit_tensorboard_argument(tmp_path):
+    from cnnlab import fit  # the public fit: the training loop, with tensorboard= attaching the callback
     from cnnlab.models import build
     from cnnlab.train.config import TrainConfig
-    from cnnlab.train.loop import fit
     rng = np.random.default_rng(0)
     x = rng.integers(0, 255, (40, 10, 16, 1), dtype=np.uint8)  # non-square 10x16 images
     y = rng.integers(0, 3, 40)
