@@ -24,6 +24,10 @@ def captum_attr():
 
 RTOL = 1e-5
 
+# The small CNNs have random weights: some of their classes have no positive evidence at a
+# layer, so an all-zero Grad-CAM map is a correct answer there. The warning has its own test.
+pytestmark = pytest.mark.filterwarnings("ignore::cnnlab.insight.attribution.AllZeroMapWarning")
+
 
 def method_options(method: str) -> dict:
     """Small settings that keep each method's test fast."""
@@ -71,12 +75,73 @@ def test_gradcam_equals_captum_layergradcam_upsampled(model, images, layer, capt
     close(A.gradcam(model, images, TARGETS, layer=layer), ref)
 
 
-def test_gradcam_auto_is_the_last_conv_with_a_map_larger_than_1x1(model, images):
-    np.testing.assert_array_equal(A.gradcam(model, images, TARGETS), A.gradcam(model, images, TARGETS, layer="5"))
+def test_gradcam_auto_is_the_relu_after_the_last_conv_with_a_map_larger_than_1x1(model, images):
+    np.testing.assert_array_equal(A.gradcam(model, images, TARGETS), A.gradcam(model, images, TARGETS, layer="6"))
+    assert A.cam_layers(model, images) == ["6"] and A.cam_layers(model, images, "sweep") == ["1", "3", "6"]
     # A last conv with a 1x1 output is skipped for the one before it.
     torch.manual_seed(0)
     net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.Conv2d(4, 8, 10), nn.Flatten(), nn.Linear(8, 3)).double()
-    np.testing.assert_array_equal(A.gradcam(net, images, 1), A.gradcam(net, images, 1, layer="0"))
+    np.testing.assert_array_equal(A.gradcam(net, images, 1), A.gradcam(net, images, 1, layer="1"))
+    assert A.cam_layers(net, images) == ["1"]
+
+
+def test_gradcam_on_an_activation_or_a_module_object_equals_captum_there(model, images, captum_attr):
+    """``layer=`` takes the activation after a conv, and the module object itself, as Captum does."""
+    ref = captum_attr.LayerGradCam(model, model[6]).attribute(images, target=TARGETS, relu_attributions=True)
+    ref = captum_attr.LayerAttribution.interpolate(ref, (12, 12), "bilinear")[:, 0]
+    close(A.gradcam(model, images, TARGETS, layer=model[6]), ref)
+    np.testing.assert_array_equal(A.gradcam(model, images, TARGETS, layer="6"),
+                                  A.gradcam(model, images, TARGETS, layer=model[6]))
+
+
+class _Fire(nn.Module):
+    """SqueezeNet's Fire module in miniature: squeeze, then two expands concatenated."""
+
+    def __init__(self, cin: int):
+        super().__init__()
+        self.squeeze, self.squeeze_activation = nn.Conv2d(cin, 2, 1), nn.ReLU()
+        self.expand1x1, self.expand1x1_activation = nn.Conv2d(2, 3, 1), nn.ReLU()
+        self.expand3x3, self.expand3x3_activation = nn.Conv2d(2, 3, 3, padding=1), nn.ReLU()
+
+    def forward(self, x):
+        x = self.squeeze_activation(self.squeeze(x))
+        return torch.cat([self.expand1x1_activation(self.expand1x1(x)), self.expand3x3_activation(self.expand3x3(x))], 1)
+
+
+class _Residual(nn.Module):
+    """A residual block whose one ReLU module is called twice, as torchvision's BasicBlock."""
+
+    def __init__(self, c: int):
+        super().__init__()
+        self.conv1, self.bn1 = nn.Conv2d(c, c, 3, padding=1), nn.BatchNorm2d(c)
+        self.conv2, self.bn2 = nn.Conv2d(c, c, 3, padding=1), nn.BatchNorm2d(c)
+        self.relu = nn.ReLU(inplace=True)
+
+    def forward(self, x):
+        out = self.relu(self.bn1(self.conv1(x)))
+        return self.relu(self.bn2(self.conv2(out)) + x)
+
+
+@pytest.mark.parametrize(("block", "unit", "sweep"), [
+    (_Fire, "features.1", ["features.0.1", "features.1.squeeze_activation", "features.1.expand1x1_activation",
+                           "features.1"]),
+    (_Residual, "features.1", ["features.0.1", "features.1.relu", "features.1"]),
+])
+def test_auto_picks_a_fire_module_or_a_residual_block_output(images, block, unit, sweep, captum_attr):
+    torch.manual_seed(0)
+    net = nn.Sequential()
+    net.add_module("features", nn.Sequential(nn.Sequential(nn.Conv2d(3, 6, 3, padding=1), nn.ReLU()), block(6)))
+    net.add_module("pool", nn.AdaptiveAvgPool2d(1))
+    net.add_module("flat", nn.Flatten())
+    net.add_module("fc", nn.Linear(6, 3))
+    net = net.double().eval()
+    assert A.cam_layers(net, images) == [unit] and A.cam_layers(net, images, "sweep") == sweep
+    # The block's output: after the concatenation (Fire) or the residual add and its ReLU.
+    targets = [0, 1, 2, 1, 0]
+    maps, _, used, _ = A.gradcam_maps(net, images, targets)
+    ref = captum_attr.LayerGradCam(net, net.features[1]).attribute(images, target=targets, relu_attributions=True)
+    assert used == [unit]
+    close(maps[unit], captum_attr.LayerAttribution.interpolate(ref, (12, 12), "bilinear")[:, 0])
 
 
 def test_saliency_equals_captum_saliency(model, images, captum_attr):
@@ -114,10 +179,9 @@ def test_gradcam_pp_matches_the_closed_form_of_chattopadhyay_2018():
     x = torch.randn(1, 1, 4, 4, dtype=torch.float64, generator=torch.Generator().manual_seed(4))
     target = 2
     with torch.no_grad():
-        a = net[0](x)[0].numpy()  # (2, 4, 4)
+        a = net[1](net[0](x))[0].numpy()  # (2, 4, 4): the ReLU's output, the unit 'auto' picks
         s = float(net(x)[0, target])
-    v = net[3].weight[target].detach().numpy().reshape(2, 4, 4)
-    g = v * (a > 0)  # dS/dA through the ReLU
+    g = net[3].weight[target].detach().numpy().reshape(2, 4, 4)  # dS/dA: the dense weights
     weights = np.zeros(2)
     for k in range(2):
         for i in range(4):
@@ -128,7 +192,8 @@ def test_gradcam_pp_matches_the_closed_form_of_chattopadhyay_2018():
                 alpha = d2 / (2 * d2 + a[k].sum() * d3)
                 weights[k] += alpha * max(np.exp(s) * g[k, i, j], 0.0)
     cam = np.maximum((weights[:, None, None] * a).sum(0), 0)
-    ours = A.gradcam_pp(net, x, target, layer="0")[0]  # 4x4 layer on a 4x4 input: no resizing
+    assert A.cam_layers(net, x) == ["1"]
+    ours = A.gradcam_pp(net, x, target)[0]  # 4x4 layer on a 4x4 input: no resizing
     assert cam.max() > 0
     np.testing.assert_allclose(ours * np.exp(s), cam, rtol=1e-5, atol=1e-7 * cam.max())
 
@@ -193,7 +258,7 @@ def test_smoothgrad_is_the_mean_saliency_of_seeded_noisy_copies(model, images):
 
 def test_layer_sweep_gives_every_conv_layer_in_one_call(model, images):
     sweep = A.layer_sweep(model, images, TARGETS)
-    assert list(sweep) == ["0", "2", "5"]
+    assert list(sweep) == ["1", "3", "6"]  # the ReLU after each conv
     for name, maps in sweep.items():
         np.testing.assert_allclose(maps, A.gradcam(model, images, TARGETS, layer=name), rtol=1e-6)
 
@@ -300,8 +365,12 @@ def test_model_unchanged_when_explaining_fails_halfway(images, method):
 def test_bad_layers_list_the_conv_layers(model, images):
     with pytest.raises(CnnlabError, match=r"no layer 'features\.9'.*conv layers: 0, 2, 5"):
         A.gradcam(model, images, 0, layer="features.9")
-    with pytest.raises(CnnlabError, match=r"layer '1' is a ReLU, not a convolution.*0, 2, 5"):
-        A.gradcam(model, images, 0, layer="1")
+    with pytest.raises(CnnlabError, match=r"layer '8' \(Linear\) gives \(5, 7\), not \(N, C, H, W\) feature maps"):
+        A.gradcam(model, images, 0, layer="8")
+    with pytest.raises(CnnlabError, match=r"the Conv2d passed as layer is not a submodule of Sequential"):
+        A.gradcam(model, images, 0, layer=nn.Conv2d(3, 4, 3))
+    with pytest.raises(CnnlabError, match=r"layer 3 is not a layer name or module"):
+        A.gradcam(model, images, 0, layer=3)
     dense = nn.Sequential(nn.Flatten(), nn.Linear(432, 3)).double()
     with pytest.raises(CnnlabError, match="has no Conv2d layer.*saliency"):
         A.gradcam_pp(dense, images, 0)
@@ -357,7 +426,7 @@ def test_gradcam_of_the_cat_photo_lies_on_the_cat(squeezenet, shared_dir):
     if not photo.is_file():
         pytest.skip(f"{photo} is absent")
     result = explain_photo(photo, model=squeezenet)
-    assert result.target_name == "Egyptian_cat" == result.top[0][1] and result.layer == "classifier.1"
+    assert result.target_name == "Egyptian_cat" == result.top[0][1] and result.layer == "classifier.2"
     cam = result.map
     assert cam.shape == (720, 1280)  # the photo's own size
     left, top, right, bottom = result.crop
@@ -466,18 +535,18 @@ def test_explain_decisions_maps_the_actual_and_the_predicted_class(model, images
     losses = [TopLoss(index=10 + i, loss=1.0, predicted=(i + 1) % 7, predicted_prob=0.5, actual=i, actual_prob=0.1)
               for i in range(4)]
     d = explain_decisions(model, preprocess, uint8, losses, n=3)
-    assert d.layer == "5" and list(d.indices) == [10, 11, 12] and d.images.shape == (3, 12, 12, 3)
+    assert d.layer == "6" and list(d.indices) == [10, 11, 12] and d.images.shape == (3, 12, 12, 3)
     np.testing.assert_array_equal(d.actual_maps, A.gradcam(model, images[:3], [0, 1, 2]))
     np.testing.assert_array_equal(d.predicted_maps, A.gradcam(model, images[:3], [1, 2, 3]))
-    assert d.sweep_index == 10 and list(d.sweep) == ["0", "2", "5"]
-    np.testing.assert_allclose(d.sweep["2"], A.gradcam(model, images[:1], 1, layer="2")[0], rtol=1e-6)
+    assert d.sweep_index == 10 and list(d.sweep) == ["1", "3", "6"]
+    np.testing.assert_allclose(d.sweep["3"], A.gradcam(model, images[:1], 1, layer="3")[0], rtol=1e-6)
     assert explain_decisions(model, preprocess, uint8, [], n=3) is None
     dense = nn.Sequential(nn.Flatten(), nn.Linear(432, 7)).double()
     assert explain_decisions(dense, preprocess, uint8, losses) is None
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize(("name", "layer"), [("resnet18", "layer4.1.conv2"), ("mobilenet_v3_small", "features.12.0")])
+@pytest.mark.parametrize(("name", "layer"), [("resnet18", "layer4.1"), ("mobilenet_v3_small", "features.12.2")])
 def test_explain_photo_with_the_other_pretrained_architectures(tmp_path, name, layer):
     from PIL import Image
 
