@@ -407,6 +407,132 @@ def test_bad_images_and_options(model, images):
         A.integrated_gradients(model, images, 0, steps=1)
     with pytest.raises(CnnlabError, match="unknown method 'lime'"):
         A.attribute(model, images, 0, method="lime")
+    with pytest.raises(CnnlabError, match=r"occlusion stride \(4, 4\) is larger than the window \(3, 3\)"):
+        A.occlusion(model, images, 0, window=3, stride=4)  # the pixels between windows would be NaN
+    with pytest.raises(CnnlabError, match="which must be 'auto' or 'sweep'"):
+        A.cam_layers(model, images, "all")
+
+
+# --------------------------------------------------------------------------- signs, zero maps, precision
+
+
+def test_signed_saliency_equals_captums_signed_gradient_and_is_signed(model, images, captum_attr):
+    with pytest.warns(UserWarning, match="required_grads"):
+        ref = captum_attr.Saliency(model).attribute(images, target=TARGETS, abs=False)
+    ours = A.saliency(model, images, TARGETS, signed=True)
+    close(ours, ref.sum(1))
+    assert ours.min() < 0 < ours.max()
+    assert [m for m in A.METHODS if A.is_signed(m)] == ["ig", "occlusion"]
+    assert A.is_signed("saliency", signed=True) and not A.is_signed("saliency")
+    with pytest.raises(CnnlabError, match="unknown method 'lime'"):
+        A.is_signed("lime")
+    # integrated gradients and occlusion are signed maps on this model too
+    for method in ("ig", "occlusion"):
+        maps = A.attribute(model, images, TARGETS, method=method, **method_options(method))
+        assert maps.min() < 0 < maps.max()
+
+
+def test_riemann_trapezoid_is_captums_times_n_over_n_minus_1(model, images, captum_attr):
+    """Captum's trapezoid weights sum to 1 - 1/n; cnnlab's sum to 1 (the trapezoid rule)."""
+    n = 12
+    ref = captum_attr.IntegratedGradients(model).attribute(images, target=TARGETS, n_steps=n,
+                                                           method="riemann_trapezoid").sum(1)
+    ours = A.integrated_gradients(model, images, TARGETS, steps=n, method="riemann_trapezoid")
+    close(ours * (n - 1) / n, ref)
+    assert not np.allclose(ours, ref.numpy(), rtol=1e-3)
+
+
+def _all_zero_net() -> nn.Sequential:
+    """conv (>= 0 after its ReLU) -> dense: class 0 weighs every feature -1, class 1 +1."""
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(3, 2, 3, padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(2 * 12 * 12, 2)).double()
+    with torch.no_grad():
+        net[3].weight[0] = -1.0
+        net[3].weight[1] = 1.0
+    return net.eval()
+
+
+@pytest.mark.filterwarnings("error::cnnlab.insight.attribution.AllZeroMapWarning")
+def test_a_map_that_is_still_all_zero_warns_in_one_line(images):
+    net = _all_zero_net()
+    with pytest.warns(A.AllZeroMapWarning) as caught:
+        maps = A.gradcam(net, images, [0, 0, 1, 1, 1])  # class 0 has no positive evidence anywhere
+    assert A.all_zero(maps).tolist() == [True, True, False, False, False]
+    (warning,) = caught
+    assert str(warning.message) == ("Grad-CAM: 2 of 5 maps at layer 1 are all zero (no positive evidence for the "
+                                    "class there); try an earlier layer or another method")
+    A.gradcam(net, images, 1)  # no warning (an error here) when every map has something
+    with pytest.warns(A.AllZeroMapWarning, match="Grad-CAM\\+\\+: 5 of 5 maps"):
+        A.gradcam_pp(net, images, 0)
+    maps, *_ = A.gradcam_maps(net, images, 0)  # the plain-data call leaves the judgement to its caller
+    assert A.all_zero(maps["1"]).all()
+
+
+def test_gradcam_pp_in_float32_agrees_with_float64(images):
+    """On rectified activations the alphas' denominator is >= 2: float32 stays within 1e-5
+    of float64 (before the guard, a conv's signed output brought it to 2e-4 and 1.6e-3 apart)."""
+    model = small_cnn()
+    x = torch.randn(64, 3, 12, 12, generator=torch.Generator().manual_seed(5), dtype=torch.float64)
+    targets = [i % 7 for i in range(64)]
+    ref = A.gradcam_pp(model, x, targets)
+    got = A.gradcam_pp(small_cnn().float(), x.float(), targets)
+    assert ref.max() > 0
+    np.testing.assert_allclose(got, ref, rtol=0, atol=1e-5 * ref.max())
+
+
+def test_gradcam_pp_denominator_is_guarded_on_a_signed_layer():
+    """A conv's raw output can make 2 + sum(A) g reach 0: alpha is capped at 1 there."""
+    act = torch.tensor([[[[-3.0, 1.0]]]], dtype=torch.float64)  # sum(A) = -2
+    grad = torch.tensor([[[[1.0, 0.5]]]], dtype=torch.float64)  # 2 + sum(A) g = 0 and 1
+    from cnnlab.insight.attribution import _cam
+
+    cam = _cam(act, grad, (1, 2), plus=True)
+    # weight = sum over g > 0 of alpha * g, alpha = 1 / max(2 + sum(A) g, 1) = 1 and 1: 1.5
+    np.testing.assert_allclose(cam.numpy(), [[[0.0, 1.5]]])  # relu(1.5 * A); unguarded, 1 / 0
+
+
+# --------------------------------------------------------------------------- faithfulness measures
+
+
+def test_rank_correlation_is_spearmans_and_nan_for_a_constant_map():
+    stats = pytest.importorskip("scipy.stats")
+    from cnnlab.insight.faithfulness import rank_correlation
+
+    rng = np.random.default_rng(0)
+    a = rng.normal(size=(4, 6, 7)).round(1)  # rounding makes ties
+    b = a + rng.normal(size=a.shape)
+    b[2] = 0.0
+    got = rank_correlation(a, b)
+    for i in (0, 1, 3):
+        assert got[i] == pytest.approx(stats.spearmanr(a[i].ravel(), b[i].ravel()).statistic, abs=1e-12)
+    assert np.isnan(got[2])
+    with pytest.raises(CnnlabError, match="must match"):
+        rank_correlation(a, b[:2])
+
+
+def test_deletion_and_insertion_curves(model, images):
+    from cnnlab.insight.faithfulness import auc, perturbation_curves
+
+    probs = A.scores(model, images).softmax(1).numpy()[np.arange(5), TARGETS]
+    maps = A.saliency(model, images, TARGETS)
+    deletion = perturbation_curves(model, images, maps, TARGETS, steps=4, baseline=0.25)
+    insertion = perturbation_curves(model, images, maps, TARGETS, mode="insertion", steps=4, baseline=0.25)
+    flat = A.scores(model, torch.full_like(images, 0.25)).softmax(1).numpy()[np.arange(5), TARGETS]
+    assert deletion.shape == insertion.shape == (5, 5)
+    np.testing.assert_allclose(deletion[:, 0], probs, rtol=1e-5)  # nothing deleted yet
+    np.testing.assert_allclose(deletion[:, -1], flat, rtol=1e-5)  # everything deleted: the baseline image
+    np.testing.assert_allclose(insertion[:, 0], flat, rtol=1e-5)
+    np.testing.assert_allclose(insertion[:, -1], probs, rtol=1e-5)
+    # half deleted: exactly the top half of the map's pixels set to the baseline
+    top = maps.reshape(5, -1).argsort(1)[:, ::-1][:, :72]
+    half = images.clone()
+    for i in range(5):
+        half[i].view(3, -1)[:, torch.from_numpy(top[i].copy())] = 0.25
+    want = A.scores(model, half).softmax(1).numpy()[np.arange(5), TARGETS]
+    np.testing.assert_allclose(deletion[:, 2], want, rtol=1e-5)
+    np.testing.assert_allclose(auc(np.array([[1.0, 0.5, 0.0]])), [0.5])
+    with pytest.raises(CnnlabError, match="do not match the images"):
+        perturbation_curves(model, images, maps[:, :5], TARGETS)
 
 
 # --------------------------------------------------------------------------- photos and the real SqueezeNet
@@ -518,6 +644,38 @@ def test_overlay_blends_a_colour_blind_safe_colormap():
         overlay(image, heat.T)
     with pytest.raises(CnnlabError, match="opacity"):
         overlay(image, heat, alpha=1.5)
+
+
+def test_signed_maps_are_drawn_on_a_diverging_colormap_centred_on_zero():
+    from matplotlib import colormaps
+
+    from cnnlab.report.overlay import normalize_map, overlay, plot_attributions, plot_layer_sweep
+
+    image = np.zeros((1, 3), np.uint8)
+    heat = np.array([[-2.0, 0.0, 1.0]])
+    drawn = overlay(image, heat, alpha=1.0, signed=True)
+    table = colormaps["RdBu_r"]
+    for value, colour in zip((0.0, 0.5, 0.75), drawn[0], strict=True):  # -2 -> bottom, 0 -> middle, 1 -> 3/4
+        np.testing.assert_allclose(colour, np.array(table(value)[:3]) * 255, atol=3)  # a 256-entry table
+    # unsigned: the positive part, so evidence against the class is not painted as evidence for it
+    np.testing.assert_allclose(normalize_map(heat), [[0.0, 0.0, 1.0]])
+    np.testing.assert_allclose(normalize_map(heat, signed=True), [[-1.0, 0.0, 0.5]])
+    unsigned = overlay(image, heat, alpha=1.0, cmap="viridis")
+    np.testing.assert_array_equal(unsigned[0, 0], unsigned[0, 1])
+    with pytest.raises(CnnlabError, match="diverging colormap for a signed map 'cividis' is not colour-blind safe"):
+        overlay(image, heat, signed=True, cmap="cividis")
+    # every overlay panel has its colour bar, the signed one symmetric about 0
+    images = [np.zeros((4, 4), np.uint8)] * 2
+    signed_maps = [np.linspace(-1, 2, 16).reshape(4, 4)] * 2
+    fig = plot_attributions(images, [signed_maps, [np.abs(m) for m in signed_maps]], column_titles=["ig", "saliency"],
+                            signed=[True, False], shared_scale=False)
+    bars = [ax for ax in fig.axes if ax.get_label() == "<colorbar>"]
+    assert len(bars) == 4
+    assert bars[0].get_ylim() == pytest.approx((-2, 2)) and bars[1].get_ylim() == pytest.approx((0, 2))
+    sweep = plot_layer_sweep(images[0], {"a": signed_maps[0], "b": signed_maps[0]}, signed=True)
+    assert sum(ax.get_label() == "<colorbar>" for ax in sweep.axes) == 2
+    with pytest.raises(CnnlabError, match="one bool or one per column"):
+        plot_attributions(images, [signed_maps], column_titles=["ig"], signed=[True, False])
 
 
 # --------------------------------------------------------------------------- the report's decision maps
