@@ -7,6 +7,7 @@ not rounding. Captum is a test-only dependency (the `test` extra).
 from __future__ import annotations
 
 import threading
+import warnings
 
 import numpy as np
 import pytest
@@ -718,3 +719,106 @@ def test_explain_photo_with_the_other_pretrained_architectures(tmp_path, name, l
     result = explain_photo(path, model=net, target=7)
     assert result.layer == layer and result.target == 7 and result.map.shape == (240, 320)
     assert result.map.max() > 0 and len(result.top) == 5
+
+
+# --------------------------------------------------------------------------- faithfulness on real trained networks
+
+
+@pytest.fixture(scope="module")
+def trained_mnist(tmp_path_factory, datasets_root):
+    """A real run: mnist-cnn trained by train_run for 2 epochs on 3,000 MNIST images at lr
+    0.002 (about 95% on the test set; ~20 s on two idle cores), and the first 1,000 test
+    images, preprocessed, with their labels."""
+    from cnnlab.train.experiment import RunConfig, train_run
+    from cnnlab.train.loop import TrainConfig
+    from cnnlab.train.runs import load_run
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("CNNLAB_DATA", str(datasets_root))
+        mp.setenv("XDG_CACHE_HOME", str(tmp_path_factory.mktemp("xdg")))
+        cfg = RunConfig(data="mnist", model="mnist-cnn", train_size=3000, val_size=0,
+                        train=TrainConfig(epochs=2, batch_size=32, lr=0.002, verbose=0, seed=0))
+        path, _ = train_run(cfg, tmp_path_factory.mktemp("runs") / "faithful", download=False)
+        run = load_run(path)
+        test = run.load_data().test
+    model = run.build_model(weights="last").eval()
+    x, y = run.preprocess(test.images[:1000]), torch.from_numpy(test.labels[:1000].astype(np.int64))
+    assert (A.scores(model, x).argmax(1) == y).float().mean() > 0.9
+    return model, x, y
+
+
+@pytest.mark.slow
+def test_gradcam_of_a_trained_mnist_cnn_is_almost_never_all_zero(trained_mnist):
+    """The rectified unit (the ReLU after the last conv) against the conv's raw output, where
+    the classes' evidence is often negative everywhere: on this run 0 vs 409 of 1,000."""
+    model, x, y = trained_mnist
+    maps, _, used, _ = A.gradcam_maps(model, x, y)
+    assert used == ["4"]
+    assert A.all_zero(maps["4"]).mean() <= 0.01
+    raw, *_ = A.gradcam_maps(model, x, y, layers=["3"])
+    assert A.all_zero(raw["3"]).mean() > 0.1  # the old choice: what this test would have caught
+
+
+@pytest.mark.slow
+def test_trained_mnist_maps_change_when_the_top_layer_is_randomised(trained_mnist):
+    """Adebayo et al.'s model-randomisation check: the mean per-image Spearman correlation
+    between the maps before and after re-drawing the top layer's weights (three draws) is
+    below 0.5 for Grad-CAM and for signed saliency. Absolute saliency does not pass it on
+    MNIST (about 0.7 here: the digit's outline dominates |gradient| whatever the top layer),
+    which is why signed maps are drawn signed."""
+    from cnnlab.insight.faithfulness import randomized_top, rank_correlation
+
+    model, x, y = trained_mnist
+    x, y = x[:200], y[:200]
+    correlations = {"gradcam": [], "saliency (signed)": []}
+    for seed in range(3):
+        twin = randomized_top(model, seed=seed)
+        for name, fn in (("gradcam", lambda m: A.gradcam_maps(m, x, y)[0]["4"]),
+                         ("saliency (signed)", lambda m: A.saliency(m, x, y, signed=True))):
+            correlations[name].append(np.nanmean(rank_correlation(fn(model), fn(twin))))
+    for name, values in correlations.items():
+        assert np.mean(values) < 0.5, (name, values)
+    assert np.mean(correlations["saliency (signed)"]) < 0.25
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("method", sorted(A.METHODS))
+def test_deleting_a_maps_top_pixels_first_beats_a_random_order(trained_mnist, method):
+    """Deletion (Petsiuk et al. 2018): pixels set to 0 (black), most evidence first, 10% at a
+    time; the area under the class probability is lower than for a random order, on
+    average and for most images."""
+    from cnnlab.insight.faithfulness import auc, perturbation_curves
+
+    model, x, y = trained_mnist
+    x, y = x[:100], y[:100]
+    options = {"smoothgrad": {"samples": 8}, "ig": {"steps": 16}, "occlusion": {"window": 4, "stride": 4}}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", A.AllZeroMapWarning)
+        maps = A.attribute(model, x, y, method=method, **options.get(method, {}))
+    ours = auc(perturbation_curves(model, x, maps, y, steps=10))
+    chance = auc(perturbation_curves(model, x, maps, y, steps=10, order="random"))
+    assert ours.mean() < 0.75 * chance.mean() and (ours < chance).mean() > 0.8
+
+
+@pytest.mark.slow
+def test_squeezenet_maps_change_when_its_classifier_is_randomised(squeezenet, shared_dir):
+    """The same check on SqueezeNet and the cat photo: the top layer is the 1x1 classifier
+    conv; Grad-CAM (at its ReLU, classifier.2) and signed saliency decorrelate."""
+    from cnnlab.insight.faithfulness import randomized_top, rank_correlation
+    from cnnlab.insight.photo import load_photo
+    from cnnlab.models.pretrained import preprocess
+
+    photo = shared_dir / "images" / "cat.jpg"
+    if not photo.is_file():
+        pytest.skip(f"{photo} is absent")
+    x = preprocess(load_photo(photo)[0])[None]
+    target = [int(A.scores(squeezenet, x).argmax(1)[0])]
+    assert A.cam_layers(squeezenet, x) == ["classifier.2"]
+    correlations = {"gradcam": [], "saliency (signed)": []}
+    for seed in range(3):
+        twin = randomized_top(squeezenet, seed=seed)
+        for name, fn in (("gradcam", lambda m: A.gradcam_maps(m, x, target)[0]["classifier.2"]),
+                         ("saliency (signed)", lambda m: A.saliency(m, x, target, signed=True))):
+            correlations[name].append(rank_correlation(fn(squeezenet), fn(twin))[0])
+    for name, values in correlations.items():
+        assert np.nanmean(values) < 0.5, (name, values)
