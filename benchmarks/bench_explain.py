@@ -175,7 +175,7 @@ def faithfulness(run_dir: str, n: int) -> None:
     print(f"\n  {n} test images, 20 steps, baseline 0; deletion: lower is better, insertion: higher is better;")
     print("  rank corr.: mean per-image Spearman with the maps after re-drawing the top layer (3 seeds), lower is better")
     print(f"  {'method':22s} {'deletion':>9s} {'insertion':>9s} {'rank corr.':>10s} {'seconds':>8s}")
-    rows = [(m, {}) for m in attribution.METHODS] + [("saliency", {"signed": True})]
+    rows = [(m, {}) for m in attribution.METHODS] + [("saliency", {"signed": True}), ("gradcam", {"layer": raw})]
     chance = None
     for method, extra in rows:
         options = {**METHOD_OPTIONS.get(method, {}), **extra}
@@ -191,7 +191,8 @@ def faithfulness(run_dir: str, n: int) -> None:
         if chance is None:
             chance = (F.auc(F.perturbation_curves(model, x, m, y, steps=20, order="random")).mean(),
                       F.auc(F.perturbation_curves(model, x, m, y, mode="insertion", steps=20, order="random")).mean())
-        name = method + (" (signed)" if extra else " (signed)" if attribution.is_signed(method) else "")
+        signed = attribution.is_signed(method, **extra)
+        name = method + (f" (raw conv {raw})" if "layer" in extra else " (signed)" if signed else "")
         print(f"  {name:22s} {deletion:9.3f} {insertion:9.3f} {corr:10.3f} {seconds:8.2f}")
     print(f"  {'random order':22s} {chance[0]:9.3f} {chance[1]:9.3f}")
 

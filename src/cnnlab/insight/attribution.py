@@ -170,9 +170,10 @@ def _kind(module: nn.Module) -> str | None:
     return "pass" if names & set(_PASS_THROUGH) else None
 
 
-def _trace(model: nn.Module, x: torch.Tensor) -> list[tuple[str, object, object]]:
-    """Every submodule call of one gradient-free forward pass of ``x``, in the order the
-    calls finish (a block after its children): ``(name, first input, output)``."""
+def _trace(model: nn.Module, x: torch.Tensor) -> tuple[list[tuple[str, object, object]], torch.Tensor]:
+    """``(calls, scores)`` of one forward pass of ``x``: every submodule call in the order the
+    calls finish (a block after its children) as ``(name, first input, output)``. Run it
+    under ``explaining``; with grad enabled the outputs can be differentiated."""
     owner = threading.get_ident()
     calls: list[tuple[str, object, object]] = []
 
@@ -188,19 +189,18 @@ def _trace(model: nn.Module, x: torch.Tensor) -> list[tuple[str, object, object]
         for name, module in model.named_modules():
             if name:
                 handles.append(module.register_forward_hook(hook_for(name)))
-        with explaining(model), torch.no_grad():
-            forward_logits(model, x)
+        logits = forward_logits(model, x)
     finally:
         for handle in handles:
             handle.remove()
-    return calls
+    return calls, logits
 
 
 def _is_map(t) -> bool:
     return isinstance(t, torch.Tensor) and t.ndim == 4
 
 
-def _units(model: nn.Module, x: torch.Tensor, convs: list[str]) -> tuple[dict[str, str], dict[str, int]]:
+def _units(model: nn.Module, calls: list, convs: list[str]) -> tuple[dict[str, str], dict[str, int]]:
     """({conv: the module whose output is that conv's rectified unit}, {conv: the smaller
     pixel count of its map and its unit's}), for the convs that ran with (N, C, H, W) output,
     in the order they ran.
@@ -213,7 +213,6 @@ def _units(model: nn.Module, x: torch.Tensor, convs: list[str]) -> tuple[dict[st
     - then the activations (through BatchNorm, dropout, pooling) that take that output next,
       one after the other (``conv -> ReLU``: the ReLU; ``conv -> pool -> BN -> ReLU``: the ReLU).
     """
-    calls = _trace(model, x[:1])
     count: dict[str, int] = {}
     first: dict[str, int] = {}
     for i, (name, _, _) in enumerate(calls):
@@ -269,10 +268,20 @@ def cam_layers(model: nn.Module, images, which: str = "auto") -> list[str]:
     conv layer, in the order they run): the rectified output of each conv's unit, see
     :func:`gradcam`. ``images``: one batch the model takes (only the first image is run)."""
     convs = require_convs(model, "Grad-CAM")
+    _check_which(which)
+    x = _as_batch(model, images)
+    with explaining(model), torch.no_grad():
+        calls, _ = _trace(model, x[:1])
+    return _choose(model, calls, convs, which)
+
+
+def _check_which(which) -> None:
     if which not in ("auto", "sweep"):
         raise CnnlabError(f"which must be 'auto' or 'sweep', got {which!r}")
-    x = _as_batch(model, images)
-    units, pixels = _units(model, x, convs)
+
+
+def _choose(model: nn.Module, calls: list, convs: list[str], which: str) -> list[str]:
+    units, pixels = _units(model, calls, convs)
     if which == "sweep":
         sweep = list(dict.fromkeys(units[conv] for conv in units if pixels[conv] > 1))
         if sweep:
@@ -292,18 +301,26 @@ def gradcam_maps(model: nn.Module, images, targets="predicted", *, layers=("auto
     :func:`gradcam`) or ``["sweep"]`` (every conv's unit, see :func:`cam_layers`)."""
     layers = [layers] if isinstance(layers, (str, nn.Module)) else list(layers)
     x = _as_batch(model, images)
-    if len(layers) == 1 and isinstance(layers[0], str) and layers[0] in ("auto", "sweep"):
-        names = cam_layers(model, x, layers[0])
-    else:
-        names = [check_cam_layer(model, name) for name in layers]
+    which = layers[0] if len(layers) == 1 and isinstance(layers[0], str) and layers[0] in ("auto", "sweep") else None
+    convs = require_convs(model, "Grad-CAM") if which else []
+    names = None if which else [check_cam_layer(model, name) for name in layers]
     spec = _target_spec(targets, len(x), labels)
     chunks: dict[str, list] = {}
     chosen, used, scores_ = names, [], []
-    with explaining(model), captured_outputs(model, names) as store:
+    with explaining(model):
         for start in range(0, len(x), _check_batch_size(batch_size)):
-            store.clear()
             # The input asks for grad so that a frozen model (no parameter requires grad) still records a graph.
-            logits = forward_logits(model, x[start:start + batch_size].clone().requires_grad_(True))
+            xs = x[start:start + batch_size].clone().requires_grad_(True)
+            if names is None:  # "auto"/"sweep": the units are found in the first batch's own pass
+                calls, logits = _trace(model, xs)
+                names = _choose(model, calls, convs, which)
+                first: dict[str, torch.Tensor] = {}
+                for name, _, out in calls:
+                    first.setdefault(name, out[0] if isinstance(out, (tuple, list)) else out)
+                store = {name: out for name, out in first.items() if name in set(names)}
+            else:
+                with captured_outputs(model, names) as store:
+                    logits = forward_logits(model, xs)
             t = _targets(spec if isinstance(spec, str) else spec[start:start + batch_size], logits)
             if start == 0:
                 chosen = _check_ran(names, store)
