@@ -652,12 +652,14 @@ def test_signed_maps_are_drawn_on_a_diverging_colormap_centred_on_zero():
 
     from cnnlab.report.overlay import normalize_map, overlay, plot_attributions, plot_layer_sweep
 
-    image = np.zeros((1, 3), np.uint8)
+    image = np.full((1, 3), 100, np.uint8)
     heat = np.array([[-2.0, 0.0, 1.0]])
-    drawn = overlay(image, heat, alpha=1.0, signed=True)
+    drawn = overlay(image, heat, alpha=1.0, signed=True).astype(float)
     table = colormaps["RdBu_r"]
-    for value, colour in zip((0.0, 0.5, 0.75), drawn[0], strict=True):  # -2 -> bottom, 0 -> middle, 1 -> 3/4
-        np.testing.assert_allclose(colour, np.array(table(value)[:3]) * 255, atol=3)  # a 256-entry table
+    # -2 -> the bottom colour, opaque; 0 -> the image as it is; 1 -> 3/4 up the colormap, half opaque
+    np.testing.assert_allclose(drawn[0, 0], np.array(table(0.0)[:3]) * 255, atol=3)  # a 256-entry table
+    np.testing.assert_array_equal(drawn[0, 1], [100, 100, 100])
+    np.testing.assert_allclose(drawn[0, 2], (np.array(table(0.75)[:3]) * 255 + 100) / 2, atol=3)
     # unsigned: the positive part, so evidence against the class is not painted as evidence for it
     np.testing.assert_allclose(normalize_map(heat), [[0.0, 0.0, 1.0]])
     np.testing.assert_allclose(normalize_map(heat, signed=True), [[-1.0, 0.0, 0.5]])

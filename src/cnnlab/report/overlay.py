@@ -78,7 +78,9 @@ def overlay(image: np.ndarray, heatmap: np.ndarray, *, alpha: float = 0.5, cmap:
     the map value shown at the colormap's end (default :func:`map_scale`).
 
     ``signed=False``: the map's positive part on 'cividis' (default). ``signed=True``: a
-    diverging colormap ('RdBu_r' default) centred on 0, from -vmax (blue) to +vmax (red).
+    diverging colormap ('RdBu_r' default) centred on 0, from -vmax (blue) to +vmax (red),
+    laid on with an opacity of ``alpha`` times |value| / vmax, so where the map is 0 the image
+    shows as it is.
     """
     cmap = _check_cmap(cmap, signed)
     if not isinstance(alpha, (int, float)) or not 0 <= alpha <= 1:
@@ -90,9 +92,13 @@ def overlay(image: np.ndarray, heatmap: np.ndarray, *, alpha: float = 0.5, cmap:
                           "compute the map at the image's size")
     table = (colormaps[cmap](np.linspace(0, 1, 256))[:, :3] * 255).astype(np.float32)  # (256, 3)
     level = normalize_map(heat, vmax, signed=signed)
-    level = (level + 1) / 2 if signed else level  # signed: -1..1 -> 0..1, 0 at the middle
-    colour = table[(level * 255).round().astype(np.intp)]  # (H, W, 3)
-    return (rgb * (1 - alpha) + colour * alpha).round().astype(np.uint8)
+    if signed:  # -1..1 -> 0..1 with 0 at the middle; the opacity grows with |value|, so 0 leaves the image as it is
+        colour = table[((level + 1) / 2 * 255).round().astype(np.intp)]
+        opacity = alpha * np.abs(level)[:, :, None]
+    else:
+        colour = table[(level * 255).round().astype(np.intp)]  # (H, W, 3)
+        opacity = alpha
+    return (rgb * (1 - opacity) + colour * opacity).round().astype(np.uint8)
 
 
 def _colorbar(fig: Figure, ax, cmap: str, vmax: float, signed: bool) -> None:
