@@ -12,7 +12,15 @@
 
 Each variant is timed alternately, round after round; the median is reported.
 
+3. ``--faithfulness`` (with ``--run``): how faithful each method's maps are on the trained
+   run, on the first ``--images`` test images: the all-zero Grad-CAM rate on 1,000 test
+   images at ``layer="auto"`` (the rectified unit) and at the raw last conv; deletion and
+   insertion AUC (``cnnlab.insight.faithfulness``, 20 steps, baseline 0) per method beside a
+   random pixel order; and the mean per-image Spearman correlation with the maps of the model
+   whose top layer was re-drawn (three seeds). Speed is skipped unless ``--speed`` is given too.
+
 Usage: python benchmarks/bench_explain.py [--rounds 5] [--batch 128] [--threads N] [--run RUN_DIR]
+       python benchmarks/bench_explain.py --run RUN_DIR --faithfulness [--images 200] [--speed]
 """
 
 from __future__ import annotations
@@ -93,11 +101,20 @@ def main() -> None:
     p.add_argument("--run", default=None, help="a trained mnist-cnn run directory (default: random weights)")
     p.add_argument("--weights", type=Path, default=SHARED / "models" / "squeezenet1_1-imagenet.pth")
     p.add_argument("--photo", type=Path, default=SHARED / "images" / "cat.jpg")
+    p.add_argument("--faithfulness", action="store_true", help="measure deletion/insertion AUC per method (needs --run)")
+    p.add_argument("--images", type=int, default=200, help="test images for the faithfulness measures (default 200)")
+    p.add_argument("--speed", action="store_true", help="with --faithfulness: also time Grad-CAM beside Captum")
     args = p.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {os.cpu_count()} CPUs; "
           f"median of {args.rounds} rounds")
+    if args.faithfulness:
+        if not args.run:
+            p.error("--faithfulness needs --run RUN_DIR (a trained run)")
+        faithfulness(args.run, args.images)
+        if not args.speed:
+            return
 
     model, x, y, what = mnist_inputs(args.run)
     _, _, layers, _ = attribution.gradcam_maps(model, x[:1], y[:1])
@@ -131,6 +148,53 @@ def main() -> None:
     if "photo" in t:
         print(f"  explain_photo({args.photo.name}, {photo_size(args.photo)}) end to end {t['photo'] * 1000:.1f} ms wall "
               f"{c['photo'] * 1000:.1f} ms CPU (decode, preprocess, Grad-CAM, map at the photo's size)")
+
+
+METHOD_OPTIONS = {"smoothgrad": {"samples": 25}, "ig": {"steps": 32}, "occlusion": {"window": 4, "stride": 2}}
+
+
+def faithfulness(run_dir: str, n: int) -> None:
+    """Print the all-zero rates, the deletion/insertion table and the randomisation check."""
+    import warnings
+
+    from cnnlab.insight import faithfulness as F
+    from cnnlab.insight.internals import conv_layers
+
+    model, x, y, what = mnist_inputs(run_dir)
+    x, y = x[:1000], y[:1000]
+    acc = float((attribution.scores(model, x).argmax(1) == y).float().mean())
+    auto = attribution.cam_layers(model, x[:1])[0]
+    raw = conv_layers(model)[-1]
+    maps, *_ = attribution.gradcam_maps(model, x, y, layers=[auto])
+    raw_maps, *_ = attribution.gradcam_maps(model, x, y, layers=[raw])
+    print(f"\nFaithfulness on {what}, {type(model).__name__}, accuracy {acc:.1%} on the first 1,000 test images")
+    print(f"  all-zero Grad-CAM maps of 1,000: auto (layer {auto}) {int(attribution.all_zero(maps[auto]).sum())}, "
+          f"raw last conv (layer {raw}) {int(attribution.all_zero(raw_maps[raw]).sum())}")
+    x, y = x[:n], y[:n]
+    twins = [F.randomized_top(model, seed=seed) for seed in range(3)]
+    print(f"\n  {n} test images, 20 steps, baseline 0; deletion: lower is better, insertion: higher is better;")
+    print("  rank corr.: mean per-image Spearman with the maps after re-drawing the top layer (3 seeds), lower is better")
+    print(f"  {'method':22s} {'deletion':>9s} {'insertion':>9s} {'rank corr.':>10s} {'seconds':>8s}")
+    rows = [(m, {}) for m in attribution.METHODS] + [("saliency", {"signed": True}), ("gradcam", {"layer": raw})]
+    chance = None
+    for method, extra in rows:
+        options = {**METHOD_OPTIONS.get(method, {}), **extra}
+        start = time.perf_counter()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", attribution.AllZeroMapWarning)
+            m = attribution.attribute(model, x, y, method=method, **options)
+            seconds = time.perf_counter() - start
+            corr = np.mean([np.nanmean(F.rank_correlation(m, attribution.attribute(t, x, y, method=method, **options)))
+                            for t in twins])
+        deletion = F.auc(F.perturbation_curves(model, x, m, y, steps=20)).mean()
+        insertion = F.auc(F.perturbation_curves(model, x, m, y, mode="insertion", steps=20)).mean()
+        if chance is None:
+            chance = (F.auc(F.perturbation_curves(model, x, m, y, steps=20, order="random")).mean(),
+                      F.auc(F.perturbation_curves(model, x, m, y, mode="insertion", steps=20, order="random")).mean())
+        signed = attribution.is_signed(method, **extra)
+        name = method + (f" (raw conv {raw})" if "layer" in extra else " (signed)" if signed else "")
+        print(f"  {name:22s} {deletion:9.3f} {insertion:9.3f} {corr:10.3f} {seconds:8.2f}")
+    print(f"  {'random order':22s} {chance[0]:9.3f} {chance[1]:9.3f}")
 
 
 def photo_size(path: Path) -> str:

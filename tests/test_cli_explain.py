@@ -22,27 +22,33 @@ def test_explain_a_run_on_files_and_test_images(run_env, capsys, tmp_path):
     rc = main(["explain", str(run_env["run"]), "test:0", "test:1", "--target", "actual", "--out", str(out),
                "--save-array", str(arr), "--device", "cpu"])
     text = capsys.readouterr().out
-    assert rc == 0 and "test:0: predicted" in text and "layer: 3" in text
+    assert rc == 0 and "test:0: predicted" in text and "layer: 4" in text  # the ReLU after the last conv, 3
     run = load_run(run_env["run"])
     test = run.load_data().test
-    expected = attribution.gradcam(run.build_model(), run.preprocess(test.images[:2]), test.labels[:2])
-    np.testing.assert_allclose(np.load(arr), expected, rtol=1e-6)
+    expected, _, used, _ = attribution.gradcam_maps(run.build_model(), run.preprocess(test.images[:2]), test.labels[:2])
+    assert used == ["4"]
+    np.testing.assert_allclose(np.load(arr), expected["4"], rtol=1e-6)
     with Image.open(out) as fig:
         assert fig.size[0] > 100
     rc = main(["explain", str(run_env["run"]), str(photo), "--method", "ig", "--target", "ring", "--save-array", str(arr)])
-    assert rc == 0 and "explaining ring" in capsys.readouterr().out and np.load(arr).shape == (1, 10, 10)
+    text = capsys.readouterr().out
+    assert rc == 0 and "explaining ring" in text and np.load(arr).shape == (1, 10, 10)
+    assert "ig maps are signed; drawn on a diverging colormap centred on 0" in text
+    assert np.load(arr).min() < 0 < np.load(arr).max()  # the array keeps the signs
+    rc = main(["explain", str(run_env["run"]), "test:0", "--method", "occlusion", "--positive", "--out", str(out)])
+    assert rc == 0 and "occlusion maps are signed; drawn as their positive part" in capsys.readouterr().out
 
 
 def test_explain_sweep_and_bad_input(run_env, capsys, tmp_path):
     arr = tmp_path / "sweep.npy"
     rc = main(["explain", str(run_env["run"]), "test:2", "test:3", "--layer", "sweep", "--save-array", str(arr),
                "--out", str(tmp_path / "sweep.png")])
-    assert rc == 0 and "layers: 0, 3" in capsys.readouterr().out
+    assert rc == 0 and "layers: 1, 4" in capsys.readouterr().out  # the ReLU after each conv
     assert np.load(arr).shape == (2, 2, 10, 10)  # (layers, images, H, W)
     for argv, message in [
         (["test:999999"], "not test:INDEX with INDEX in 0.."),
         (["missing.png"], "does not exist"),
-        (["test:0", "--layer", "1"], "layer '1' is a ReLU, not a convolution"),
+        (["test:0", "--layer", "6"], "layer '6' (Linear) gives (1, 8), not (N, C, H, W) feature maps"),
         (["test:0", "--layer", "nope"], "no layer 'nope'"),
         (["test:0", "--target", "7"], "target 7 is out of range: the model has 3 classes"),
         (["test:0", "--target", "cat"], "not predicted, actual, a class index or one of: bar, dot, ring"),

@@ -59,10 +59,22 @@ def test_penultimate_features_preprocess_a_batch_at_a_time():
     np.testing.assert_allclose(feats, direct, rtol=1e-6, atol=1e-6)
 
 
-def test_a_model_without_linear_layer_is_refused():
-    model = nn.Sequential(nn.Conv2d(1, 3, 3), nn.AdaptiveAvgPool2d(1), nn.Flatten())
-    with pytest.raises(CnnlabError, match="has no nn.Linear layer") as err:
-        penultimate_features(model, torch.zeros((2, 1, 8, 8)))
+def test_a_network_without_linear_layer_maps_its_last_conv_blocks_pooled_output():
+    """SqueezeNet's way: a 1x1 conv classifier, ReLU, global pool. The features are the last
+    conv block's output (the classifier conv's input), averaged over H and W."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(1, 5, 3), nn.ReLU(), nn.Dropout(0.5), nn.Conv2d(5, 3, 1), nn.ReLU(),
+                          nn.AdaptiveAvgPool2d(1), nn.Flatten())
+    x = torch.randn((20, 1, 8, 8), generator=torch.Generator().manual_seed(2))
+    feats, preds = penultimate_features(model, x, batch_size=8)
+    with torch.no_grad():
+        expected = model[:2](x).mean((2, 3))
+        logits = model.eval()(x)
+    assert feats.shape == (20, 5)
+    np.testing.assert_allclose(feats, expected.numpy(), rtol=1e-6, atol=1e-6)
+    assert np.array_equal(preds, logits.argmax(1).numpy())
+    with pytest.raises(CnnlabError, match="has no nn.Linear or nn.Conv2d layer") as err:
+        penultimate_features(nn.Sequential(nn.Flatten()), torch.zeros((2, 1, 8, 8)))
     assert "\n" not in str(err.value)
 
 

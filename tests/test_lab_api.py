@@ -563,7 +563,7 @@ def test_attribution_is_cnnlab_insights_map(client, reference, method, layer):
     if method.startswith("gradcam"):
         maps, _, used, _ = gradcam_maps(model, x, [3], layers=[layer], plus=method == "gradcam++")
         expected = maps[used[0]][0]
-        assert body["caption"].endswith(f"at layer {used[0]}") and used[0] == ("3" if layer == "auto" else layer)
+        assert body["caption"].endswith(f"at layer {used[0]}") and used[0] == ("4" if layer == "auto" else layer)
     else:
         expected = attribute(model, x, [3], method=method)[0]
     rgba = np.asarray(Image.open(io.BytesIO(base64.b64decode(body["png"]))))
@@ -631,7 +631,7 @@ def test_heat_overlay_of_undefined_and_signed_maps():
 
 @pytest.mark.parametrize(("params", "status", "words"), [
     ({"method": "lime"}, 400, "unknown method"), ({"target": "10"}, 400, "class index 0..9"),
-    ({"target": "cat"}, 400, "class index"), ({"layer": "7"}, 400, "not a convolution"),
+    ({"target": "cat"}, 400, "class index"), ({"layer": "7"}, 400, "not (N, C, H, W) feature maps"),
 ])
 def test_attribution_refuses_bad_parameters(client, params, status, words):
     r = client.get("/api/t/0/attribution", params={"input": "test:0", **params})

@@ -96,7 +96,7 @@ def test_the_commands_work_on_a_program_run(program_run, tmp_path, capsys):
     assert main(["features", str(out), "--channels", "0-1", "--steps", "4", "--examples", "2",
                  "--out", str(tmp_path / "f.png")]) == 0
     assert main(["explain", str(out), "test:0", "test:1", "--out", str(tmp_path / "e.png")]) == 0
-    assert "layer: body.3" in capsys.readouterr().out
+    assert "layer: body.4" in capsys.readouterr().out  # Grad-CAM at the ReLU after the last conv (issue 30)
     assert main(["explain", str(out), "test:0", "--layer", "sweep", "--method", "gradcam++"]) == 0
     assert main(["embed", str(out), "--out", str(tmp_path / "m.png")]) == 0
     results = collect_results(out, options=ResultsOptions(feature_steps=4, n_feature_channels=2), save=False)

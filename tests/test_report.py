@@ -92,7 +92,8 @@ def test_report_has_every_section_and_images_decode(tiny_run):
     # feature visualisation, embedding map, Grad-CAM of the top losses + a layer sweep
     assert len(images) == 1 + 2 + 1 + 1 + 1 + 1 + 3 * 3 + 1 + 1 + 2
     assert (tiny_run / "embedding-pca.npz").is_file()  # the map is cached for the lab and `cnnlab embed`
-    assert "Grad-CAM (layer 0, the last conv layer with a map larger than 1×1)" in html  # layer 3's map is 1x1
+    # layer 3's map is 1x1: the ReLU after conv 0 (issue 30: Grad-CAM of the rectified output)
+    assert "Grad-CAM (layer 1: the rectified output of the last conv layer with a map larger than 1×1)" in html
     assert all(img.width > 0 and img.height > 0 for img in images)
     # self-contained: nothing fetched from elsewhere
     assert not re.search(r'(src|href)="(https?:|//|file:)', html)
@@ -286,7 +287,8 @@ def test_report_renders_hand_built_results_without_running_a_model(tmp_path, mon
     # feature visualisation, embedding map, Grad-CAM of the top losses + a layer sweep
     assert len(embedded_images(html)) == 1 + 2 + 1 + 1 + 1 + 1 + 2 + 1 + 1 + 2
     assert "Feature visualisation (conv2)" in html and "black × = wrong prediction" in html
-    assert f"Grad-CAM (layer conv1, the last conv layer with a map larger than 1×1) of the {len(losses)} largest" in html
+    assert (f"Grad-CAM (layer conv1: the rectified output of the last conv layer with a map larger than 1×1) of "
+            f"the {len(losses)} largest") in html
     (tmp_path / "hand-made").mkdir()
     path = write_results(results, options=ReportOptions(dpi=30))
     assert path == tmp_path / "hand-made" / "report.html" and section_ids(path.read_text()) == list(SECTIONS)

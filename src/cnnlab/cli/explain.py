@@ -36,8 +36,9 @@ def register(sub) -> None:
     p.add_argument("--weights", type=Path, metavar="PATH", help="its state-dict file (default: download once)")
     p.add_argument("--method", choices=METHOD_CHOICES, default="gradcam", help="attribution method (default gradcam)")
     p.add_argument("--layer", default="auto",
-                   help="Grad-CAM layer: auto (last conv with a map larger than 1x1), a layer name, or sweep "
-                        "(every conv layer)")
+                   help="Grad-CAM layer: auto (the rectified output of the last conv with a map larger than 1x1: "
+                        "the ReLU after it, or the Fire/residual block it ends), a layer name (a conv, an "
+                        "activation or a block), or sweep (every conv layer's rectified output)")
     p.add_argument("--target", default="predicted",
                    help="class to explain: predicted, actual (test:INDEX images), a class name or index")
     p.add_argument("--out", type=Path, metavar="FIG.png", help="draw the maps over the images here")
@@ -45,6 +46,9 @@ def register(sub) -> None:
                    help="save the maps (N, H, W) float32; a sweep saves (layers, N, H, W)")
     p.add_argument("--alpha", type=options.bounded(float, low=0, high=1),
                    default=0.5, help="opacity of the map over the image (default 0.5)")
+    p.add_argument("--positive", action="store_true",
+                   help="draw signed maps (ig, occlusion) as their positive part (evidence for the class) instead "
+                        "of signed on a diverging colormap centred on 0")
     p.add_argument("--invert", action="store_true", help="invert grey levels of image files first")
     options.add_offline(p)
     options.add_device(p)
@@ -110,7 +114,6 @@ def _class_index(target: str, classes: list[str]) -> int | str:
 
 def _run_trained(args) -> int:
     from cnnlab.insight import attribution
-    from cnnlab.insight.internals import conv_layers
     from cnnlab.runs.directory import load_run
     from cnnlab.train.device import resolve_device
 
@@ -121,7 +124,7 @@ def _run_trained(args) -> int:
     if target == "actual" and (labels < 0).any():
         raise CnnlabError("--target actual needs labelled images: give test:INDEX, or a class name or index")
     x = run.preprocess(images)
-    layers = {"auto": ["auto"], "sweep": conv_layers(model)}.get(args.layer, [args.layer])
+    layers = [args.layer]  # "auto", "sweep" or a name
     probs = attribution.scores(model, x).softmax(1).numpy()
     if args.method in ("gradcam", "gradcam++"):
         maps, targets, chosen, _ = attribution.gradcam_maps(model, x, target, layers=layers, labels=labels,
@@ -178,19 +181,33 @@ def _run_photos(args) -> int:
 
 
 def _finish(args, maps: dict, chosen, images, names, *, shown: dict | None = None) -> None:
-    """Print the layer(s), write the figure and the array."""
+    """Print the layer(s) and what the colours mean, write the figure and the array."""
+    from cnnlab.insight.attribution import all_zero, is_signed
+
     if chosen:
         print(f"layer{'s' if len(chosen) > 1 else ''}: {', '.join(chosen)}")
+    for name, m in maps.items():
+        zero = int(sum(all_zero(np.asarray(v)[None]).sum() for v in m))
+        if zero:
+            where = f" at layer {name}" if chosen else ""
+            print(f"note: {zero} of {len(m)} maps{where} are all zero (no positive evidence for the class there); "
+                  "try an earlier layer or another method")
+    signed = is_signed(args.method) and not args.positive
+    if is_signed(args.method):
+        print(f"{args.method} maps are signed; drawn " + ("as their positive part (evidence for the class only)"
+              if args.positive else "on a diverging colormap centred on 0 (red: for the class, blue: against it)"))
     shown = shown or maps
     if args.out:
         from cnnlab.report.overlay import plot_attributions, plot_layer_sweep
 
         titles = [Path(n).name if not n.startswith("test:") else n for n in names]
+        kind = " (signed)" if signed else " (positive part)" if is_signed(args.method) else ""
         if len(shown) > 1 and len(images) == 1:
             fig = plot_layer_sweep(images[0], {k: v[0] for k, v in shown.items()}, title=titles[0], alpha=args.alpha)
         else:
-            fig = plot_attributions(images, list(shown.values()), column_titles=list(shown), row_titles=titles,
-                                    alpha=args.alpha, shared_scale=False)  # layers differ in scale by orders
+            fig = plot_attributions(images, list(shown.values()), column_titles=[f"{k}{kind}" for k in shown],
+                                    row_titles=titles, alpha=args.alpha, signed=signed,
+                                    shared_scale=False)  # layers differ in scale by orders
         save_figure(fig, args.out, dpi=100)
         options.say(args, f"wrote {args.out}")
     if args.save_array:

@@ -25,7 +25,7 @@ class DecisionMaps:
     """Grad-CAM of ``layer`` for ``images`` uint8 (n, H, W, C) (test indices ``indices``):
     ``actual_maps`` / ``predicted_maps`` (n, H, W) for ``labels`` / ``predicted``, with those
     classes' probabilities; ``sweep`` {layer: (H, W)} of test image ``sweep_index`` for its
-    predicted class, every conv layer in the order they run."""
+    predicted class, every conv layer's rectified unit in the order they run."""
 
     layer: str
     indices: np.ndarray
@@ -55,7 +55,7 @@ def explain_decisions(model: nn.Module, preprocess: Callable, images: np.ndarray
     predicted = np.array([t.predicted for t in losses])
     actual, _, layers, _ = gradcam_maps(model, x, labels)
     said, _, _, _ = gradcam_maps(model, x, predicted, layers=layers)
-    sweep, _, _, _ = gradcam_maps(model, x[:1], predicted[:1], layers=conv_layers(model))
+    sweep, _, _, _ = gradcam_maps(model, x[:1], predicted[:1], layers=["sweep"])
     return DecisionMaps(
         layer=layers[0], indices=np.array([t.index for t in losses]), images=images, labels=labels,
         predicted=predicted, actual_probs=np.array([t.actual_prob for t in losses]),

@@ -1,7 +1,10 @@
 """The embedding map: where a network puts each example just before it decides.
 
 The features are the input of the model's last ``nn.Linear`` layer (its penultimate
-representation), caught with a forward pre-hook in eval mode, batch by batch. They are
+representation), caught with a forward pre-hook in eval mode, batch by batch. A network
+without one (SqueezeNet's classifier is a 1x1 conv) gives the input of its last conv layer,
+globally average-pooled: the output of its last convolutional block, as torchvision's
+feature extractors take it (SqueezeNet: ``features``, 512 values per image). They are
 projected to 2-D with PCA (exact, or randomised for wide features; equal to scikit-learn's
 up to the sign of each axis), t-SNE (scikit-learn) or UMAP (``umap-learn``, the optional
 ``explain`` extra). :func:`run_embedding` caches a run's map in the run directory.
@@ -59,18 +62,24 @@ class Embedding:
 # --------------------------------------------------------------------------- features
 
 
-def _last_linear(model: nn.Module) -> nn.Linear:
+def _feature_layer(model: nn.Module) -> tuple[nn.Module, bool]:
+    """(the module whose input is the features, whether to pool them globally): the last
+    ``nn.Linear``, else the last ``nn.Conv2d`` (its input pooled over H and W)."""
     linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
-    if not linears:
-        raise CnnlabError(f"{type(model).__name__} has no nn.Linear layer, so it has no penultimate features "
-                          "(the input of the last Linear layer) to map; use a model with a dense classifier")
-    return linears[-1]
+    if linears:
+        return linears[-1], False
+    convs = [m for m in model.modules() if isinstance(m, nn.Conv2d)]
+    if not convs:
+        raise CnnlabError(f"{type(model).__name__} has no nn.Linear or nn.Conv2d layer, so it has no penultimate "
+                          "features to map; use a model with a dense or convolutional classifier")
+    return convs[-1], True
 
 
 def penultimate_features(model: nn.Module, images, *, preprocess: Callable | None = None,
                          batch_size: int = 512, progress: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """``(features (N, F) float32, predictions (N,) int64)``: the input of the model's last
-    ``nn.Linear`` layer and the argmax of its output, for every image.
+    ``nn.Linear`` layer (none: the input of its last ``nn.Conv2d``, averaged over H and W)
+    and the argmax of the model's output, for every image.
 
     ``images``: a float tensor (N, C, H, W) as the model takes it, or anything ``preprocess``
     turns into one batch by batch (e.g. uint8 (N, H, W, C) with ``Run.preprocess``, or a
@@ -82,11 +91,11 @@ def penultimate_features(model: nn.Module, images, *, preprocess: Callable | Non
         raise CnnlabError(f"batch_size must be a positive int, got {batch_size!r}")
     if preprocess is None and not (isinstance(images, torch.Tensor) and images.ndim == 4):
         raise CnnlabError(f"images must be a float tensor (N, C, H, W), or pass preprocess=; got {type(images).__name__}")
-    linear = _last_linear(model)
+    layer, pool = _feature_layer(model)
     device = next(model.parameters(), torch.empty(0)).device
     caught: list[torch.Tensor] = []
     feats, preds = [], []
-    handle = linear.register_forward_pre_hook(lambda mod, inputs: caught.append(inputs[0]))
+    handle = layer.register_forward_pre_hook(lambda mod, inputs: caught.append(inputs[0]))
     try:
         with frozen_model(model), torch.inference_mode():
             batches = image_batches(images, batch_size)
@@ -99,7 +108,8 @@ def penultimate_features(model: nn.Module, images, *, preprocess: Callable | Non
                 x = preprocess(batch) if preprocess is not None else batch
                 caught.clear()
                 out = model(x.to(device))  # (B, classes)
-                feats.append(caught[-1].reshape(len(x), -1).float().cpu())  # last call: the classifier's input
+                f = caught[-1].mean((2, 3)) if pool and caught[-1].ndim == 4 else caught[-1]  # last call: its input
+                feats.append(f.reshape(len(x), -1).float().cpu())
                 preds.append(out.reshape(len(x), -1).argmax(1).cpu())
     finally:
         handle.remove()

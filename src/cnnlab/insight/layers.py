@@ -37,19 +37,24 @@ def require_convs(model: nn.Module, method: str) -> list[str]:
     return names
 
 
-def check_cam_layer(model: nn.Module, layer: str) -> str:
-    """``layer`` if it names a Conv2d or a block that contains one (a Fire module, a
-    ``features`` stage); otherwise a CnnlabError listing the conv layers."""
+def check_cam_layer(model: nn.Module, layer) -> str:
+    """The ``named_modules()`` name of ``layer``: a name or a submodule object (as Captum
+    takes it). Any submodule whose output is (N, C, H, W) feature maps will do: a Conv2d,
+    the activation after it, a block (a Fire module, a residual block, a ``features``
+    stage); the output's shape is checked when the layer runs. Otherwise a CnnlabError
+    listing the conv layers."""
+    if isinstance(layer, nn.Module):
+        for name, module in model.named_modules():
+            if module is layer and name:
+                return name
+        raise CnnlabError(f"the {layer_type(layer)} passed as layer is not a submodule of {type(model).__name__}; "
+                          f"pass one of its modules, or a name: 'auto' or one of: {_conv_list(model)}")
     if not isinstance(layer, str):
-        raise CnnlabError(f"layer {layer!r} is not a layer name; use 'auto' or one of: {_conv_list(model)}")
+        raise CnnlabError(f"layer {layer!r} is not a layer name or module; use 'auto' or one of: {_conv_list(model)}")
     modules = dict(model.named_modules())
     if layer not in modules or not layer:
         raise CnnlabError(f"no layer {layer!r} in {type(model).__name__}; use 'auto' or one of the conv "
                           f"layers: {_conv_list(model)}")
-    module = modules[layer]
-    if not any(isinstance(m, nn.Conv2d) for m in module.modules()):
-        raise CnnlabError(f"layer {layer!r} is a {layer_type(module)}, not a convolution: Grad-CAM weighs a "
-                          f"conv layer's feature maps; use 'auto' or one of: {_conv_list(model)}")
     return layer
 
 

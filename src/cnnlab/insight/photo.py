@@ -20,7 +20,6 @@ from torch import nn
 
 from cnnlab.errors import CnnlabError
 from cnnlab.insight import attribution
-from cnnlab.insight.internals import conv_layers
 from cnnlab.models.pretrained import URLS, imagenet_classes, load_pretrained, preprocess, top_k
 from cnnlab.scratch.images import to_8bit
 
@@ -103,8 +102,7 @@ def _target(target, names: list[str]):
 def _crop_maps(net: nn.Module, x: torch.Tensor, method: str, target, layer: str, options: dict):
     """({layer or method: (224, 224) map}, targets (1,), scores (1, K), the layer used or None)."""
     if method in ("gradcam", "gradcam++"):
-        layers = conv_layers(net) if layer == "sweep" else [layer]
-        maps, targets, chosen, logits = attribution.gradcam_maps(net, x, target, layers=layers,
+        maps, targets, chosen, logits = attribution.gradcam_maps(net, x, target, layers=[layer],
                                                                  plus=method == "gradcam++", **options)
         return {name: m[0] for name, m in maps.items()}, targets, logits, chosen[-1]
     if layer == "sweep":
@@ -121,7 +119,8 @@ def explain_photo(path, *, model="squeezenet1_1", weights=None, method: str = "g
     ``model``: a name ('squeezenet1_1', 'vgg16', ...; ``weights`` a state-dict file, None to
     download the official one) or a loaded network. ``method``: a key of
     ``attribution.METHODS``; ``target``: 'predicted', a class index or a class name;
-    ``layer``: for Grad-CAM(++), a conv layer, 'auto', or 'sweep' for every conv layer (then
+    ``layer``: for Grad-CAM(++), a layer (see ``attribution.gradcam``), 'auto', or 'sweep' for
+    every conv layer's rectified unit (then
     ``sweep`` holds each layer's map and ``map`` the last one's). Extra ``options`` go to
     the method (e.g. ``steps=`` for integrated gradients).
     """

@@ -30,16 +30,18 @@ def why_section(page: Page, r: Results, opt: ReportOptions) -> None:
     grid = plot_attributions([_gray(im) for im in d.images], [d.actual_maps, d.predicted_maps],
                              column_titles=["actual class", "predicted class"], row_titles=rows)
     sweep = plot_layer_sweep(_gray(d.images[0]), d.sweep,
-                             title=f"test image {d.sweep_index}: Grad-CAM of every conv layer for "
+                             title=f"test image {d.sweep_index}: Grad-CAM after every conv layer for "
                                    f"'{names[d.predicted[0]]}'")
     page.section(
         "why", "Why it decided",
-        note(f"Grad-CAM (layer {d.layer}, the last conv layer with a map larger than 1×1) of the {len(d.indices)} "
-             "largest losses, for the actual class and for the class the model predicted: where the two maps "
-             "differ is what pulled the model the wrong way. Brighter is more influence (cividis colormap); "
-             "the two maps of a row share one scale."),
+        note(f"Grad-CAM (layer {d.layer}: the rectified output of the last conv layer with a map larger than "
+             f"1×1) of the {len(d.indices)} largest losses, for the actual class and for the class the model "
+             "predicted: where the two maps differ is what pulled the model the wrong way. Grad-CAM maps are "
+             "never negative; brighter is more influence (cividis colormap, colour bar beside each map); the "
+             "two maps of a row share one scale."),
         page.figure(grid, "Grad-CAM of the top losses for the actual and the predicted class"),
-        note("The same map for every conv layer of the worst mistake, early layers first: early layers "
+        note("The same map after every conv layer (its activation, or the block it ends) of the worst mistake, "
+             "early layers first: early layers "
              "respond to edges everywhere, the last ones to what decides the class."),
         page.figure(sweep, "Grad-CAM layer sweep"),
     )
