@@ -721,3 +721,21 @@ def test_a_pretrained_target_has_no_test_set_and_says_so_in_one_answer():
     with pytest.raises(LabError, match="pretrained ImageNet network: the lab has no test set") as info:
         evaluated(fake)
     assert info.value.status == 409
+
+
+def test_a_signed_method_is_drawn_diverging_even_when_no_value_is_negative():
+    # The method decides (cnnlab.insight.attribution.is_signed), not the values it happened to give.
+    from cnnlab.lab.imaging import heat_overlay
+
+    positive = np.array([[0.0, 1.0], [2.0, 0.5]])
+    assert heat_overlay(positive)["cmap"] == "cividis"
+    drawn = heat_overlay(positive, signed=True)
+    assert drawn["signed"] and drawn["cmap"] == "RdBu_r" and (drawn["lo"], drawn["hi"]) == (-2.0, 2.0)
+    assert "for or against" in heat_overlay(np.zeros((2, 2)), signed=True)["note"]
+
+
+def test_the_attribution_endpoint_draws_integrated_gradients_signed(client):
+    r = client.get("/api/t/0/attribution", params={"input": "test:0", "method": "ig"})
+    assert r.status_code == 200 and r.json()["signed"] and r.json()["cmap"] == "RdBu_r"
+    r = client.get("/api/t/0/attribution", params={"input": "test:0", "method": "gradcam"})
+    assert r.status_code == 200 and not r.json()["signed"] and r.json()["cmap"] == "cividis"

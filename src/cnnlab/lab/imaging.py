@@ -210,7 +210,7 @@ def colorize(values: np.ndarray, *, cmap: str = "inferno", alpha: bool = False) 
     return np.dstack([rgb, u8]) if alpha else rgb
 
 
-def heat_overlay(values: np.ndarray) -> dict:
+def heat_overlay(values: np.ndarray, signed: bool | None = None) -> dict:
     """An attribution map as an RGBA overlay that does not lie about its numbers.
 
     A magnitude map (every value >= 0) goes through cividis (perceptually even and readable
@@ -220,18 +220,23 @@ def heat_overlay(values: np.ndarray) -> dict:
     A map with no non-zero finite value has nothing to draw: ``png`` is None and ``note``
     says why, instead of min-max scaling it into a uniform wash of colour.
 
+    ``signed``: whether the method's map is signed (``cnnlab.insight.attribution.is_signed``:
+    integrated gradients, occlusion), so it is drawn diverging even where no value happens to be
+    negative; None decides from the values.
+
     Returns {png, signed, lo, hi, cmap, colorbar (a 256x1 PNG of the scale), note}.
     """
     v = np.nan_to_num(np.asarray(values, dtype=np.float32), nan=0.0, posinf=0.0, neginf=0.0)
     finite = bool(np.isfinite(np.asarray(values, dtype=np.float32)).all())
     m = float(np.abs(v).max()) if v.size else 0.0
-    signed = bool(v.size and v.min() < 0)
+    signed = bool(v.size and v.min() < 0) if signed is None else bool(signed)
     cmap = "RdBu_r" if signed else "cividis"
     lo, hi = (-m, m) if signed else (0.0, m)
     bar = png_b64(_lut(cmap)[np.arange(256, dtype=np.uint8)][None])
     if m == 0.0:
-        note = ("every value of this map is 0: no positive evidence for this class at this layer"
-                if finite else "this map is not defined here (it holds no finite value)")
+        note = ("every value of this map is 0: no evidence for or against this class"
+                if signed else "every value of this map is 0: no positive evidence for this class at this layer"
+                ) if finite else "this map is not defined here (it holds no finite value)"
         return {"png": None, "signed": signed, "lo": 0.0, "hi": 0.0, "cmap": cmap, "colorbar": bar, "note": note}
     # Rounded, not truncated: the map's extreme must wear the colour bar's end colour exactly.
     u8 = np.clip(np.round((v - lo) * (255.0 / (hi - lo))), 0, 255).astype(np.uint8)

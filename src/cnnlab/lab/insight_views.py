@@ -50,7 +50,7 @@ def attribution_view(target, item, method: str, class_param: str | None, layer: 
         if cls is None:
             cls = int(attribution.scores(model, item.x).argmax(1)[0])
         heat = attribution.attribute(model, item.x, [cls], method=method)[0]
-    overlay = heat_overlay(heat)
+    overlay = heat_overlay(heat, signed=attribution.is_signed(method))  # the method decides, not the values
     finite = heat[np.isfinite(heat)]
     return {**overlay, "class": cls, "class_name": classes[cls],
             "min": float(finite.min()) if finite.size else None, "max": float(finite.max()) if finite.size else None,
