@@ -83,7 +83,7 @@ from cnnlab.report.plots import plot_history
 
 plot_history(history.epochs)"""),
         md("## Where it goes wrong\nRows are the true digit, columns the prediction."),
-        code("""from cnnlab.insight.evaluate import confusion_matrix, predict
+        code("""from cnnlab.insight.predictions import confusion_matrix, predict
 from cnnlab.report.plots import plot_confusion_matrix
 
 probs = predict(model, x_test)
@@ -165,7 +165,7 @@ model = cnnlab.build_model("cifar-cnn")
 history = cnnlab.fit(model, x, cifar.train.labels, validation=(xt, yt),
                      config=cnnlab.TrainConfig(epochs=EPOCHS, batch_size=64, verbose=VERBOSE))"""),
         md("## Per class\nPrecision, recall and F1 for every class name."),
-        code("""from cnnlab.insight.evaluate import confusion_matrix, per_class_metrics, predict
+        code("""from cnnlab.insight.predictions import confusion_matrix, per_class_metrics, predict
 
 probs = predict(model, xt)
 cm = confusion_matrix(yt, probs.argmax(1), 10)
@@ -198,7 +198,7 @@ print(grey.shape, "->", pooled.shape)
 gallery(grey, {"max-pool 4": pooled, "avg-pool 4": cnnlab.avg_pool2d(grey, 4)}, panel_inches=2.5)"""),
         md("## An MNIST CNN"),
         code(MNIST_MODEL),
-        code("""from cnnlab.insight.evaluate import confusion_matrix, most_confused, predict
+        code("""from cnnlab.insight.predictions import confusion_matrix, most_confused, predict
 from cnnlab.report.plots import plot_confusion_matrix
 
 preds = predict(model, x_test).argmax(1)
@@ -212,7 +212,7 @@ plot_confusion_matrix(cm, ds.classes, normalize=True)"""),
 Train an MNIST CNN, then follow one digit through it: the output of every layer, as images."""),
         code(SETUP),
         code(MNIST_MODEL),
-        code("""from cnnlab.insight.inspect import layer_names
+        code("""from cnnlab.insight.internals import layer_names
 
 names = layer_names(model)
 image = x_test[:1]  # one test digit, (1, 1, 28, 28)
