@@ -28,7 +28,6 @@ SqueezeNet photo was seen 1.3e-2 (of its largest value) away from Captum's on on
 
 from __future__ import annotations
 
-import threading
 import warnings
 
 import numpy as np
@@ -37,96 +36,24 @@ import torch.nn.functional as F
 from torch import nn
 
 from cnnlab.errors import CnnlabError
+from cnnlab.insight.attribution_inputs import (
+    _add_rows,
+    _as_batch,
+    _check_batch_size,
+    _maps,
+    _predicted,
+    _target_spec,
+    _targets,
+    scores,
+)
+from cnnlab.insight.cam_layers import _choose, _is_map, _trace, cam_layers
 from cnnlab.insight.internals import layer_type
 from cnnlab.insight.layers import captured_outputs, check_cam_layer, explaining, forward_logits, require_convs
+from cnnlab.insight.occlusion import occlusion
 
 __all__ = ["METHODS", "SIGNED_METHODS", "AllZeroMapWarning", "all_zero", "attribute", "cam_layers", "gradcam",
            "gradcam_maps", "gradcam_pp", "integrated_gradients", "is_signed", "layer_sweep", "occlusion", "saliency",
            "scores", "smoothgrad"]
-
-
-# --------------------------------------------------------------------------- inputs
-
-
-def _as_batch(model: nn.Module, images) -> torch.Tensor:
-    """(N, C, H, W) or (C, H, W) tensor/array -> a detached (N, C, H, W) tensor in the model's dtype."""
-    if isinstance(images, np.ndarray):
-        if not np.issubdtype(images.dtype, np.floating):
-            raise CnnlabError(f"images are {images.dtype}; pass float (N, C, H, W) preprocessed as the model "
-                              "expects (a run's Run.preprocess does it for uint8 images)")
-        images = torch.from_numpy(images)
-    if not isinstance(images, torch.Tensor) or images.ndim not in (3, 4) or not images.is_floating_point():
-        got = f"{images.dtype} {tuple(images.shape)}" if isinstance(images, torch.Tensor) else type(images).__name__
-        raise CnnlabError(f"images must be a float tensor or array (N, C, H, W), got {got}")
-    x = images.unsqueeze(0) if images.ndim == 3 else images
-    if x.shape[0] == 0:
-        raise CnnlabError("images is an empty batch; pass at least one image")
-    param = next(model.parameters(), None)
-    if param is not None:
-        x = x.to(device=param.device, dtype=param.dtype)
-    # Channels-last activations: oneDNN's convolutions run faster in that layout on the CPU
-    # (SqueezeNet's Grad-CAM of one photo 1.6x); every copy made later keeps it.
-    return x.detach().contiguous(memory_format=torch.channels_last)
-
-
-def _target_spec(targets, n: int, labels) -> torch.Tensor | str:
-    """'predicted', or an int64 tensor (n,) of classes (range checked once scores are known)."""
-    if isinstance(targets, str):
-        if targets == "predicted":
-            return targets
-        if targets != "actual":
-            raise CnnlabError(f"target {targets!r} is not 'predicted', 'actual', a class index or one per image")
-        if labels is None:
-            raise CnnlabError("target 'actual' needs labels=; pass the true classes, or use 'predicted'")
-        targets = labels
-    t = torch.as_tensor(np.asarray(targets.cpu() if isinstance(targets, torch.Tensor) else targets))
-    if t.is_floating_point() or t.dtype == torch.bool or t.ndim > 1:
-        raise CnnlabError(f"targets {targets!r} are not class indices; give an int or one int per image")
-    t = t.long().expand(n) if t.ndim == 0 else t.long()
-    if len(t) != n:
-        raise CnnlabError(f"{len(t)} targets for {n} images; give one target per image (or one int for all)")
-    return t
-
-
-def _targets(spec, logits: torch.Tensor) -> torch.Tensor:
-    """The (n,) classes to explain for a batch whose scores are ``logits`` (n, K)."""
-    if isinstance(spec, str):
-        return logits.detach().argmax(1)
-    k = logits.shape[1]
-    bad = spec[(spec < 0) | (spec >= k)]
-    if len(bad):
-        raise CnnlabError(f"target {int(bad[0])} is out of range: the model has {k} classes (0..{k - 1})")
-    return spec.to(logits.device).clone()  # a clone made here is a normal tensor even if the caller used inference_mode
-
-
-def _selected_each(logits: torch.Tensor, spec) -> torch.Tensor:
-    """Each row's score for its target class (n,)."""
-    return logits.gather(1, _targets(spec, logits)[:, None])[:, 0]
-
-
-def _check_batch_size(batch_size) -> int:
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise CnnlabError(f"batch_size must be a positive int, got {batch_size!r}")
-    return batch_size
-
-
-def _predicted(model: nn.Module, x: torch.Tensor, spec, batch_size: int) -> torch.Tensor:
-    """Resolve 'predicted' with a gradient-free pass (for methods that perturb the images);
-    given classes are range-checked later, against the scores of their first batch."""
-    if not isinstance(spec, str):
-        return spec.to(x.device)
-    return scores(model, x, batch_size=batch_size).argmax(1)
-
-
-def _add_rows(total: torch.Tensor, index: torch.Tensor, values: torch.Tensor) -> None:
-    """total[index[r]] += values[r] for every row r, as one matrix product (index_add_ is
-    several times slower on the CPU, and slower still in float64)."""
-    onehot = (index[None, :] == torch.arange(len(total), device=index.device)[:, None]).to(values.dtype)
-    total.view(len(total), -1).addmm_(onehot, values.reshape(len(values), -1))
-
-
-def _maps(t: torch.Tensor) -> np.ndarray:
-    return t.detach().float().cpu().numpy()
 
 
 # --------------------------------------------------------------------------- Grad-CAM
@@ -156,143 +83,6 @@ def _cam(act: torch.Tensor, grad: torch.Tensor | None, size, plus: bool) -> torc
 
 
 # Modules applied element by element after a convolution: the unit's output runs through them.
-_ACTIVATIONS = ("ReLU", "ReLU6", "LeakyReLU", "PReLU", "RReLU", "ELU", "SELU", "CELU", "GELU", "SiLU", "Mish",
-                "Hardswish", "Hardtanh", "Softplus", "Sigmoid", "Hardsigmoid", "Tanh")
-_PASS_THROUGH = ("BatchNorm2d", "Dropout", "Dropout2d", "Identity", "MaxPool2d", "AvgPool2d")
-
-
-def _kind(module: nn.Module) -> str | None:
-    """'activation', 'pass' (BatchNorm, dropout, identity, pooling) or None, by class name (a run's
-    torch.export program keeps its layers' original class names, see ``layer_type``)."""
-    names = {layer_type(module)} | {t.__name__ for t in type(module).__mro__}
-    if names & set(_ACTIVATIONS):
-        return "activation"
-    return "pass" if names & set(_PASS_THROUGH) else None
-
-
-def _trace(model: nn.Module, x: torch.Tensor) -> tuple[list[tuple[str, object, object]], torch.Tensor]:
-    """``(calls, scores)`` of one forward pass of ``x``: every submodule call in the order the
-    calls finish (a block after its children) as ``(name, first input, output)``. Run it
-    under ``explaining``; with grad enabled the outputs can be differentiated."""
-    owner = threading.get_ident()
-    calls: list[tuple[str, object, object]] = []
-
-    def hook_for(name: str):
-        def hook(module, inputs, output):
-            if threading.get_ident() == owner:
-                calls.append((name, inputs[0] if inputs else None, output))
-
-        return hook
-
-    handles = []
-    try:
-        for name, module in model.named_modules():
-            if name:
-                handles.append(module.register_forward_hook(hook_for(name)))
-        logits = forward_logits(model, x)
-    finally:
-        for handle in handles:
-            handle.remove()
-    return calls, logits
-
-
-def _is_map(t) -> bool:
-    return isinstance(t, torch.Tensor) and t.ndim == 4
-
-
-def _units(model: nn.Module, calls: list, convs: list[str]) -> tuple[dict[str, str], dict[str, int]]:
-    """({conv: the module whose output is that conv's rectified unit}, {conv: the smaller
-    pixel count of its map and its unit's}), for the convs that ran with (N, C, H, W) output,
-    in the order they ran.
-    The unit is:
-
-    - the outermost block (a Fire module, a residual block, a stage) that ends with this conv
-      (no other conv of it runs later) and keeps its spatial size, then inside it the last
-      child with the very same output tensor, down to a module called once (a residual
-      block's ReLU is called twice, so the block itself is the unit);
-    - then the activations (through BatchNorm, dropout, pooling) that take that output next,
-      one after the other (``conv -> ReLU``: the ReLU; ``conv -> pool -> BN -> ReLU``: the ReLU).
-    """
-    count: dict[str, int] = {}
-    first: dict[str, int] = {}
-    for i, (name, _, _) in enumerate(calls):
-        count[name] = count.get(name, 0) + 1
-        first.setdefault(name, i)
-    out = {name: calls[i][2] for name, i in first.items()}
-    once = {name for name, c in count.items() if c == 1}
-    ran = sorted((c for c in convs if c in once and _is_map(out[c])), key=first.__getitem__)
-    modules = dict(model.named_modules())
-
-    def last_conv_in(block: str) -> str | None:
-        inside = [c for c in ran if c.startswith(block + ".")]
-        return inside[-1] if inside else None
-
-    def follow(name: str) -> str:
-        """The last activation of the chain that takes ``name``'s output next (through
-        BatchNorm, dropout or pooling), or ``name`` when no activation follows."""
-        current, end = out[name], name
-        for i, (other, given, result) in enumerate(calls[first[name] + 1:], first[name] + 1):
-            if given is current and first[other] == i:  # a module's first call: what the hooks capture
-                kind = _kind(modules[other])
-                if kind is None:
-                    break
-                current = result
-                if kind == "activation":
-                    end = other
-        return end
-
-    units = {}
-    for conv in ran:
-        size = out[conv].shape[2:]
-        unit, parts = conv, conv.split(".")
-        for depth in range(len(parts) - 1, 0, -1):
-            block = ".".join(parts[:depth])
-            if block not in once or not _is_map(out[block]) or out[block].shape[2:] != size \
-                    or last_conv_in(block) != conv:
-                break
-            unit = block
-        while unit != conv:  # inside the block, down to the last child giving the same tensor
-            same = [n for n, _ in modules[unit].named_children() if f"{unit}.{n}" in once
-                    and out[f"{unit}.{n}"] is out[unit]]
-            if not same:
-                break
-            unit = max((f"{unit}.{n}" for n in same), key=first.__getitem__)
-        units[conv] = follow(unit)
-    # a map's pixel count: the conv's and its unit's (pooling may shrink the unit's)
-    return units, {c: min(out[c].shape[2] * out[c].shape[3], out[u].shape[2] * out[u].shape[3])
-                   for c, u in units.items()}
-
-
-def cam_layers(model: nn.Module, images, which: str = "auto") -> list[str]:
-    """The layers Grad-CAM uses for ``layer="auto"`` (one name) or ``"sweep"`` (one per
-    conv layer, in the order they run): the rectified output of each conv's unit, see
-    :func:`gradcam`. ``images``: one batch the model takes (only the first image is run)."""
-    convs = require_convs(model, "Grad-CAM")
-    _check_which(which)
-    x = _as_batch(model, images)
-    with explaining(model), torch.no_grad():
-        calls, _ = _trace(model, x[:1])
-    return _choose(model, calls, convs, which)
-
-
-def _check_which(which) -> None:
-    if which not in ("auto", "sweep"):
-        raise CnnlabError(f"which must be 'auto' or 'sweep', got {which!r}")
-
-
-def _choose(model: nn.Module, calls: list, convs: list[str], which: str) -> list[str]:
-    units, pixels = _units(model, calls, convs)
-    if which == "sweep":
-        sweep = list(dict.fromkeys(units[conv] for conv in units if pixels[conv] > 1))
-        if sweep:
-            return sweep
-    for conv in reversed(list(units)):
-        if pixels[conv] > 1:
-            return [units[conv]]
-    raise CnnlabError(f"no conv layer of {type(model).__name__} has an output map larger than 1x1 for these "
-                      "images; Grad-CAM needs a spatial map, use saliency or ig instead")
-
-
 def gradcam_maps(model: nn.Module, images, targets="predicted", *, layers=("auto",), labels=None,
                  batch_size: int = 128, plus: bool = False):
     """Grad-CAM(++) of several layers at once: ``({layer: (N, H, W) maps}, targets (N,),
@@ -367,13 +157,6 @@ def _warn_all_zero(maps: np.ndarray, layer: str, method: str) -> None:
     if zero:
         warnings.warn(f"{method}: {zero} of {len(maps)} maps at layer {layer} are all zero (no positive evidence "
                       "for the class there); try an earlier layer or another method", AllZeroMapWarning, stacklevel=3)
-
-
-def scores(model: nn.Module, images, *, batch_size: int = 128) -> torch.Tensor:
-    """The model's scores (N, K) for the images, in eval mode without gradients."""
-    x = _as_batch(model, images)
-    with explaining(model), torch.no_grad():
-        return torch.cat([forward_logits(model, xs) for xs in x.split(_check_batch_size(batch_size))])
 
 
 def gradcam(model: nn.Module, images, targets="predicted", *, layer="auto", labels=None,
@@ -531,74 +314,6 @@ def integrated_gradients(model: nn.Module, images, targets="predicted", *, label
         grads = _input_grads(model, base[i] + a * (x[i] - base[i]), t[i], len(rows))
         _add_rows(total, i, grads * weights[k, None, None, None])
     return _maps(((x - base) * total).sum(1))
-
-
-# --------------------------------------------------------------------------- occlusion
-
-
-def _pair(value, name: str, limit: tuple[int, int]) -> tuple[int, int]:
-    pair = (value, value) if isinstance(value, int) and not isinstance(value, bool) else tuple(value)
-    if len(pair) != 2 or not all(isinstance(v, int) and 1 <= v <= m for v, m in zip(pair, limit, strict=True)):
-        raise CnnlabError(f"{name} {value!r} must be a positive int or (rows, cols) no larger than the image {limit}")
-    return pair
-
-
-def _window_starts(size: int, window: int, stride: int) -> torch.Tensor:
-    # As Captum: ceil((size - window) / stride) + 1 positions; the last window may hang over the edge.
-    count = -(-(size - window) // stride) + 1
-    return torch.arange(count) * stride
-
-
-def occlusion(model: nn.Module, images, targets="predicted", *, labels=None, window=None, stride=None,
-              baseline: float = 0.0, batch_size: int = 128) -> np.ndarray:
-    """Occlusion (N, H, W) float32: how much the score drops when a ``window`` patch
-    (all channels) is set to ``baseline``, averaged over the patches covering each pixel
-    (Zeiler & Fergus 2014). Equals Captum's ``Occlusion`` with a window spanning the channels.
-    Signed: negative where hiding a patch *raises* the score (see :func:`is_signed`).
-
-    ``window``/``stride``: int or (rows, cols); default window a seventh of the shorter
-    side, stride half the window. A stride larger than the window would leave pixels that no
-    window covers (no value: NaN), so it is refused.
-    """
-    x = _as_batch(model, images)
-    n, _, h, w = x.shape
-    window = _pair(window if window is not None else max(1, min(h, w) // 7), "window", (h, w))
-    stride = _pair(stride if stride is not None else tuple(max(1, v // 2) for v in window), "stride", (h, w))
-    if stride[0] > window[0] or stride[1] > window[1]:
-        raise CnnlabError(f"occlusion stride {stride} is larger than the window {window}: the pixels between "
-                          "windows would get no value; use a stride no larger than the window")
-    if not isinstance(baseline, (int, float)):
-        raise CnnlabError(f"baseline must be a number for occlusion, got {type(baseline).__name__}")
-    t = _predicted(model, x, _target_spec(targets, len(x), labels), batch_size)
-    # Each window is a box: the product of a row band and a column band.
-    rows_in = _bands(h, window[0], stride[0], x)  # (R, H): row band of each window row
-    cols_in = _bands(w, window[1], stride[1], x)  # (Q, W)
-    drops = _occlusion_drops(model, x, t, rows_in, cols_in, baseline, _check_batch_size(batch_size))  # (R, Q, N)
-    total = torch.einsum("ay,abn,bx->nyx", rows_in, drops, cols_in)
-    count = rows_in.sum(0)[:, None] * cols_in.sum(0)[None, :]  # windows covering each pixel
-    return _maps(total / count)
-
-
-def _bands(size: int, window: int, stride: int, x: torch.Tensor) -> torch.Tensor:
-    starts = _window_starts(size, window, stride).to(x.device)[:, None]
-    pos = torch.arange(size, device=x.device)[None, :]
-    return ((pos >= starts) & (pos < starts + window)).to(x.dtype)
-
-
-def _occlusion_drops(model, x, t, rows_in, cols_in, baseline, batch_size) -> torch.Tensor:
-    """score(x) - score(x with window (a, b) set to baseline), as (R, Q, N)."""
-    n, windows = len(x), len(rows_in) * len(cols_in)
-    drops = []
-    with explaining(model), torch.no_grad():
-        full = torch.cat([_selected_each(forward_logits(model, c), tc)
-                          for c, tc in zip(x.split(batch_size), t.split(batch_size), strict=True)])
-        for start in range(0, windows * n, batch_size):
-            rows = torch.arange(start, min(start + batch_size, windows * n), device=x.device)
-            p, i = rows // n, rows % n  # row = window p of image i
-            mask = (rows_in[p // len(cols_in), :, None] * cols_in[p % len(cols_in), None, :])[:, None]  # (rows, 1, H, W)
-            occluded = x[i] * (1 - mask) + baseline * mask
-            drops.append(full[i] - _selected_each(forward_logits(model, occluded), t[i]))
-    return torch.cat(drops).view(len(rows_in), len(cols_in), n)
 
 
 # --------------------------------------------------------------------------- by name
