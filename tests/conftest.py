@@ -259,3 +259,16 @@ def photos(tmp_path):
 def module_photos(tmp_path_factory):
     """The ``photos`` folder, made once for a test module (for a run trained once and only read)."""
     return make_photos(tmp_path_factory.mktemp("module") / "photos")
+
+
+@pytest.fixture(autouse=True)
+def _torch_threads_restored():
+    """A command run in-process may set torch's thread count for its process (`cnnlab lab --threads`,
+    default 1): later tests must not inherit it (a different thread count changes float sums'
+    order, and slows everything after it)."""
+    import torch
+
+    before = torch.get_num_threads()
+    yield
+    if torch.get_num_threads() != before:
+        torch.set_num_threads(before)
