@@ -75,3 +75,21 @@ def test_explain_the_cat_photo_with_squeezenet(shared_dir, squeeze_weights, caps
         assert fig.size[0] > 200
     rc = main(["explain", "--model", "squeezenet1_1", "--weights", str(weights), str(cat), "--target", "actual"])
     assert rc == 2 and "photos have no labels" in capsys.readouterr().err
+
+
+def test_a_long_explain_run_shows_progress_and_gives_the_same_maps_as_one_batch(run_env, capsys, tmp_path):
+    import numpy as np
+
+    from cnnlab.cli import explain as cli_explain
+
+    images = [f"test:{i}" for i in range(12)]
+    one, chunked = tmp_path / "one.npy", tmp_path / "chunked.npy"
+    assert main(["explain", str(run_env["run"]), *images, "--method", "ig", "--save-array", str(one), "--quiet"]) == 0
+    old, cli_explain.EXPLAIN_CHUNK = cli_explain.EXPLAIN_CHUNK, 5  # 12 images in chunks of 5, 5 and 2
+    try:
+        assert main(["explain", str(run_env["run"]), *images, "--method", "ig", "--save-array", str(chunked),
+                     "--verbose"]) == 0
+    finally:
+        cli_explain.EXPLAIN_CHUNK = old
+    assert "3/3" in capsys.readouterr().err  # the bar counted the three chunks
+    np.testing.assert_allclose(np.load(chunked), np.load(one), rtol=1e-5, atol=1e-6)

@@ -112,6 +112,9 @@ def _class_index(target: str, classes: list[str]) -> int | str:
                       f"{', '.join(classes[:20])}{', ...' if len(classes) > 20 else ''}")
 
 
+EXPLAIN_CHUNK = 64  # images per step of the progress bar
+
+
 def _run_trained(args) -> int:
     from cnnlab.insight import attribution
     from cnnlab.runs.directory import load_run
@@ -126,13 +129,20 @@ def _run_trained(args) -> int:
     x = run.preprocess(images)
     layers = [args.layer]  # "auto", "sweep" or a name
     probs = attribution.scores(model, x).softmax(1).numpy()
-    if args.method in ("gradcam", "gradcam++"):
-        maps, targets, chosen, _ = attribution.gradcam_maps(model, x, target, layers=layers, labels=labels,
-                                                            plus=args.method == "gradcam++")
-    else:
-        maps = {args.method: attribution.METHODS[args.method](model, x, target, labels=labels)}
-        targets = {"predicted": probs.argmax(1), "actual": labels}.get(target, np.full(len(x), target))
-        chosen = None
+    # In chunks, so a long run (hundreds of test images, integrated gradients' 50 steps each) shows
+    # its progress; each chunk is still batched inside the method.
+    parts, chosen = [], None
+    for start in options.bar(args, range(0, len(x), EXPLAIN_CHUNK), desc=args.method, unit="chunk"):
+        xs, ls = x[start:start + EXPLAIN_CHUNK], labels[start:start + EXPLAIN_CHUNK]
+        if args.method in ("gradcam", "gradcam++"):
+            part, _, chosen, _ = attribution.gradcam_maps(model, xs, target, layers=layers, labels=ls,
+                                                          plus=args.method == "gradcam++")
+            layers = chosen  # "auto"/"sweep" resolved once: every chunk explains the same layers
+        else:
+            part = {args.method: attribution.METHODS[args.method](model, xs, target, labels=ls)}
+        parts.append(part)
+    maps = {name: np.concatenate([part[name] for part in parts]) for name in parts[0]}
+    targets = {"predicted": probs.argmax(1), "actual": labels}.get(target, np.full(len(x), target))
     classes = run.classes
     for i, name in enumerate(names):
         pred, t = int(probs[i].argmax()), int(targets[i])

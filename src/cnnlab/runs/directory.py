@@ -33,8 +33,8 @@ import torch
 
 from cnnlab import files
 from cnnlab.errors import CnnlabError
-from cnnlab.train import distributed as dist
 from cnnlab.runs import lock as runlock
+from cnnlab.train import distributed as dist
 
 HISTORY_FIELDS = ("epoch", "loss", "accuracy", "val_loss", "val_accuracy", "lr", "seconds")
 

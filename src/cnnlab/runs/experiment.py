@@ -14,14 +14,14 @@ import torch
 
 from cnnlab import fast, files
 from cnnlab.errors import CnnlabError
-from cnnlab.train import distributed as dist
 from cnnlab.runs import directory as runs
 from cnnlab.runs import lock as runlock
+from cnnlab.runs.program import PROGRAM, export_program, save_program
+from cnnlab.train import distributed as dist
 from cnnlab.train.config import RunConfig, TrainConfig, resume_config, settings, with_overrides
 from cnnlab.train.device import resolve_device
 from cnnlab.train.history import History
 from cnnlab.train.loop import fit
-from cnnlab.runs.program import PROGRAM, export_program, save_program
 from cnnlab.train.session import score
 
 
