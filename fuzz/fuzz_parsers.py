@@ -250,10 +250,15 @@ def _lab_client():
             (root / "data" / f"k{c}").mkdir(parents=True)
             for i in range(6):
                 Image.fromarray(rng.integers(0, 256, (8, 8, 3), dtype=np.uint8)).save(root / "data" / f"k{c}" / f"{i}.png")
-        logging.getLogger("cnnlab").setLevel(logging.ERROR)
-        cfg = with_overrides(RunConfig(data=f"folder:{root / 'data'}", model="conv2k3-relu,gap,dense2"), epochs=1,
-                             batch_size=4, verbose=0, seed=0, device="cpu")
-        out, _ = train_run(cfg, root / "run")
+        quiet = logging.getLogger("cnnlab")
+        level = quiet.level
+        quiet.setLevel(logging.ERROR)  # the tiny run's notes, not the fuzzer's business; put back after (a test
+        try:  # runs this harness in its own process, and the rest of the suite must hear cnnlab's warnings)
+            cfg = with_overrides(RunConfig(data=f"folder:{root / 'data'}", model="conv2k3-relu,gap,dense2"), epochs=1,
+                                 batch_size=4, verbose=0, seed=0, device="cpu")
+            out, _ = train_run(cfg, root / "run")
+        finally:
+            quiet.setLevel(level)
         _LAB["client"] = TestClient(create_app([RunTarget(out)]), base_url="http://127.0.0.1",
                                     raise_server_exceptions=False)
     return _LAB["client"]

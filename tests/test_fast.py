@@ -231,3 +231,18 @@ def test_the_avx2_override_builds_kernels_without_avx512(tmp_path):
     out = _status(tmp_path, CNNLAB_CPU_FEATURES="avx2,fma")
     assert out.startswith("on") and "-march=x86-64-v3" in out
 
+
+
+def test_with_fast_paths_off_no_cuda_graph_fallback_is_warned(monkeypatch, caplog):
+    # Off is the user's choice, not a failure: no "could not record" warning for it.
+    import logging
+    from types import SimpleNamespace
+
+    from cnnlab.train import session
+    from cnnlab.train.config import TrainConfig
+
+    fake = SimpleNamespace(cfg=TrainConfig(batch_size=4, epochs=1, fast="off"), device=torch.device("cuda"), feed=None,
+                           phases=None, start_epoch=0, step=SimpleNamespace(x=torch.zeros(8), model=nn.Linear(1, 1)))
+    with caplog.at_level(logging.WARNING, logger="cnnlab"):
+        session.Session.maybe_graph(fake)
+    assert caplog.records == [] and fake.step.model is not None

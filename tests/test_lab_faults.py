@@ -114,8 +114,9 @@ def test_weights_that_overflowed_give_finite_json_that_says_so(lab_run, tmp_path
                             ("/api/t/0/history", {}), ("/api/t/0/confusion", {})]:
             r = c.get(url, params=params)
             assert r.status_code == 200, (url, r.text[:300])
-            body = json.loads(r.text)  # strict: json.loads would accept NaN, so check the text too
-            assert "NaN" not in r.text and "Infinity" not in r.text
+            # Strict: json.loads would accept NaN and Infinity, so any such constant is refused here (a
+            # text search for "NaN" would also find it inside a base64 PNG).
+            body = json.loads(r.text, parse_constant=lambda name, url=url: pytest.fail(f"{url} sent {name}"))
             if url.endswith(("analyze", "history")):
                 assert int(r.headers["x-cnnlab-nonfinite"]) == body["nonfinite"]["count"] > 0, url
                 assert body["nonfinite"]["paths"]

@@ -183,7 +183,7 @@ class Session:
                 and self.feed is None and self.phases is None and len(step.x) >= cfg.batch_size
                 and self.start_epoch < cfg.epochs):
             graphed, why = fast.graph_step(step, cfg.batch_size, cfg.fast)
-            if graphed is None:
+            if graphed is None and fast.enabled(cfg.fast):  # off by the user's choice: nothing to warn about
                 # Logged, not warnings.warn: training goes on correctly; nothing in the caller's code is wrong.
                 log.warning("could not record the training step as a CUDA graph (%s); training op by op instead "
                             "(cuda_graphs=False skips the attempt)", why)
