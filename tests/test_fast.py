@@ -152,18 +152,13 @@ def test_an_avx2_cpu_never_gets_bf16_by_default_and_an_explicit_one_is_warned(mo
 
 
 def test_the_run_header_and_config_json_say_which_fast_paths_ran(tmp_path, capsys, monkeypatch):
-    import numpy as np
-    from PIL import Image
+    from conftest import _shapes_images
 
     from cnnlab.cli import main
 
-    rng = np.random.default_rng(0)
-    for c in ("a", "b"):
-        (tmp_path / "photos" / c).mkdir(parents=True)
-        for i in range(4):
-            Image.fromarray(rng.integers(0, 255, (8, 8), dtype=np.uint8)).save(tmp_path / "photos" / c / f"{i}.png")
-    args = ["train", "--data", f"folder:{tmp_path / 'photos'}", "--model", "conv4k3-relu,maxpool2,flatten,dense2",
-            "--epochs", "1", "--batch-size", "4", "--no-report", "--device", "cpu"]
+    photos = _shapes_images(tmp_path / "photos")  # 45 grey 10x10 images in three classes
+    args = ["train", "--data", f"folder:{photos}", "--model", "conv4k3-relu,maxpool2,flatten,dense3",
+            "--epochs", "1", "--batch-size", "8", "--no-report", "--device", "cpu"]
     assert main([*args, "--out", str(tmp_path / "on")]) == 0
     out = capsys.readouterr().out
     paths = json.loads((tmp_path / "on" / "config.json").read_text())["fast_paths"]
