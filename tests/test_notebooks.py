@@ -37,22 +37,22 @@ def test_notebooks_are_stripped_and_generated(tmp_path):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
-def test_notebook_runs(path, mnist_dir, cifar10_dir, datasets_root, monkeypatch):
+def test_notebook_runs(path, mnist_dir, cifar10_dir, datasets_root):
     nbformat = pytest.importorskip("nbformat")
     nbclient = pytest.importorskip("nbclient")
     pytest.importorskip("ipykernel")
-    monkeypatch.setenv("CNNLAB_NOTEBOOK_SMALL", "1")
-    monkeypatch.setenv("CNNLAB_DATA", str(datasets_root))
-    # No MPLBACKEND: the kernel draws as Jupyter does (matplotlib-inline), so a figure that would not show
-    # for a learner fails here (cnnlab's figures showed as "<Figure size ...>" text in a fresh kernel).
-    monkeypatch.delenv("MPLBACKEND", raising=False)
-    # The kernel is a fresh Python: it finds this checkout's cnnlab the way the tests do.
+    # The kernel gets its own environment: this process's, with no matplotlib settings (CI picks the Agg
+    # backend for the other tests), so it draws as Jupyter does (matplotlib-inline) and a figure that
+    # would not show for a learner fails here (cnnlab's figures showed as "<Figure size ...>" text in a
+    # fresh kernel). It finds this checkout's cnnlab the way the tests do.
     src = str(Path(__file__).resolve().parents[1] / "src")
-    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [src, os.environ.get("PYTHONPATH")])))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MPL")}
+    env.update(CNNLAB_NOTEBOOK_SMALL="1", CNNLAB_DATA=str(datasets_root),
+               PYTHONPATH=os.pathsep.join(filter(None, [src, os.environ.get("PYTHONPATH")])))
     nb = nbformat.read(path, as_version=4)
     client = nbclient.NotebookClient(nb, kernel_name="python3", timeout=600,
                                      resources={"metadata": {"path": str(EXAMPLES)}})
-    client.execute()  # raises CellExecutionError, naming the cell, on any error
+    client.execute(env=env)  # raises CellExecutionError, naming the cell, on any error
     for i, cell in enumerate(nb.cells):
         if cell.cell_type == "code" and PLOTS.search(cell.source):
             kinds = {kind for out in cell.outputs for kind in out.get("data", {})}
