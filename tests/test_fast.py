@@ -241,3 +241,10 @@ def test_with_fast_paths_off_no_cuda_graph_fallback_is_warned(monkeypatch, caplo
     with caplog.at_level(logging.WARNING, logger="cnnlab"):
         session.Session.maybe_graph(fake)
     assert caplog.records == [] and fake.step.model is not None
+
+
+def test_the_switch_points_refuse_what_is_not_a_module_in_one_line():
+    for call in (lambda: fast.training_model("mnist-cnn", "cpu"), lambda: fast.inference_model(None, "fp32", "cpu"),
+                 lambda: fast.winograd_model(42)):
+        with pytest.raises(CnnlabError, match="expected a torch nn.Module, got"):
+            call()

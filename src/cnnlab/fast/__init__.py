@@ -56,8 +56,13 @@ def _off_reason(setting) -> str:
 
 def why_as_given(model: nn.Module) -> str | None:
     """Why ``model`` must run exactly as given (hooks, parametrizations, pruning, a subclassed
-    layer), or None."""
+    layer), or None. Every switch below asks this first, so each refuses a non-module in one line."""
+    from torch import nn
+
     from cnnlab.fast.guard import why_as_given as why
+
+    if not isinstance(model, nn.Module):
+        raise CnnlabError(f"expected a torch nn.Module, got {type(model).__name__}")
 
     return why(model)
 
@@ -69,7 +74,7 @@ def training_model(model: nn.Module, device: torch.device | str, setting: str | 
     """What ``fit`` runs for ``model`` on ``device``: its training view (the same parameters,
     faster on a CPU; ``cnnlab.fast.view``), or the model itself where fast paths are off or the
     model carries anything the view would bypass."""
-    if not enabled(setting) or why_as_given(model) is not None:
+    if why_as_given(model) is not None or not enabled(setting):
         return model
     import torch
 
@@ -98,7 +103,7 @@ def inference_model(model: nn.Module, precision: str, device: torch.device | str
                     setting: str | bool | None = "auto") -> nn.Module:
     """``model`` arranged in place for repeated inference (``cnnlab.fast.fused.for_inference``:
     conv + ReLU fused, bf16 weights cast once), or as it is where that is off or unsafe."""
-    if not enabled(setting) or why_as_given(model) is not None:
+    if why_as_given(model) is not None or not enabled(setting):
         return model
     from cnnlab.fast.fused import for_inference
 
@@ -108,7 +113,7 @@ def inference_model(model: nn.Module, precision: str, device: torch.device | str
 def winograd_model(model: nn.Module, setting: str | bool | None = "auto") -> nn.Module:
     """``model`` with its wide 3×3 convolutions computed by Winograd F(4×4, 3×3), in place
     (``cnnlab.fast.winograd``); as it is where fast paths are off or the model carries hooks."""
-    if not enabled(setting) or why_as_given(model) is not None:
+    if why_as_given(model) is not None or not enabled(setting):
         return model.eval()
     from cnnlab.fast.winograd import winograd_inference
 
