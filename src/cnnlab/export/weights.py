@@ -27,6 +27,7 @@ from torch import nn
 from cnnlab.errors import CnnlabError
 from cnnlab.extras import require
 from cnnlab.files import write_bytes
+from cnnlab.runs.directory import SavedModelInfo
 
 FORMAT_TAG = "cnnlab-weights-1"
 _JSON_KEYS = ("input_shape", "num_classes", "classes", "mean", "std")
@@ -95,7 +96,7 @@ def _checked_meta(path: Path, meta: dict, model: str | None) -> dict:
     return {**meta, "input_shape": list(shape), "num_classes": n}
 
 
-class ExportedWeights:
+class ExportedWeights(SavedModelInfo):
     """A .safetensors file written by ``cnnlab export``, used like a run directory
     (``classes``, ``input_shape``, ``config``, ``build_model()``, ``preprocess()``)."""
 
@@ -110,14 +111,6 @@ class ExportedWeights:
                               "`cnnlab export --format safetensors`, so cnnlab cannot rebuild its network")
         meta = _checked_meta(self.path, meta, model)
         self.config = {"data": meta.get("data"), **meta, "model": model or meta["architecture"]}
-
-    @property
-    def classes(self) -> list[str]:
-        return list(self.config.get("classes") or [str(i) for i in range(self.config["num_classes"])])
-
-    @property
-    def input_shape(self) -> tuple[int, int, int]:
-        return tuple(self.config["input_shape"])
 
     def build_model(self, weights: str = "best") -> nn.Module:
         """The network in eval mode with these weights (``weights`` is accepted for Run's signature)."""

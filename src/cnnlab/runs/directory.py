@@ -192,7 +192,22 @@ def checkpointer(run_path: Path) -> Callable:
     return on_epoch_end
 
 
-class Run:
+class SavedModelInfo:
+    """What a run's config.json and an exported file's metadata both say about the network: its
+    class names and input shape (from ``self.config``)."""
+
+    config: dict
+
+    @property
+    def classes(self) -> list[str]:
+        return list(self.config.get("classes") or [str(i) for i in range(self.config["num_classes"])])
+
+    @property
+    def input_shape(self) -> tuple[int, int, int]:
+        return tuple(self.config["input_shape"])
+
+
+class Run(SavedModelInfo):
     """A run directory read back: config, history, metrics, and the trained model."""
 
     def __init__(self, path: Path) -> None:
@@ -239,14 +254,6 @@ class Run:
     def readable_metrics(self) -> dict | None:
         """metrics.json, or None when it is absent or damaged (for commands that rewrite it)."""
         return self._metrics[0]
-
-    @property
-    def classes(self) -> list[str]:
-        return list(self.config.get("classes") or [str(i) for i in range(self.config["num_classes"])])
-
-    @property
-    def input_shape(self) -> tuple[int, int, int]:
-        return tuple(self.config["input_shape"])
 
     def weights_path(self, weights: str = "best") -> Path:
         for name in (f"{weights}.pt", "best.pt", "last.pt"):
